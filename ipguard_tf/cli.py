@@ -1,0 +1,227 @@
+"""The ``ipguard`` command: ``extract``, ``verify`` and ``demo``.
+
+Errors a user can cause (bad arguments, missing or corrupt files, wrong shapes) print one line on stderr and
+exit with status 2; ``--debug`` shows the traceback instead. Heavy imports (TensorFlow) happen only after the
+arguments have been parsed, so argument errors are immediate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from . import constants as C
+
+log = logging.getLogger("ipguard_tf")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are a single line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
+    return v
+
+
+def _float(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool = False):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if v != v or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
+            rng = f"{'>' if strict else '>='} {lo}" if lo is not None else ""
+            rng += f" and <= {hi}" if hi is not None else ""
+            raise argparse.ArgumentTypeError(f"expected a number {rng.strip()}, got {s!r}")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ipguard", description="IPGuard fingerprinting of Keras classifiers (Cao, Jia, Gong, AsiaCCS 2021).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    e = sub.add_parser("extract", help="extract a fingerprint from a target model")
+    e.add_argument("--model", required=True, help="target model: .keras, .h5 or SavedModel folder")
+    e.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"],
+                   help="training data for the T initialisation and the input domain (default fashion_mnist)")
+    e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
+    e.add_argument("--method", default="ipguard", choices=["ipguard"], help="fingerprinting method")
+    e.add_argument("--k", type=_float(0.0), default=C.DEFAULT_K, help=f"IPGuard margin k (default {C.DEFAULT_K:g})")
+    e.add_argument("--init", choices=list(C.INIT_STRATEGIES), default=C.DEFAULT_INIT,
+                   help="T: random training example, R: uniform random point")
+    e.add_argument("--label", choices=list(C.LABEL_STRATEGIES), default=C.DEFAULT_LABEL,
+                   help="R: random target label, L: least-likely label")
+    e.add_argument("--n", type=_positive_int, default=C.N_POINTS, help=f"number of points (default {C.N_POINTS})")
+    e.add_argument("--seed", type=_nonneg_int, default=0)
+    e.add_argument("--lr", type=_float(0.0, strict=True), default=None,
+                   help="Adam learning rate (default: 0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size)")
+    e.add_argument("--max-iter", type=_nonneg_int, default=C.MAX_ITERATIONS)
+    e.add_argument("--batch-size", type=_positive_int, default=None, help="points optimised together (default all)")
+    e.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0,
+                   help="multiply [0,1] inputs by this before the model (e.g. 255)")
+    e.add_argument("--out", required=True, help="fingerprint file to write (.npz)")
+
+    v = sub.add_parser("verify", help="verify suspects against a fingerprint")
+    v.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
+    v.add_argument("--suspect", required=True, action="append", help="suspect model (repeatable)")
+    v.add_argument("--threshold", type=_float(0.0, 1.0), default=C.DEFAULT_THRESHOLD,
+                   help=f"matching-rate threshold for the verdict (default {C.DEFAULT_THRESHOLD})")
+    v.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0)
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    d = sub.add_parser("demo", help="end-to-end Fashion-MNIST demo")
+    d.add_argument("--workdir", default=None, help="cache for the demo's suspects (default ~/.cache/ipguard_tf/demo)")
+    d.add_argument("--pretrained", default=None, help="pretrained/ folder (default: the repository's)")
+    d.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    d.add_argument("--seed", type=_nonneg_int, default=0)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _table(rows: List[dict], cols: List[tuple]) -> str:
+    heads = [h for h, _, _ in cols]
+    cells = [[fmt.format(r[k]) if r.get(k) is not None else "-" for _, k, fmt in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_extract(args) -> int:
+    from .data import load_dataset
+    from .fingerprint import save_fingerprint
+    from .methods import build_method
+    from .models import as_classifier
+
+    clf = as_classifier(args.model, input_scale=args.input_scale)
+    train_x = load_dataset(args.dataset, args.data_dir).x_train if args.init == "T" else None
+    params = dict(init=args.init, label=args.label, seed=args.seed, batch_size=args.batch_size,
+                  progress=not args.quiet)
+    if args.method == "ipguard":
+        params.update(k=args.k, learning_rate=args.lr, max_iter=args.max_iter)
+    method = build_method(args.method, **params)
+    fp = method.generate(clf, args.n, train_x, dataset=args.dataset)
+    fp.metadata["command"] = "ipguard " + " ".join(sys.argv[1:])
+    fp.metadata["input_scale"] = args.input_scale
+    digest = save_fingerprint(fp, args.out)
+    print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
+          f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .fingerprint import load_fingerprint
+    from .verify import verify
+
+    fp = load_fingerprint(args.fingerprint)
+    results = [verify(fp, s, args.threshold, name=s, input_scale=args.input_scale) for s in args.suspect]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(_table([r.as_dict() for r in results],
+                     [("suspect", "suspect", "{}"), ("matching_rate", "matching_rate", "{:.2f}"),
+                      ("verdict", "verdict", "{}")]))
+        print(f"threshold {args.threshold:g}; verdict 1 = verified as a copy of the fingerprinted model")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(workdir=args.workdir, pretrained=args.pretrained, data_dir=args.data_dir, seed=args.seed,
+                    progress=not args.quiet)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if args.quiet:
+        os.environ["IPGUARD_NO_PROGRESS"] = "1"
+    from .errors import IPGuardError
+
+    try:
+        if not args.debug:
+            _quiet_tensorflow()
+        return {"extract": cmd_extract, "verify": cmd_verify, "demo": cmd_demo}[args.command](args)
+    except KeyboardInterrupt:
+        sys.stderr.write("ipguard: interrupted\n")
+        return 130
+    except (IPGuardError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.stderr.write(f"ipguard: error: {msg}\n")
+        return EXIT_USER_ERROR
+    except Exception as exc:  # never a traceback for the user
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(f"ipguard: internal error: {type(exc).__name__}: {msg[:300]} (rerun with --debug)\n")
+        return EXIT_INTERNAL
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its native start-up chatter (CUDA probing, oneDNN notices) kept off stderr, so
+    that an error is the only line a user sees. Nothing about devices is changed."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    if "tensorflow" not in sys.modules:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except Exception:
+        pass
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Paper defaults, defined once.
+
+Every number here comes from Cao, Jia, Gong, "IPGuard: Protecting Intellectual Property of Deep Neural
+Networks via Fingerprinting the Classification Boundary", AsiaCCS 2021 (``../shared/papers/001_*.txt``),
+unless its comment says otherwise. The CLI, the experiments and the tests import them from here.
+"""
+
+from __future__ import annotations
+
+#: Number of fingerprinting data points (Section 5.1.4: "we set n = 100").
+N_POINTS: int = 100
+
+#: Maximum number of Adam iterations per point (Section 5.1.3: "We set the maximum number of iterations
+#: to be 1,000"); also IGSM's iteration cap.
+MAX_ITERATIONS: int = 1000
+
+#: Adam learning rate for CIFAR-size (28x28 / 32x32) inputs (Section 5.1.3, shared with CW-L2).
+LEARNING_RATE_SMALL: float = 0.001
+
+#: Adam learning rate for ImageNet-size inputs (Section 5.1.3).
+LEARNING_RATE_IMAGENET: float = 0.1
+
+#: Inputs with more pixels than this per channel (side > 64) count as "ImageNet size" when the learning
+#: rate is chosen automatically. The paper only gives the two datasets' values; 64 is our cut-off.
+IMAGENET_SIZE_MIN_SIDE: int = 64
+
+#: Adam's moment decay rates and epsilon. The paper does not state them; these are Kingma & Ba's
+#: defaults, which are also TensorFlow 1's ``tf.train.AdamOptimizer`` defaults used by Carlini & Wagner's
+#: reference CW-L2 implementation that the paper says it ran.
+ADAM_BETA1: float = 0.9
+ADAM_BETA2: float = 0.999
+ADAM_EPSILON: float = 1e-8
+
+#: Number of threshold intervals for the ARUC approximation (Eq. 7: "we set r = 100").
+ARUC_INTERVALS: int = 100
+
+#: Data domain of the fingerprinting points: images in [0, 1]^d (Section 5.1.4).
+DATA_MIN: float = 0.0
+DATA_MAX: float = 1.0
+
+#: Initialisation strategies (Section 5.1.4, Table 3): T = random training example, R = uniform in [0,1]^d.
+INIT_STRATEGIES = ("T", "R")
+
+#: Target-label strategies (Section 5.1.4, Table 3): R = random label (never i), L = least-likely label.
+LABEL_STRATEGIES = ("R", "L")
+
+#: The paper's best strategy (Section 5.2 / Table 4 use -TL for IPGuard).
+DEFAULT_INIT: str = "T"
+DEFAULT_LABEL: str = "L"
+
+#: IGSM step size alpha = 1/255, "the minimal step size" for images (Section 5.1.3).
+IGSM_ALPHA: float = 1.0 / 255.0
+
+#: WP sparsity step and FP filter-fraction step (Section 5.1.2), and the accuracy-loss cap of 3 %.
+WP_STEP: float = 0.1
+FP_STEP: float = 1.0 / 16.0
+MAX_ACCURACY_LOSS: float = 0.03
+
+#: CW-L2 binary search (Carlini & Wagner reference implementation defaults, l2_attack.py).
+CW_BINARY_SEARCH_STEPS: int = 9
+CW_INITIAL_CONST: float = 1e-3
+
+#: Default matching-rate threshold of Verify. The paper leaves the threshold to the model owner and
+#: reports ARUC over all thresholds instead; 0.5 is the midpoint of the range in which the paper's
+#: IPGuard separates positives from negatives on all three datasets (Tables 5-7: positives >= 0.90,
+#: negatives <= 0.09), and it is what a careful user would pick without a calibration set.
+DEFAULT_THRESHOLD: float = 0.5
+
+#: Default k for IPGuard on the small Fashion-MNIST target of this project (see README, "Choice of k").
+#: The paper's k grid is for CIFAR/ImageNet logit scales; k must be chosen on the target's own scale.
+DEFAULT_K: float = 1.0

@@ -1,0 +1,183 @@
+"""The fingerprint: points, their labels under the target, per-point search records, and a checked file format.
+
+A fingerprint file is a NumPy ``.npz`` archive (read with ``allow_pickle=False``: loading it cannot run code)
+holding the per-point arrays, the metadata as UTF-8 JSON, and a SHA-256 over all of it. It is written
+atomically (temporary file in the same folder, fsync, rename). :func:`load_fingerprint` rejects a truncated,
+altered or wrong-schema file with :class:`~ipguard_tf.errors.FingerprintFileError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+
+from .errors import FingerprintFileError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ipguard_tf.fingerprint/1"
+
+#: per-point arrays and their dtypes
+POINT_FIELDS = {
+    "x": np.float32,  # the fingerprinting data points, in [0, 1]
+    "y": np.int64,  # the target's label at x (the fingerprint label)
+    "source": np.int64,  # i: label the target predicts at the initial point
+    "target": np.int64,  # j: the target label of the search
+    "iterations": np.int64,  # optimiser iterations used
+    "objective": np.float32,  # final value of the method's objective (NaN where it has none)
+    "converged": np.bool_,  # the search reached its goal (IPGuard: objective 0)
+    "distortion": np.float32,  # L2 distance from the initial point
+}
+
+
+@dataclass
+class Fingerprint:
+    """IPGuard's ``f_Ct = {(x_1, y_1), ..., (x_n, y_n)}`` (paper Section 4.1) with the search records."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    iterations: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    distortion: np.ndarray
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, dt in POINT_FIELDS.items():
+            setattr(self, name, np.asarray(getattr(self, name), dtype=dt))
+        n = len(self.x)
+        for name in POINT_FIELDS:
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"fingerprint field {name!r} has {len(getattr(self, name))} entries, x has {n}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def n_converged(self) -> int:
+        return int(self.converged.sum())
+
+    def subset(self, mask: np.ndarray) -> "Fingerprint":
+        """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``)."""
+        return Fingerprint(**{k: getattr(self, k)[mask] for k in POINT_FIELDS}, metadata=dict(self.metadata))
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in POINT_FIELDS}
+
+
+def _digest(arrays: Dict[str, np.ndarray], meta_bytes: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(SCHEMA.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode() + b"\0" + str(a.dtype).encode() + b"\0" + str(a.shape).encode() + b"\0")
+        h.update(a.tobytes())
+    h.update(meta_bytes)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_fingerprint(fp: Fingerprint, path: Union[str, Path]) -> str:
+    """Write ``fp`` to ``path`` (``.npz``) atomically; return the content SHA-256."""
+    meta = dict(fp.metadata)
+    meta["schema"] = SCHEMA
+    meta_bytes = json.dumps(meta, sort_keys=True, default=_json_default).encode("utf-8")
+    arrays = fp.arrays()
+    digest = _digest(arrays, meta_bytes)
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        **arrays,
+        metadata=np.frombuffer(meta_bytes, dtype=np.uint8),
+        sha256=np.frombuffer(digest.encode("ascii"), dtype=np.uint8),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+    log.info("wrote fingerprint %s (%d points, sha256 %s)", path, len(fp), digest[:12])
+    return digest
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
+    """Read and check a fingerprint file; any problem raises FingerprintFileError with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise FingerprintFileError(f"fingerprint file {path} does not exist")
+    if path.is_dir():
+        raise FingerprintFileError(f"fingerprint path {path} is a folder, not a file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            need = set(POINT_FIELDS) | {"metadata", "sha256"}
+            if not need <= names:
+                raise FingerprintFileError(
+                    f"{path} is not an ipguard_tf fingerprint (missing {', '.join(sorted(need - names))})"
+                )
+            arrays = {k: z[k] for k in POINT_FIELDS}
+            meta_bytes = z["metadata"].tobytes()
+            stored = z["sha256"].tobytes().decode("ascii", errors="replace")
+    except FingerprintFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib_error()) as exc:
+        raise FingerprintFileError(f"{path} is truncated or not a fingerprint file ({type(exc).__name__})") from None
+    try:
+        meta = json.loads(meta_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FingerprintFileError(f"{path}: metadata is not valid JSON (file altered or corrupt)") from None
+    if meta.get("schema") != SCHEMA:
+        raise FingerprintFileError(f"{path}: schema {meta.get('schema')!r} is not supported (expected {SCHEMA!r})")
+    for k, dt in POINT_FIELDS.items():
+        if arrays[k].dtype != np.dtype(dt):
+            raise FingerprintFileError(f"{path}: field {k!r} has dtype {arrays[k].dtype}, expected {np.dtype(dt)}")
+    if _digest(arrays, meta_bytes) != stored:
+        raise FingerprintFileError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt")
+    try:
+        return Fingerprint(**arrays, metadata=meta)
+    except ValueError as exc:
+        raise FingerprintFileError(f"{path}: {exc}") from None
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny fixed models and data (CPU, seconds)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("IPGUARD_NO_PROGRESS", "1")
+
+import numpy as np
+import pytest
+
+SHAPE = (8, 8, 1)
+CLASSES = 4
+
+
+def make_tiny_keras3(seed: int = 0, softmax: bool = False):
+    """A fixed 8x8x1 -> 4-class Keras 3 CNN with seeded random weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(4, 3, activation="relu", padding="same")(inp)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    out = keras.layers.Dense(CLASSES, activation="softmax" if softmax else None)(x)
+    return keras.Model(inp, out, name=f"tiny{seed}")
+
+
+def make_tiny_tf_keras(weights, softmax: bool = True):
+    """The same architecture in Keras 2 (tf_keras), loaded with the given weights."""
+    import tf_keras
+
+    inp = tf_keras.Input(SHAPE)
+    x = tf_keras.layers.Conv2D(4, 3, activation="relu", padding="same")(inp)
+    x = tf_keras.layers.Flatten()(x)
+    x = tf_keras.layers.Dense(16, activation="relu")(x)
+    out = tf_keras.layers.Dense(CLASSES, activation="softmax" if softmax else None)(x)
+    m = tf_keras.Model(inp, out, name="tiny_k2")
+    m.set_weights(weights)
+    return m
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return make_tiny_keras3(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    rng = np.random.default_rng(123)
+    return rng.random((64,) + SHAPE, dtype=np.float32)
