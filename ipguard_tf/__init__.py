@@ -2,20 +2,29 @@
 
 Fingerprint a trained classifier by data points near its classification boundary (:class:`IPGuard`), then
 verify suspects by their matching rate (:func:`verify`) and score methods by ARUC (:mod:`ipguard_tf.metrics`).
+
+The public names below are imported lazily, so that ``import ipguard_tf`` (and the CLI's argument parsing)
+does not pay for importing TensorFlow.
 """
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .constants import DEFAULT_THRESHOLD, N_POINTS  # noqa: E402
-from .errors import IPGuardError  # noqa: E402
-from .fingerprint import Fingerprint, load_fingerprint, save_fingerprint  # noqa: E402
-from .methods import IPGuard, build_method, ipguard_objective  # noqa: E402
-from .metrics import aruc, auc, gap, robustness, uniqueness  # noqa: E402
-from .models import Classifier, as_classifier  # noqa: E402
-from .verify import Verification, matching_rate, verify  # noqa: E402
+_LAZY = {
+    "IPGuard": "methods", "build_method": "methods", "ipguard_objective": "methods", "METHODS": "methods",
+    "Fingerprint": "fingerprint", "load_fingerprint": "fingerprint", "save_fingerprint": "fingerprint",
+    "Classifier": "models", "as_classifier": "models",
+    "verify": "verification", "matching_rate": "verification", "Verification": "verification",
+    "aruc": "metrics", "auc": "metrics", "gap": "metrics", "robustness": "metrics", "uniqueness": "metrics",
+    "IPGuardError": "errors", "DEFAULT_THRESHOLD": "constants", "N_POINTS": "constants",
+}
 
-__all__ = [
-    "__version__", "IPGuard", "build_method", "ipguard_objective", "Fingerprint", "load_fingerprint",
-    "save_fingerprint", "Classifier", "as_classifier", "verify", "matching_rate", "Verification", "aruc", "auc",
-    "gap", "robustness", "uniqueness", "IPGuardError", "DEFAULT_THRESHOLD", "N_POINTS",
-]
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ipguard_tf' has no attribute {name!r}")

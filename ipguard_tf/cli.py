@@ -142,7 +142,7 @@ def cmd_extract(args) -> int:
 
 def cmd_verify(args) -> int:
     from .fingerprint import load_fingerprint
-    from .verify import verify
+    from .verification import verify
 
     fp = load_fingerprint(args.fingerprint)
     results = [verify(fp, s, args.threshold, name=s, input_scale=args.input_scale) for s in args.suspect]

@@ -83,7 +83,7 @@ def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, da
     from .cli import _table
     from .data import load_fashion_mnist
     from .methods import IPGuard
-    from .verify import verify
+    from .verification import verify
     from .zoo import evaluate_accuracy, fine_tune_last_layer
 
     t0 = time.perf_counter()

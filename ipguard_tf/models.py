@@ -369,7 +369,10 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
         try:
             import tf_keras
 
-            return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects)
+            loaded = tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects)
+            if _is_tf_keras_model(loaded):
+                return loaded
+            errors.append("tf_keras: no Keras metadata")
         except Exception as exc:  # no Keras metadata: raw SavedModel
             errors.append(f"tf_keras: {exc}")
         try:

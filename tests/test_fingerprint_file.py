@@ -1,0 +1,122 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from ipguard_tf import IPGuard, load_fingerprint, save_fingerprint
+from ipguard_tf.errors import FingerprintFileError
+from ipguard_tf.fingerprint import SCHEMA, POINT_FIELDS
+
+
+@pytest.fixture(scope="module")
+def fp(tiny_model, tiny_data):
+    return IPGuard(k=0.5, learning_rate=0.01, max_iter=50, seed=1).generate(tiny_model, 6, tiny_data, dataset="toy")
+
+
+def test_round_trip(fp, tmp_path):
+    p = tmp_path / "fp.npz"
+    digest = save_fingerprint(fp, p)
+    assert len(digest) == 64
+    back = load_fingerprint(p)
+    for k in POINT_FIELDS:
+        assert np.array_equal(getattr(back, k), getattr(fp, k), equal_nan=True), k
+    assert back.metadata["schema"] == SCHEMA
+    assert back.metadata["params"] == fp.metadata["params"]
+    assert back.metadata["dataset"] == "toy"
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+def _rewrite(src, dst, mutate):
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    mutate(arrays)
+    np.savez(dst, **arrays)
+
+
+def test_altered_point_detected(fp, tmp_path):
+    p = tmp_path / "fp.npz"
+    save_fingerprint(fp, p)
+
+    def flip_label(a):
+        a["y"] = a["y"].copy()
+        a["y"][0] = (a["y"][0] + 1) % 4
+
+    _rewrite(p, tmp_path / "bad.npz", flip_label)
+    with pytest.raises(FingerprintFileError, match="SHA-256"):
+        load_fingerprint(tmp_path / "bad.npz")
+
+
+def test_altered_metadata_detected(fp, tmp_path):
+    p = tmp_path / "fp.npz"
+    save_fingerprint(fp, p)
+
+    def change_k(a):
+        meta = json.loads(a["metadata"].tobytes())
+        meta["params"]["k"] = 99
+        a["metadata"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
+
+    _rewrite(p, tmp_path / "bad.npz", change_k)
+    with pytest.raises(FingerprintFileError, match="SHA-256"):
+        load_fingerprint(tmp_path / "bad.npz")
+
+
+def test_wrong_schema(fp, tmp_path):
+    p = tmp_path / "fp.npz"
+    fp2 = fp.subset(np.ones(len(fp), bool))
+    save_fingerprint(fp2, p)
+
+    def schema2(a):
+        meta = json.loads(a["metadata"].tobytes())
+        meta["schema"] = "ipguard_tf.fingerprint/999"
+        a["metadata"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+    _rewrite(p, tmp_path / "bad.npz", schema2)
+    with pytest.raises(FingerprintFileError, match="schema"):
+        load_fingerprint(tmp_path / "bad.npz")
+
+
+def test_truncated(fp, tmp_path):
+    p = tmp_path / "fp.npz"
+    save_fingerprint(fp, p)
+    data = p.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FingerprintFileError, match="truncated"):
+        load_fingerprint(tmp_path / "cut.npz")
+
+
+def test_not_a_fingerprint(tmp_path):
+    (tmp_path / "x.npz").write_bytes(b"hello")
+    with pytest.raises(FingerprintFileError):
+        load_fingerprint(tmp_path / "x.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(FingerprintFileError, match="not an ipguard_tf fingerprint"):
+        load_fingerprint(tmp_path / "other.npz")
+    with pytest.raises(FingerprintFileError, match="does not exist"):
+        load_fingerprint(tmp_path / "missing.npz")
+
+
+def test_pickled_object_array_rejected(tmp_path):
+    # a file smuggling an object array must not be unpickled
+    arr = np.array([{"a": 1}], dtype=object)
+    np.savez(tmp_path / "evil.npz", x=arr, y=arr, source=arr, target=arr, iterations=arr, objective=arr,
+             converged=arr, distortion=arr, metadata=arr, sha256=arr)
+    with pytest.raises(FingerprintFileError):
+        load_fingerprint(tmp_path / "evil.npz")
+
+
+def test_atomic_write_keeps_old_file_on_failure(fp, tmp_path, monkeypatch):
+    p = tmp_path / "fp.npz"
+    save_fingerprint(fp, p)
+    before = p.read_bytes()
+    import ipguard_tf.fingerprint as F
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(F.os, "replace", boom)
+    with pytest.raises(OSError):
+        save_fingerprint(fp, p)
+    assert p.read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp"))
+    assert zipfile.is_zipfile(p)
