@@ -46,8 +46,17 @@ def repo_pretrained_dir() -> Path:
 
 
 def save_keras_atomic(model, path: Path) -> None:
-    """Save a Keras 3 model to ``path`` (.keras) without ever leaving a half-written file there."""
+    """Save a Keras 3 model to ``path`` (.keras) without ever leaving a half-written file there.
+
+    The optimizer state is not saved (an uncompiled copy with the same weights is written): it would triple
+    the file size and plays no part in fingerprinting or verification."""
+    import keras
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "optimizer", None) is not None:
+        clone = type(model).from_config(model.get_config())  # uncompiled (clone_model keeps the optimizer)
+        clone.set_weights(model.get_weights())
+        model = clone
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=str(path.parent))
     os.close(fd)
     try:
@@ -76,17 +85,16 @@ def load_or_train(path: Path, ds, seed: int, progress: bool):
     return model
 
 
-def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
-             seed: int = 0, progress: bool = True) -> int:
+def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
+                 seed: int = 0, progress: bool = True):
+    """Run the demo's steps; return (method, fingerprint, rows) where each row describes one suspect."""
     import keras
 
-    from .cli import _table
     from .data import load_fashion_mnist
     from .methods import IPGuard
     from .verification import verify
     from .zoo import evaluate_accuracy, fine_tune_last_layer
 
-    t0 = time.perf_counter()
     ds = load_fashion_mnist(data_dir)
     pre = Path(pretrained) if pretrained else repo_pretrained_dir()
     work = Path(workdir) if workdir else Path(os.path.expanduser("~/.cache/ipguard_tf/demo"))
@@ -111,6 +119,16 @@ def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, da
         v = verify(fp, model, DEFAULT_THRESHOLD, name=name)
         rows.append({"suspect": name, "kind": kind, "accuracy": evaluate_accuracy(model, ds.x_test, ds.y_test),
                      "matching_rate": v.matching_rate, "verdict": v.verdict})
+    return method, fp, rows
+
+
+def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
+             seed: int = 0, progress: bool = True) -> int:
+    """``ipguard demo``: run :func:`compute_demo` and print its table."""
+    from .cli import _table
+
+    t0 = time.perf_counter()
+    method, fp, rows = compute_demo(workdir, pretrained, data_dir, seed, progress)
     print(f"IPGuard-{method.strategy}, k = {DEMO_K:g}, n = {len(fp)} ({fp.n_converged} converged), "
           f"threshold {DEFAULT_THRESHOLD:g}, Fashion-MNIST, seed {seed}")
     print(_table(rows, [("suspect", "suspect", "{}"), ("kind", "kind", "{}"), ("test acc", "accuracy", "{:.4f}"),
