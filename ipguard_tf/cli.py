@@ -76,17 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"],
                    help="training data for the T initialisation and the input domain (default fashion_mnist)")
     e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
-    e.add_argument("--method", default="ipguard", choices=["ipguard"], help="fingerprinting method")
-    e.add_argument("--k", type=_float(0.0), default=C.DEFAULT_K, help=f"IPGuard margin k (default {C.DEFAULT_K:g})")
-    e.add_argument("--init", choices=list(C.INIT_STRATEGIES), default=C.DEFAULT_INIT,
-                   help="T: random training example, R: uniform random point")
+    e.add_argument("--method", default="ipguard", choices=["ipguard", "random", "fgsm", "igsm", "cw"],
+                   help="fingerprinting method (default ipguard)")
+    e.add_argument("--k", type=_float(0.0), default=None,
+                   help=f"IPGuard margin k (default {C.DEFAULT_K:g}) or CW-L2 confidence kappa (default 0)")
+    e.add_argument("--epsilon", type=_float(0.0, 1.0), default=None,
+                   help=f"FGSM/IGSM L-infinity bound (default {C.DEFAULT_EPSILON:g})")
+    e.add_argument("--alpha", type=_float(0.0, 1.0, strict=True), default=C.IGSM_ALPHA, help="IGSM step (default 1/255)")
+    e.add_argument("--init", choices=list(C.INIT_STRATEGIES), default=None,
+                   help="T: random training example, R: uniform random point (default T; R for --method random)")
     e.add_argument("--label", choices=list(C.LABEL_STRATEGIES), default=C.DEFAULT_LABEL,
                    help="R: random target label, L: least-likely label")
     e.add_argument("--n", type=_positive_int, default=C.N_POINTS, help=f"number of points (default {C.N_POINTS})")
     e.add_argument("--seed", type=_nonneg_int, default=0)
     e.add_argument("--lr", type=_float(0.0, strict=True), default=None,
                    help="Adam learning rate (default: 0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size)")
-    e.add_argument("--max-iter", type=_nonneg_int, default=C.MAX_ITERATIONS)
+    e.add_argument("--max-iter", type=_nonneg_int, default=C.MAX_ITERATIONS,
+                   help="iteration cap (IPGuard, IGSM; CW-L2: per binary-search step)")
+    e.add_argument("--cw-steps", type=_positive_int, default=C.CW_BINARY_SEARCH_STEPS,
+                   help="CW-L2 binary-search steps (default 9)")
     e.add_argument("--batch-size", type=_positive_int, default=None, help="points optimised together (default all)")
     e.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0,
                    help="multiply [0,1] inputs by this before the model (e.g. 255)")
@@ -125,14 +133,22 @@ def cmd_extract(args) -> int:
     from .models import as_classifier
 
     clf = as_classifier(args.model, input_scale=args.input_scale)
-    train_x = load_dataset(args.dataset, args.data_dir).x_train if args.init == "T" else None
-    params = dict(init=args.init, label=args.label, seed=args.seed, batch_size=args.batch_size,
-                  progress=not args.quiet)
+    init = args.init if args.init is not None else ("R" if args.method == "random" else C.DEFAULT_INIT)
+    train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
+    params = dict(init=init, label=args.label, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+    eps = C.DEFAULT_EPSILON if args.epsilon is None else args.epsilon
     if args.method == "ipguard":
-        params.update(k=args.k, learning_rate=args.lr, max_iter=args.max_iter)
+        params.update(k=C.DEFAULT_K if args.k is None else args.k, learning_rate=args.lr, max_iter=args.max_iter)
+    elif args.method == "cw":
+        params.update(kappa=0.0 if args.k is None else args.k, learning_rate=args.lr, max_iter=max(1, args.max_iter),
+                      binary_search_steps=args.cw_steps)
+    elif args.method == "fgsm":
+        params.update(epsilon=eps)
+    elif args.method == "igsm":
+        params.update(epsilon=eps, alpha=args.alpha, max_iter=args.max_iter)
     method = build_method(args.method, **params)
     fp = method.generate(clf, args.n, train_x, dataset=args.dataset)
-    fp.metadata["command"] = "ipguard " + " ".join(sys.argv[1:])
+    fp.metadata["command"] = "ipguard " + " ".join(args.argv)
     fp.metadata["input_scale"] = args.input_scale
     digest = save_fingerprint(fp, args.out)
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
@@ -166,6 +182,7 @@ def cmd_demo(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
                         format="%(levelname)s: %(message)s", stream=sys.stderr)

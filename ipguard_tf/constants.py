@@ -51,6 +51,10 @@ DEFAULT_LABEL: str = "L"
 #: IGSM step size alpha = 1/255, "the minimal step size" for images (Section 5.1.3).
 IGSM_ALPHA: float = 1.0 / 255.0
 
+#: Default FGSM/IGSM L-infinity bound. The paper sweeps epsilon (Figures 3-4) without naming one default;
+#: 0.1 lies in the range it sweeps for 8-bit images.
+DEFAULT_EPSILON: float = 0.1
+
 #: WP sparsity step and FP filter-fraction step (Section 5.1.2), and the accuracy-loss cap of 3 %.
 WP_STEP: float = 0.1
 FP_STEP: float = 1.0 / 16.0

@@ -164,7 +164,7 @@ class AdamSearch:
                 prev = st["prev"]
                 if abort_early:
                     it = it0 + s
-                    check = tf.logical_and(tf.equal(it % abort_every, 0), it > 0)
+                    check = tf.equal(it % abort_every, 0)  # as the reference: from iteration 0 on
                     stalled = tf.logical_and(check, loss > prev * 0.9999)
                     done = tf.logical_or(done, tf.logical_and(live, stalled))
                     prev = tf.where(tf.logical_and(check, live), loss, prev)

@@ -1,9 +1,10 @@
 """Fingerprinting methods, all behind :class:`FingerprintMethod` (constructor = hyperparameters, ``generate`` = data)."""
 
 from .base import FingerprintMethod, default_learning_rate
+from .baselines import CWL2, FGSM, IGSM, RandomPoints, fgsm_step
 from .ipguard import IPGuard, ipguard_objective
 
-METHODS = {"ipguard": IPGuard}
+METHODS = {"ipguard": IPGuard, "random": RandomPoints, "fgsm": FGSM, "igsm": IGSM, "cw": CWL2}
 
 
 def build_method(name: str, **params) -> FingerprintMethod:
@@ -13,4 +14,4 @@ def build_method(name: str, **params) -> FingerprintMethod:
     return METHODS[name](**params)
 
 
-__all__ = ["FingerprintMethod", "IPGuard", "ipguard_objective", "default_learning_rate", "METHODS", "build_method"]
+__all__ = ["FingerprintMethod", "IPGuard", "RandomPoints", "FGSM", "IGSM", "CWL2", "fgsm_step", "ipguard_objective", "default_learning_rate", "METHODS", "build_method"]

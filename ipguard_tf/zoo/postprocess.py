@@ -5,7 +5,9 @@ The input model is never modified: each function clones it (architecture and wei
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 
 import keras
 
@@ -37,7 +39,8 @@ def fine_tune_last_layer(model: keras.Model, dataset, *, epochs: int = 2, learni
     for layer in new.layers:
         layer.trainable = layer is last
     compile_for_training(new, Recipe("ftll", epochs=epochs, batch_size=batch_size), learning_rate)
-    new.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    with contextlib.redirect_stdout(sys.stderr):
+        new.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
     for layer in new.layers:
         layer.trainable = True
     return new

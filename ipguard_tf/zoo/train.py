@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
@@ -55,8 +57,9 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
     keras.utils.set_random_seed(seed)
     model = build_architecture(recipe.architecture, dataset.input_shape, dataset.num_classes)
     compile_for_training(model, recipe)
-    model.fit(dataset.x_train, dataset.y_train, batch_size=recipe.batch_size, epochs=epochs or recipe.epochs,
-              shuffle=True, verbose=verbose)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar on stderr; stdout stays for results
+        model.fit(dataset.x_train, dataset.y_train, batch_size=recipe.batch_size, epochs=epochs or recipe.epochs,
+                  shuffle=True, verbose=verbose)
     return model
 
 
