@@ -15,7 +15,7 @@ from .fingerprint import atomic_write_bytes
 
 def run_record(config: Dict[str, Any]) -> Dict[str, Any]:
     """The provenance block stored beside every result."""
-    return {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else "", "argv": sys.argv,
+    return {"command": "python " + " ".join(sys.argv) if sys.argv else "", "argv": sys.argv,
             "config": config, "versions": versions(), "machine": machine(), "finished": utc_now()}
 
 

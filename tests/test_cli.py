@@ -134,3 +134,25 @@ def test_subprocess_error_is_one_line_without_traceback(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ipguard: error:"), r.stderr
+
+
+@needs_fmnist
+@pytest.mark.parametrize("method, extra", [
+    ("ipguard", ["--k", "0.5", "--max-iter", "20"]),
+    ("random", []),
+    ("fgsm", ["--epsilon", "0.05"]),
+    ("igsm", ["--epsilon", "0.05", "--max-iter", "20"]),
+    ("cw", ["--k", "0", "--max-iter", "10", "--cw-steps", "2"]),
+])
+def test_every_method_extracts_and_verifies_at_one(method, extra, model_files, tmp_path, capsys):
+    from ipguard_tf import load_fingerprint
+
+    out = tmp_path / f"{method}.npz"
+    target = str(model_files / "target.keras")
+    assert main(["-q", "extract", "--model", target, "--method", method, "--n", "5", "--seed", "2", *extra,
+                 "--out", str(out)]) == 0
+    fp = load_fingerprint(out)
+    assert fp.metadata["method"] == method and len(fp) == 5
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", target, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["matching_rate"] == 1.0
