@@ -102,11 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
-    v.add_argument("--suspect", required=True, action="append", help="suspect model (repeatable)")
+    v.add_argument("--suspect", required=True, action="append",
+                   help="suspect model, or a zoo folder (all its suspects, with R/U/ARUC); repeatable")
+    v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
     v.add_argument("--threshold", type=_float(0.0, 1.0), default=C.DEFAULT_THRESHOLD,
                    help=f"matching-rate threshold for the verdict (default {C.DEFAULT_THRESHOLD})")
     v.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0)
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    z = sub.add_parser("zoo", help="build or list a suspect zoo")
+    zsub = z.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", parser_class=_Parser)
+    zsub.required = True
+    zb = zsub.add_parser("build", help="build (or resume building) a zoo")
+    zb.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"])
+    zb.add_argument("--profile", default="quick", choices=["quick", "paper"],
+                    help="quick: 10 same-architecture negatives, 3 LeNet-5, 3 VGG16, 10 forests; paper: 50/10/10/10")
+    zb.add_argument("--data-dir", help="folder with the dataset files")
+    zb.add_argument("--out", required=True, help="zoo folder (created; resumed if it exists)")
+    zl = zsub.add_parser("list", help="print a zoo's Table 2 (accuracies)")
+    zl.add_argument("zoo", help="zoo folder")
 
     d = sub.add_parser("demo", help="end-to-end Fashion-MNIST demo")
     d.add_argument("--workdir", default=None, help="cache for the demo's suspects (default ~/.cache/ipguard_tf/demo)")
@@ -159,16 +173,65 @@ def cmd_extract(args) -> int:
 def cmd_verify(args) -> int:
     from .fingerprint import load_fingerprint
     from .verification import verify
+    from .zoo.builder import is_zoo
 
     fp = load_fingerprint(args.fingerprint)
-    results = [verify(fp, s, args.threshold, name=s, input_scale=args.input_scale) for s in args.suspect]
+    results, roles = [], []
+    for s in args.suspect:
+        if is_zoo(s):
+            from .zoo.builder import load_member, members
+
+            for rec in members(s):
+                model = load_member(s, rec["name"], data_dir=args.data_dir)
+                r = verify(fp, model, args.threshold, name=f"{s.rstrip('/')}/{rec['name']}",
+                           input_scale=args.input_scale)
+                results.append(r)
+                roles.append(rec["role"])
+                del model
+        else:
+            results.append(verify(fp, s, args.threshold, name=s, input_scale=args.input_scale))
+            roles.append(None)
+    summary = _zoo_summary(results, roles)
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        rows = [dict(r.as_dict(), **({"role": role} if role else {})) for r, role in zip(results, roles)]
+        print(json.dumps(rows if summary is None else {"suspects": rows, "summary": summary}, indent=2))
     else:
-        print(_table([r.as_dict() for r in results],
-                     [("suspect", "suspect", "{}"), ("matching_rate", "matching_rate", "{:.2f}"),
-                      ("verdict", "verdict", "{}")]))
+        rows = [dict(r.as_dict(), role=role or "") for r, role in zip(results, roles)]
+        cols = [("suspect", "suspect", "{}")] + ([("role", "role", "{}")] if any(roles) else [])
+        print(_table(rows, cols + [("matching_rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
         print(f"threshold {args.threshold:g}; verdict 1 = verified as a copy of the fingerprinted model")
+        if summary:
+            print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
+                  f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
+                  f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}")
+    return 0
+
+
+def _zoo_summary(results, roles):
+    """Robustness/uniqueness at the threshold, ARUC, AUC and gap over the zoo's positives and negatives."""
+    from . import metrics
+
+    pos = [r.matching_rate for r, role in zip(results, roles) if role == "positive"]
+    neg = [r.matching_rate for r, role in zip(results, roles) if role == "negative"]
+    if not pos or not neg:
+        return None
+    t = results[0].threshold
+    return {"n_positive": len(pos), "n_negative": len(neg), "threshold": t,
+            "robustness": metrics.robustness(pos, t), "uniqueness": metrics.uniqueness(neg, t),
+            "aruc": metrics.aruc(pos, neg), "auc": metrics.auc(pos, neg), "gap": metrics.gap(pos, neg)}
+
+
+def cmd_zoo(args) -> int:
+    from .zoo.builder import PROFILES, ZooBuilder, table2_rows
+
+    if args.zoo_command == "build":
+        m = ZooBuilder(args.dataset, args.out, PROFILES[args.profile], data_dir=args.data_dir,
+                       verbose=0 if args.quiet else 1).build()
+        print(f"zoo {args.out}: {len(m['models'])} models ({len(m.get('rejected', []))} pruning levels rejected)")
+        return 0
+    rows = table2_rows(args.zoo)
+    print(_table(rows, [("type", "type", "{}"), ("classifier", "classifier", "{}"), ("detail", "detail", "{}"),
+                        ("test accuracy", "accuracy", "{}"), ("models", "count", "{}")]))
     return 0
 
 
@@ -193,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if not args.debug:
             _quiet_tensorflow()
-        return {"extract": cmd_extract, "verify": cmd_verify, "demo": cmd_demo}[args.command](args)
+        return {"extract": cmd_extract, "verify": cmd_verify, "zoo": cmd_zoo, "demo": cmd_demo}[args.command](args)
     except KeyboardInterrupt:
         sys.stderr.write("ipguard: interrupted\n")
         return 130

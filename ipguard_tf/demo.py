@@ -3,8 +3,10 @@
 1. Load the target CNN from ``pretrained/fashion_mnist/target.keras`` (train it with the committed recipe,
    showing Keras' progress bar, if it is missing).
 2. Extract an IPGuard fingerprint: n = 100, strategy -TL, k = :data:`DEMO_K`, seed 0.
-3. Make one positive suspect (FTLL: the target with its last layer fine-tuned) and one negative suspect (the
-   same architecture trained from another seed); both are cached in the work folder.
+3. Take one positive suspect (FTLL: the target with its last layer fine-tuned) and one negative suspect (the
+   same architecture trained from seed 1) from the committed zoo ``pretrained/fashion_mnist`` (``ftll`` and
+   ``same_arch_seed01``); where they are missing, make them with the same functions and seeds and cache them
+   in the work folder.
 4. Verify the target itself and both suspects and print the table.
 
 Why k = 1 and -TL: k must suit the target's logit scale. On this 225 k-parameter CNN a same-architecture model
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .constants import DEFAULT_THRESHOLD, N_POINTS
+from .models import save_keras_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +47,6 @@ def repo_pretrained_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "pretrained"
 
 
-def save_keras_atomic(model, path: Path) -> None:
-    """Save a Keras 3 model to ``path`` (.keras) without ever leaving a half-written file there.
-
-    The optimizer state is not saved (an uncompiled copy with the same weights is written): it would triple
-    the file size and plays no part in fingerprinting or verification."""
-    import keras
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "optimizer", None) is not None:
-        clone = type(model).from_config(model.get_config())  # uncompiled (clone_model keeps the optimizer)
-        clone.set_weights(model.get_weights())
-        model = clone
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=str(path.parent))
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_or_train(path: Path, ds, seed: int, progress: bool):
     """Load the model at ``path``, or train ``fmnist_cnn`` with ``seed`` and save it there."""
     import keras
@@ -83,6 +62,20 @@ def load_or_train(path: Path, ds, seed: int, progress: bool):
     except OSError as exc:
         log.warning("could not save %s (%s); continuing without caching it", path, exc)
     return model
+
+
+def _from_zoo(zoo: Path, name: str):
+    """A member of the committed zoo, if it is there (the same recipe and seed the demo would use)."""
+    from .zoo.builder import is_zoo, read_manifest
+
+    if not is_zoo(zoo):
+        return None
+    rec = next((r for r in read_manifest(zoo)["models"] if r["name"] == name), None)
+    if rec is None or not (zoo / rec["file"]).exists():
+        return None
+    import keras
+
+    return keras.saving.load_model(str(zoo / rec["file"]))
 
 
 def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
@@ -104,14 +97,19 @@ def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None
     fp = method.generate(target, N_POINTS, ds.x_train, dataset="fashion_mnist")
     log.info("fingerprint: %d points, %d converged, %.1f s", len(fp), fp.n_converged, fp.metadata["seconds"])
 
-    ftll_path = work / f"ftll_seed{seed}.keras"
-    if ftll_path.exists():
-        ftll = keras.saving.load_model(str(ftll_path))
-    else:
-        log.info("making the positive suspect: fine-tuning the target's last layer (%d epochs)", FTLL_EPOCHS)
-        ftll = fine_tune_last_layer(target, ds, epochs=FTLL_EPOCHS, seed=seed, verbose=1 if progress else 0)
-        save_keras_atomic(ftll, ftll_path)
-    neg = load_or_train(work / f"negative_seed{NEGATIVE_SEED}.keras", ds, NEGATIVE_SEED, progress)
+    zoo = pre / "fashion_mnist"
+    ftll = _from_zoo(zoo, "ftll") if seed == 0 else None
+    if ftll is None:
+        ftll_path = work / f"ftll_seed{seed}.keras"
+        if ftll_path.exists():
+            ftll = keras.saving.load_model(str(ftll_path))
+        else:
+            log.info("making the positive suspect: fine-tuning the target's last layer (%d epochs)", FTLL_EPOCHS)
+            ftll = fine_tune_last_layer(target, ds, epochs=FTLL_EPOCHS, seed=seed, verbose=1 if progress else 0)
+            save_keras_atomic(ftll, ftll_path)
+    neg = _from_zoo(zoo, f"same_arch_seed{NEGATIVE_SEED:02d}")
+    if neg is None:
+        neg = load_or_train(work / f"negative_seed{NEGATIVE_SEED}.keras", ds, NEGATIVE_SEED, progress)
 
     rows = []
     for name, kind, model in (("target itself", "same model", target), ("FTLL copy", "positive", ftll),

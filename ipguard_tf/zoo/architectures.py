@@ -1,53 +1,196 @@
-"""Architecture factories (Keras 3), each taking the input shape and the number of classes."""
+"""Architecture factories, each taking the input shape and the number of classes (paper Section 5.1).
+
+Every factory builds a functional model that outputs logits (no softmax) and takes ``K``, the Keras module to
+build it with: ``keras`` (Keras 3, the default) or ``tf_keras`` (Keras 2, which TF-MOT's pruning needs). Both
+builds have the same layers in the same order, so weights copy across with ``set_weights``
+(:func:`twin`).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import keras
-from keras import layers
+
+
+def _inp(K, input_shape):
+    return K.Input(tuple(input_shape), name="image")
 
 
 def simple_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, *, fc_units: int = 1024,
-               dropout: float = 0.5, name: str = "simple_cnn") -> keras.Model:
+               dropout: float = 0.5, name: str = "simple_cnn", K: Any = keras):
     """The simple CNN of Chen & Wu's anti-piracy paper (``../shared/papers/004_*``): conv 3x3x32, 2x2 max-pool,
-    conv 3x3x64, 2x2 max-pool, fc ``fc_units`` with dropout, fc ``num_classes`` (logits; no softmax).
+    conv 3x3x64, 2x2 max-pool, fc ``fc_units`` with dropout, fc ``num_classes``.
 
-    ``fc_units=1024`` is the paper's model (3.2 M parameters on 28x28x1). The Fashion-MNIST target of this
-    project uses ``fc_units=64`` (``fmnist_cnn``, 225 k parameters): see :func:`fmnist_cnn`.
+    ``fc_units=1024`` is that paper's model (3.2 M parameters on 28x28x1, 91.80 % on Fashion-MNIST there).
     """
-    inp = keras.Input(tuple(input_shape), name="image")
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(fc_units, activation="relu", name="fc1")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inp, out, name=name)
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
+    x = L.MaxPooling2D(2, name="pool2")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(fc_units, activation="relu", name="fc1")(x)
+    x = L.Dropout(dropout, name="dropout")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name=name)
 
 
-def fmnist_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
-    """The Fashion-MNIST target: :func:`simple_cnn` with a 64-unit fully connected layer (225,034 parameters).
+def fmnist_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, K: Any = keras):
+    """The Fashion-MNIST target: :func:`simple_cnn` with a 64-unit fully connected layer (220,234 parameters).
 
-    Why this and not ResNet20: one Fashion-MNIST epoch of this CNN takes about 25 s on the 2-core CPU here
-    against about 4.5 min for ResNet20, so the target, its post-processed copies and tens of independent
-    same-architecture models can be trained within the project's 3-hour budget; and at 0.9 MB a model the
-    whole zoo fits in ``pretrained/``. Why 64 units and not the anti-piracy paper's 1024: 1024 units make it a
-    3.2 M-parameter (12.9 MB) model, too large to keep tens of copies in the repository.
+    Why this and not ResNet20 (the paper's CIFAR-10 target): one Fashion-MNIST epoch of this CNN takes about
+    9-25 s on the project's 2-core CPU against about 4.5 min for ResNet20, so the target, all six families of
+    post-processed copies and tens of independent same-architecture models can be trained within the 3-hour
+    budget; and at 0.9 MB a model the zoo fits in ``pretrained/``. Why 64 units and not the anti-piracy paper's
+    1024: 1024 units make a 3.2 M-parameter (12.9 MB) model, too large to keep tens of copies in the
+    repository. Both conv layers have a multiple of 16 filters (32, 64), as filter pruning's c = j/16 needs.
     """
-    return simple_cnn(input_shape, num_classes, fc_units=64, dropout=0.5, name="fmnist_cnn")
+    return simple_cnn(input_shape, num_classes, fc_units=64, dropout=0.5, name="fmnist_cnn", K=K)
 
 
-ARCHITECTURES: Dict[str, Callable[..., keras.Model]] = {
-    "simple_cnn": simple_cnn,
+def lenet5(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, K: Any = keras):
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling, as commonly used on CIFAR: conv 5x5x6, pool,
+    conv 5x5x16, pool, fc 120, fc 84, fc classes. On 28x28 inputs the first convolution uses ``same`` padding,
+    which is the classic network's 32x32 padded MNIST input (both give 5x5x16 before the first fc layer)."""
+    L = K.layers
+    inp = _inp(K, input_shape)
+    pad = "same" if input_shape[0] < 32 else "valid"
+    x = L.Conv2D(6, 5, padding=pad, activation="relu", name="conv1")(inp)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(16, 5, activation="relu", name="conv2")(x)
+    x = L.MaxPooling2D(2, name="pool2")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(120, activation="relu", name="fc1")(x)
+    x = L.Dense(84, activation="relu", name="fc2")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name="lenet5")
+
+
+_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0, K: Any = keras):
+    """VGG16 for 32x32 inputs (Simonyan & Zisserman 2014, CIFAR style): 13 conv 3x3 layers with batch norm and
+    ReLU in five blocks, each followed by 2x2 max-pooling, then fc 512, dropout 0.5, fc classes.
+
+    Adaptation to 28x28: the max-poolings use ``same`` padding, so the five poolings take 28 to 14, 7, 4, 2, 1
+    (32x32 inputs are unchanged: 16, 8, 4, 2, 1). ``width`` scales every layer's width (1.0 = VGG16).
+    """
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = inp
+    conv_i, pool_i = 0, 0
+    for v in _VGG16_CFG:
+        if v == "M":
+            pool_i += 1
+            x = L.MaxPooling2D(2, padding="same", name=f"pool{pool_i}")(x)
+        else:
+            conv_i += 1
+            x = L.Conv2D(max(1, int(v * width)), 3, padding="same", use_bias=False, name=f"conv{conv_i}")(x)
+            x = L.BatchNormalization(name=f"bn{conv_i}")(x)
+            x = L.Activation("relu", name=f"relu{conv_i}")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(max(1, int(512 * width)), activation="relu", name="fc1")(x)
+    x = L.Dropout(0.5, name="dropout")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name="vgg16")
+
+
+def _resnet_v1_block(K, x, filters, stride, name):
+    L = K.layers
+    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal",
+                 name=f"{name}_conv1")(x)
+    y = L.BatchNormalization(name=f"{name}_bn1")(y)
+    y = L.Activation("relu", name=f"{name}_relu1")(y)
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                 name=f"{name}_conv2")(y)  # the block's last conv: left alone by filter pruning
+    y = L.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
+        x = L.BatchNormalization(name=f"{name}_shortcut_bn")(x)
+    y = L.Add(name=f"{name}_add")([x, y])
+    return L.Activation("relu", name=f"{name}_out")(y)
+
+
+def resnet20(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, K: Any = keras):
+    """ResNet20 for CIFAR (He et al. 2016, Section 4.2): 3x3 conv 16, three stages of three basic blocks with
+    16/32/64 filters, global average pooling, fc classes (0.27 M parameters). Shortcuts that change shape are
+    1x1 convolutions (option B). Residual blocks' second convs are named ``*_conv2`` (see filter pruning)."""
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    for s, filters in enumerate((16, 32, 64)):
+        for b in range(3):
+            x = _resnet_v1_block(K, x, filters, 2 if (s > 0 and b == 0) else 1, f"s{s + 1}b{b + 1}")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name="resnet20")
+
+
+def _wrn_block(K, x, filters, stride, dropout, name):
+    L = K.layers
+    o = L.BatchNormalization(name=f"{name}_bn1")(x)
+    o = L.Activation("relu", name=f"{name}_relu1")(o)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(o)
+    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(o)
+    y = L.BatchNormalization(name=f"{name}_bn2")(y)
+    y = L.Activation("relu", name=f"{name}_relu2")(y)
+    if dropout:
+        y = L.Dropout(dropout, name=f"{name}_dropout")(y)
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    return L.Add(name=f"{name}_add")([shortcut, y])
+
+
+def wrn(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 100, *, depth: int = 22, widen: int = 4,
+        dropout: float = 0.0, K: Any = keras):
+    """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis 2016), pre-activation blocks; WRN-22-4 is the paper's
+    CIFAR-100 target ((22 - 4) / 6 = 3 blocks per stage, widths 64/128/256, 4.3 M parameters)."""
+    if (depth - 4) % 6:
+        raise ValueError(f"depth must be 6n + 4, got {depth}")
+    n = (depth - 4) // 6
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(inp)
+    for s, filters in enumerate((16 * widen, 32 * widen, 64 * widen)):
+        for b in range(n):
+            x = _wrn_block(K, x, filters, 2 if (s > 0 and b == 0) else 1, dropout, f"s{s + 1}b{b + 1}")
+    x = L.BatchNormalization(name="final_bn")(x)
+    x = L.Activation("relu", name="final_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name=f"wrn{depth}_{widen}")
+
+
+def wrn22_4(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 100, K: Any = keras):
+    """WRN-22-4, the paper's CIFAR-100 target."""
+    return wrn(input_shape, num_classes, depth=22, widen=4, K=K)
+
+
+ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "fmnist_cnn": fmnist_cnn,
+    "simple_cnn": simple_cnn,
+    "lenet5": lenet5,
+    "vgg16": vgg16,
+    "resnet20": resnet20,
+    "wrn22_4": wrn22_4,
 }
 
 
-def build_architecture(name: str, input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    """Build an architecture by name."""
+def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, K: Any = keras):
+    """Build an architecture by name with Keras 3 (``K=keras``) or Keras 2 (``K=tf_keras``)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {name!r}")
-    return ARCHITECTURES[name](input_shape, num_classes)
+    return ARCHITECTURES[name](input_shape, num_classes, K=K)
+
+
+def twin(model: Any, architecture: str, input_shape: Sequence[int], num_classes: int, K: Any):
+    """The same architecture built with Keras module ``K``, holding a copy of ``model``'s weights."""
+    other = build_architecture(architecture, input_shape, num_classes, K=K)
+    other.set_weights(model.get_weights())
+    return other

@@ -1,6 +1,12 @@
 """Post-processings of the target (paper Section 5.1.2) as pure functions ``(model, data, params) -> new model``.
 
-The input model is never modified: each function clones it (architecture and weights) first.
+The input model is never modified: each function works on a copy. Models are Keras 3 models built by
+:mod:`ipguard_tf.zoo.architectures`; weight pruning goes through a Keras 2 twin because TF-MOT only prunes
+tf_keras models, and comes back as a Keras 3 model.
+
+Training details the paper leaves open (documented choices): fine-tuning and retraining use the full training
+set, Adam, batch 128; layers trained alone (FTLL, RTLL) use learning rate 1e-3, all-layer training (FTAL,
+RTAL) and the retraining after pruning (WP, FP) use 1e-4, the usual fine-tuning rate; 2 epochs each (RTLL 3).
 """
 
 from __future__ import annotations
@@ -8,39 +14,261 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import keras
+import numpy as np
 
-from .train import RECIPES, Recipe, compile_for_training
+from .architectures import twin
 
 log = logging.getLogger(__name__)
 
+FT_LR_LAST = 1e-3
+FT_LR_ALL = 1e-4
+FT_EPOCHS = 2
+RTLL_EPOCHS = 3
+PRUNE_RETRAIN_EPOCHS = 2
+PRUNE_RETRAIN_LR = 1e-4
 
-def clone_keras3(model: keras.Model) -> keras.Model:
-    """An independent copy (same architecture, copied weights) of a Keras 3 model."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """An independent, uncompiled copy (same architecture, copied weights) of a Keras 3 model."""
+    new = type(model).from_config(model.get_config())
+    new.set_weights(model.get_weights())
+    return new
 
 
-def _last_trainable_layer(model: keras.Model):
+def last_layer(model) -> Any:
+    """The last layer with weights (the classifier's final fully connected layer)."""
     for layer in reversed(model.layers):
         if layer.weights:
             return layer
     raise ValueError(f"model {model.name} has no layer with weights")
 
 
-def fine_tune_last_layer(model: keras.Model, dataset, *, epochs: int = 2, learning_rate: float = 1e-3,
-                         batch_size: int = 128, seed: int = 0, verbose: int = 1) -> keras.Model:
+def _fit(model, dataset, *, epochs: int, learning_rate: float, batch_size: int, verbose: int, callbacks=None,
+         loss=None, K=keras) -> None:
+    model.compile(optimizer=K.optimizers.Adam(learning_rate),
+                  loss=loss or K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar on stderr
+        model.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
+                  verbose=verbose, callbacks=callbacks or [])
+
+
+def _train_last_only(model, on: bool) -> None:
+    last = last_layer(model)
+    for layer in model.layers:
+        layer.trainable = (layer is last) if on else True
+
+
+def _reinit_last(model, seed: int) -> None:
+    last = last_layer(model)
+    init = keras.initializers.GlorotUniform(seed=seed)
+    new = [np.asarray(init(w.shape)) if w.ndim > 1 else np.zeros(w.shape, w.dtype) for w in last.get_weights()]
+    last.set_weights(new)
+
+
+def fine_tune_last_layer(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_LAST,
+                         batch_size: int = 128, seed: int = 0, verbose: int = 1):
     """FTLL: fine-tune only the last (fully connected) layer on the training data; all others frozen."""
     keras.utils.set_random_seed(seed)
-    new = clone_keras3(model)
-    last = _last_trainable_layer(new)
-    for layer in new.layers:
-        layer.trainable = layer is last
-    compile_for_training(new, Recipe("ftll", epochs=epochs, batch_size=batch_size), learning_rate)
-    with contextlib.redirect_stdout(sys.stderr):
-        new.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
-    for layer in new.layers:
-        layer.trainable = True
+    new = copy_model(model)
+    _train_last_only(new, True)
+    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
+    _train_last_only(new, False)
     return new
+
+
+def fine_tune_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_ALL,
+                         batch_size: int = 128, seed: int = 0, verbose: int = 1):
+    """FTAL: fine-tune all layers on the training data."""
+    keras.utils.set_random_seed(seed)
+    new = copy_model(model)
+    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
+    return new
+
+
+def retrain_last_layer(model, dataset, *, epochs: int = RTLL_EPOCHS, learning_rate: float = FT_LR_LAST,
+                       batch_size: int = 128, seed: int = 0, verbose: int = 1):
+    """RTLL: re-initialise the last layer (Glorot uniform, zero bias) and train only it."""
+    keras.utils.set_random_seed(seed)
+    new = copy_model(model)
+    _reinit_last(new, seed)
+    _train_last_only(new, True)
+    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
+    _train_last_only(new, False)
+    return new
+
+
+def retrain_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_ALL,
+                       batch_size: int = 128, seed: int = 0, verbose: int = 1):
+    """RTAL: re-initialise the last layer and train all layers."""
+    keras.utils.set_random_seed(seed)
+    new = copy_model(model)
+    _reinit_last(new, seed)
+    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
+    return new
+
+
+# -- weight pruning (TF-MOT) --------------------------------------------------------------------------------------
+def _prunable_kernels(model) -> List[Tuple[str, np.ndarray]]:
+    out = []
+    for layer in model.layers:
+        if type(layer).__name__ in ("Conv2D", "Dense", "DepthwiseConv2D", "SeparableConv2D"):
+            out.append((layer.name, np.asarray(layer.get_weights()[0])))
+    return out
+
+
+def measured_sparsity(model) -> float:
+    """Fraction of exactly-zero weights over the kernels of the Conv2D and Dense layers (what WP prunes)."""
+    kernels = _prunable_kernels(model)
+    total = sum(k.size for _, k in kernels)
+    return float(sum(np.count_nonzero(k == 0) for _, k in kernels)) / max(1, total)
+
+
+def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: int = PRUNE_RETRAIN_EPOCHS,
+                 learning_rate: float = PRUNE_RETRAIN_LR, batch_size: int = 128, seed: int = 0, verbose: int = 1):
+    """WP (Han et al. 2015): prune the fraction ``sparsity`` of smallest-magnitude weights of every Conv2D and
+    Dense kernel with TF-MOT ``prune_low_magnitude`` (``ConstantSparsity``, per layer, from step 0), retrain with
+    the mask held, ``strip_pruning``, and return a Keras 3 model with the pruned weights.
+
+    The mask is updated every ``frequency`` steps with ``frequency`` at most a quarter of the training steps: a
+    frequency larger than the number of steps would silently prune nothing. The measured sparsity is checked
+    against ``sparsity`` (to within 0.01) before returning.
+    """
+    if not 0.0 < sparsity < 1.0:
+        raise ValueError(f"sparsity must lie in (0, 1), got {sparsity}")
+    import tensorflow_model_optimization as tfmot  # sets TF_USE_LEGACY_KERAS=1 in this process
+    import tf_keras
+
+    keras.utils.set_random_seed(seed)
+    tf_keras.utils.set_random_seed(seed)
+    shape, classes = dataset.input_shape, dataset.num_classes
+    k2 = twin(model, architecture, shape, classes, tf_keras)
+    steps = int(np.ceil(len(dataset.x_train) / batch_size)) * epochs
+    frequency = max(1, min(100, steps // 4))
+    schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(k2, pruning_schedule=schedule)
+    _fit(pruned, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
+         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], K=tf_keras)
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    new = twin(stripped, architecture, shape, classes, keras)
+    got = measured_sparsity(new)
+    if abs(got - sparsity) > 0.01:
+        raise RuntimeError(f"weight pruning reached sparsity {got:.4f}, not {sparsity}")
+    return new
+
+
+# -- filter pruning (Li et al. 2017) -------------------------------------------------------------------------------
+@dataclass
+class FilterMask:
+    """Which output filters of one conv layer are pruned (and the batch-norm layer that follows it, if any)."""
+
+    conv: str
+    pruned: np.ndarray  # indices of pruned filters
+    n_filters: int
+    bn: Optional[str] = None
+
+
+def eligible_conv_layers(model) -> List[str]:
+    """Conv layers filter pruning may touch: every Conv2D except the last conv of a residual block (named
+    ``*_conv2`` inside blocks that end in an ``Add``) and 1x1 shortcut projections, as the paper does for ResNet
+    (Section 5.1.2, after Li et al. 2017)."""
+    names = [l.name for l in model.layers]
+    residual = any(type(l).__name__ == "Add" for l in model.layers)
+    out = []
+    for l in model.layers:
+        if type(l).__name__ != "Conv2D":
+            continue
+        if residual and (l.name.endswith("_conv2") or l.name.endswith("_shortcut")):
+            continue
+        if residual and l.name == "stem_conv":
+            continue  # the stem feeds the first residual addition directly
+        out.append(l.name)
+    del names
+    return out
+
+
+def _following_bn(model, conv_name: str) -> Optional[str]:
+    layers = model.layers
+    for i, l in enumerate(layers):
+        if l.name == conv_name:
+            for nxt in layers[i + 1 : i + 3]:
+                if type(nxt).__name__ == "BatchNormalization":
+                    return nxt.name
+            return None
+    return None
+
+
+def filter_masks(model, fraction: float) -> List[FilterMask]:
+    """For each eligible conv layer, the ``round(fraction * filters)`` filters with the smallest L1 norm."""
+    masks = []
+    for name in eligible_conv_layers(model):
+        kernel = np.asarray(model.get_layer(name).get_weights()[0])
+        n = kernel.shape[-1]
+        m = int(round(fraction * n))
+        l1 = np.abs(kernel).reshape(-1, n).sum(axis=0)
+        pruned = np.sort(np.argsort(l1, kind="stable")[:m])
+        masks.append(FilterMask(name, pruned, n, _following_bn(model, name)))
+    return masks
+
+
+def apply_filter_masks(model, masks: List[FilterMask]) -> None:
+    """Zero the pruned filters' kernels and biases (and the following batch norm's gamma and beta, so the pruned
+    channel outputs exactly 0, as if the filter were removed)."""
+    for fm in masks:
+        if not len(fm.pruned):
+            continue
+        layer = model.get_layer(fm.conv)
+        ws = layer.get_weights()
+        ws[0][..., fm.pruned] = 0.0
+        if len(ws) > 1:
+            ws[1][fm.pruned] = 0.0
+        layer.set_weights(ws)
+        if fm.bn:
+            bn = model.get_layer(fm.bn)
+            bw = bn.get_weights()  # gamma, beta, moving mean, moving variance
+            bw[0][fm.pruned] = 0.0
+            bw[1][fm.pruned] = 0.0
+            bn.set_weights(bw)
+
+
+class _KeepPruned(keras.callbacks.Callback):
+    def __init__(self, masks):
+        super().__init__()
+        self.masks = masks
+
+    def on_train_batch_end(self, batch, logs=None):
+        apply_filter_masks(self.model, self.masks)
+
+
+def pruned_filter_fractions(model, masks: List[FilterMask]) -> Dict[str, float]:
+    """Measured fraction of all-zero filters in each masked layer."""
+    out = {}
+    for fm in masks:
+        kernel = np.asarray(model.get_layer(fm.conv).get_weights()[0])
+        zero = np.all(kernel.reshape(-1, fm.n_filters) == 0, axis=0)
+        out[fm.conv] = float(zero.mean())
+    return out
+
+
+def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN_EPOCHS,
+                 learning_rate: float = PRUNE_RETRAIN_LR, batch_size: int = 128, seed: int = 0, verbose: int = 1):
+    """FP (Li et al. 2017): in each eligible conv layer zero the fraction ``fraction`` of filters with the smallest
+    L1 norm, then retrain; the pruned filters are re-zeroed after every training step, so they stay pruned.
+
+    Returns ``(model, fractions)`` with the measured pruned-filter fraction of each eligible layer.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    keras.utils.set_random_seed(seed)
+    new = copy_model(model)
+    masks = filter_masks(new, fraction)
+    if not masks:
+        raise ValueError(f"model {model.name} has no conv layer eligible for filter pruning")
+    apply_filter_masks(new, masks)
+    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
+         callbacks=[_KeepPruned(masks)])
+    apply_filter_masks(new, masks)
+    return new, pruned_filter_fractions(new, masks)

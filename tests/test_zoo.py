@@ -1,0 +1,202 @@
+"""The zoo: architectures, post-processings (pure, properties held) and the resumable builder, on small data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ipguard_tf.data import Dataset
+from ipguard_tf.zoo import architectures as A
+from ipguard_tf.zoo import postprocess as P
+
+SHAPE = (28, 28, 1)
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    rng = np.random.default_rng(0)
+    # a learnable toy task: the class is which 7x7 quadrant-cell is brightest
+    n_train, n_test = 768, 256
+    x = rng.random((n_train + n_test,) + SHAPE, dtype=np.float32) * 0.3
+    y = rng.integers(0, 10, n_train + n_test)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 4)
+        x[i, r * 7:(r + 1) * 7, col * 7:(col + 1) * 7] += 0.7
+    x = np.clip(x, 0, 1)
+    return Dataset("fashion_mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
+
+
+@pytest.fixture(scope="module")
+def trained(small_ds):
+    from ipguard_tf.zoo.train import Recipe, train_model
+
+    return train_model(small_ds, Recipe("fmnist_cnn", epochs=3), seed=0, verbose=0)
+
+
+@pytest.mark.parametrize("name, params", [("fmnist_cnn", 220234), ("lenet5", 61706), ("resnet20", None),
+                                          ("vgg16", None), ("wrn22_4", None)])
+def test_architectures_build_on_28x28(name, params):
+    import keras
+
+    m = A.build_architecture(name, SHAPE, 10)
+    assert m.output_shape == (None, 10)
+    assert m.layers[-1].activation is keras.activations.linear or m.layers[-1].get_config()["activation"] == "linear"
+    if params:
+        assert m.count_params() == params
+
+
+def test_published_parameter_counts():
+    # ResNet20 on CIFAR: 0.27 M (He et al. 2016); WRN-22-4 on CIFAR-100: 4.3 M (Zagoruyko & Komodakis 2016)
+    assert abs(A.resnet20((32, 32, 3), 10).count_params() - 0.27e6) < 0.01e6
+    assert abs(A.wrn22_4((32, 32, 3), 100).count_params() - 4.3e6) < 0.05e6
+
+
+def test_keras2_twin_same_function():
+    import tf_keras
+
+    m = A.build_architecture("lenet5", SHAPE, 10)
+    t = A.twin(m, "lenet5", SHAPE, 10, tf_keras)
+    x = np.random.default_rng(1).random((4,) + SHAPE, dtype=np.float32)
+    np.testing.assert_allclose(m(x).numpy(), t(x).numpy(), atol=1e-5)
+
+
+def _weights(m):
+    return [w.copy() for w in m.get_weights()]
+
+
+@pytest.mark.parametrize("fn", [P.fine_tune_last_layer, P.fine_tune_all_layers, P.retrain_last_layer,
+                                P.retrain_all_layers])
+def test_finetune_retrain_pure_and_scoped(fn, trained, small_ds):
+    before = _weights(trained)
+    new = fn(trained, small_ds, epochs=1, verbose=0)
+    for a, b in zip(before, trained.get_weights()):
+        np.testing.assert_array_equal(a, b)  # input unchanged
+    changed = [not np.array_equal(a, b) for a, b in zip(before, new.get_weights())]
+    if fn in (P.fine_tune_last_layer, P.retrain_last_layer):
+        assert changed[-2:] == [True, True] and not any(changed[:-2]), "only the last layer may change"
+    else:
+        assert changed[0] and changed[-2]
+    if fn in (P.retrain_last_layer, P.retrain_all_layers):
+        assert new is not trained
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_weight_pruning_reaches_sparsity(p, trained, small_ds):
+    before = _weights(trained)
+    new = P.weight_prune(trained, small_ds, p, architecture="fmnist_cnn", epochs=1, verbose=0)
+    assert abs(P.measured_sparsity(new) - p) <= 0.01
+    for a, b in zip(before, trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert P.measured_sparsity(trained) < 0.01
+    # each pruned layer on its own holds the sparsity (TF-MOT prunes per layer)
+    for name, k in P._prunable_kernels(new):
+        assert abs(np.mean(k == 0) - p) <= 0.01, name
+
+
+def test_filter_pruning_fraction_and_persistence(trained, small_ds):
+    before = _weights(trained)
+    new, fractions = P.filter_prune(trained, small_ds, 3 / 16, epochs=1, verbose=0)
+    assert set(fractions) == {"conv1", "conv2"}
+    for layer, f in fractions.items():
+        assert f == pytest.approx(3 / 16)
+        k = new.get_layer(layer).get_weights()
+        zero = np.all(k[0].reshape(-1, k[0].shape[-1]) == 0, axis=0)
+        assert np.all(k[1][zero] == 0)  # bias of pruned filters stays 0 after retraining
+    for a, b in zip(before, trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_filter_pruning_leaves_residual_block_last_conv():
+    m = A.resnet20(SHAPE, 10)
+    eligible = P.eligible_conv_layers(m)
+    assert eligible and all(n.endswith("_conv1") for n in eligible)
+    masks = P.filter_masks(m, 2 / 16)
+    P.apply_filter_masks(m, masks)
+    for fm in masks:
+        assert len(fm.pruned) == round(2 / 16 * fm.n_filters) and fm.bn is not None
+        assert np.all(m.get_layer(fm.bn).get_weights()[0][fm.pruned] == 0)
+
+
+def test_bad_pruning_parameters(trained, small_ds):
+    with pytest.raises(ValueError):
+        P.weight_prune(trained, small_ds, 1.5, architecture="fmnist_cnn")
+    with pytest.raises(ValueError):
+        P.filter_prune(trained, small_ds, 0.0)
+
+
+def test_forest_skops_round_trip(small_ds, tmp_path):
+    from ipguard_tf import as_classifier
+    from ipguard_tf.zoo.forest import load_forest, save_forest, train_forest
+
+    rf = train_forest(small_ds, seed=1)
+    save_forest(rf, tmp_path / "rf.skops")
+    back = load_forest(tmp_path / "rf.skops")
+    np.testing.assert_array_equal(as_classifier(back).predict_labels(small_ds.x_test),
+                                  rf.predict(small_ds.x_test.reshape(len(small_ds.x_test), -1)))
+    assert len(back.estimators_) == 20
+
+
+@pytest.mark.slow
+def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
+    from ipguard_tf.cli import main
+    from ipguard_tf.zoo import builder as B
+
+    prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2)
+    out = tmp_path / "zoo"
+    calls = []
+    real_store = B.ZooBuilder._store
+
+    def crash_after_three(self, name, model, info, suffix=".keras"):
+        calls.append(name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed mid-build
+        return real_store(self, name, model, info, suffix)
+
+    monkeypatch.setattr(B.ZooBuilder, "_store", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
+    monkeypatch.setattr(B.ZooBuilder, "_store", real_store)
+    done = [r["name"] for r in B.read_manifest(out)["models"]]
+    assert done == calls[:3]
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*keras"))  # nothing half-written
+
+    trained_again = []
+    orig_train = B.ZooBuilder._entry
+
+    def spy(self, name, info, make, suffix=".keras"):
+        if self.record(name) is None:
+            trained_again.append(name)
+        return orig_train(self, name, info, make, suffix)
+
+    monkeypatch.setattr(B.ZooBuilder, "_entry", spy)
+    m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
+    assert not set(trained_again) & set(done), "a resumed build retrains nothing already recorded"
+    names = {r["name"] for r in m["models"]}
+    assert {"target", "ftll", "ftal", "rtll", "rtal", "same_arch_seed01", "same_arch_seed02", "lenet5_seed01",
+            "rf_seed01"} <= names
+    wp = [r for r in m["models"] if r["family"] == "WP"]
+    for r in wp:
+        assert abs(r["measured_sparsity"] - r["sparsity"]) <= 0.01
+    for r in m["models"]:
+        assert r["role"] in ("target", "positive", "negative") and "seed" in r and "test_accuracy" in r
+        assert (out / r["file"]).exists()
+    assert m["complete"]
+
+    # zoo list prints Table 2 from the manifest
+    assert main(["-q", "zoo", "list", str(out)]) == 0
+    table = capsys.readouterr().out
+    target_acc = next(r for r in m["models"] if r["name"] == "target")["test_accuracy"]
+    assert f"{target_acc:.4f}" in table and "same_arch" in table and "random_forest" in table
+
+    # a missing member is rebuilt on demand
+    (out / "rf_seed01.skops").unlink()
+    sha = next(r for r in m["models"] if r["name"] == "rf_seed01")["content_sha256"]
+    forest = B.load_member(out, "rf_seed01", dataset=small_ds)
+    assert len(forest.estimators_) == 20 and (out / "rf_seed01.skops").exists()
+    assert B.content_sha256(forest) == sha, "deterministic rebuild"
+    (out / "lenet5_seed01.keras").unlink()
+    lenet = B.load_member(out, "lenet5_seed01", dataset=small_ds)
+    rec = next(r for r in m["models"] if r["name"] == "lenet5_seed01")
+    assert B.content_sha256(lenet) == rec["content_sha256"], "deterministic retraining"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"] == B.SCHEMA
