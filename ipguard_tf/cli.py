@@ -72,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     e = sub.add_parser("extract", help="extract a fingerprint from a target model")
-    e.add_argument("--model", required=True, help="target model: .keras, .h5 or SavedModel folder")
-    e.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"],
+    e.add_argument("--model", required=True,
+                   help="target model: .keras, .h5, SavedModel folder, or imagenet:NAME (Keras Applications)")
+    e.add_argument("--weights", default="imagenet",
+                   help="for imagenet:NAME models: 'imagenet' (Keras download/cache), a folder of weight files, or none")
+    e.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "imagenet"],
                    help="training data for the T initialisation and the input domain (default fashion_mnist)")
     e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
     e.add_argument("--method", default="ipguard", choices=["ipguard", "random", "fgsm", "igsm", "cw"],
@@ -105,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--suspect", required=True, action="append",
                    help="suspect model, or a zoo folder (all its suspects, with R/U/ARUC); repeatable")
     v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
+    v.add_argument("--weights", default="imagenet",
+                   help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none")
     v.add_argument("--threshold", type=_float(0.0, 1.0), default=C.DEFAULT_THRESHOLD,
                    help=f"matching-rate threshold for the verdict (default {C.DEFAULT_THRESHOLD})")
     v.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0)
@@ -146,10 +151,19 @@ def cmd_extract(args) -> int:
     from .methods import build_method
     from .models import as_classifier
 
-    clf = as_classifier(args.model, input_scale=args.input_scale)
+    clf = _resolve_model(args.model, args.weights, args.input_scale)
     init = args.init if args.init is not None else ("R" if args.method == "random" else C.DEFAULT_INIT)
-    train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
-    params = dict(init=init, label=args.label, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+    batch_size = args.batch_size
+    if args.dataset == "imagenet":
+        from .imagenet import IMAGENET_BATCH, load_imagenet_images
+
+        if init == "T" and not args.data_dir:
+            raise ValueError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
+        train_x = load_imagenet_images(args.data_dir, args.n, args.seed) if init == "T" else None
+        batch_size = batch_size or IMAGENET_BATCH
+    else:
+        train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
+    params = dict(init=init, label=args.label, seed=args.seed, batch_size=batch_size, progress=not args.quiet)
     eps = C.DEFAULT_EPSILON if args.epsilon is None else args.epsilon
     if args.method == "ipguard":
         params.update(k=C.DEFAULT_K if args.k is None else args.k, learning_rate=args.lr, max_iter=args.max_iter)
@@ -168,6 +182,17 @@ def cmd_extract(args) -> int:
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0
+
+
+def _resolve_model(spec: str, weights: str, input_scale: float):
+    """A model argument: ``imagenet:NAME`` (Keras Applications, see ipguard_tf.imagenet) or a file/folder."""
+    from .imagenet import as_imagenet_classifier, parse_model_spec
+    from .models import as_classifier
+
+    name = parse_model_spec(spec)
+    if name is not None:
+        return as_imagenet_classifier(name, None if weights.lower() == "none" else weights)
+    return as_classifier(spec, input_scale=input_scale)
 
 
 def cmd_verify(args) -> int:
@@ -189,8 +214,10 @@ def cmd_verify(args) -> int:
                 roles.append(rec["role"])
                 del model
         else:
-            results.append(verify(fp, s, args.threshold, name=s, input_scale=args.input_scale))
+            clf = _resolve_model(s, args.weights, args.input_scale)
+            results.append(verify(fp, clf, args.threshold, name=s))
             roles.append(None)
+            del clf
     summary = _zoo_summary(results, roles)
     if args.json:
         rows = [dict(r.as_dict(), **({"role": role} if role else {})) for r, role in zip(results, roles)]

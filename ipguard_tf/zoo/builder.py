@@ -270,7 +270,7 @@ class ZooBuilder:
         fam = [("ftll", "FTLL", P.fine_tune_last_layer, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_LAST}),
                ("ftal", "FTAL", P.fine_tune_all_layers, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_ALL}),
                ("rtll", "RTLL", P.retrain_last_layer, {"epochs": P.RTLL_EPOCHS, "learning_rate": P.FT_LR_LAST}),
-               ("rtal", "RTAL", P.retrain_all_layers, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_ALL})]
+               ("rtal", "RTAL", P.retrain_all_layers, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_LAST})]
         for name, family, fn, params in fam:
             self._entry(name, {"role": "positive", "family": family, "architecture": self.arch, "params": params,
                                "seed": 0},

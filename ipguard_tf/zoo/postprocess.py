@@ -5,8 +5,10 @@ The input model is never modified: each function works on a copy. Models are Ker
 tf_keras models, and comes back as a Keras 3 model.
 
 Training details the paper leaves open (documented choices): fine-tuning and retraining use the full training
-set, Adam, batch 128; layers trained alone (FTLL, RTLL) use learning rate 1e-3, all-layer training (FTAL,
-RTAL) and the retraining after pruning (WP, FP) use 1e-4, the usual fine-tuning rate; 2 epochs each (RTLL 3).
+set, Adam, batch 128. Fine-tuning all layers (FTAL) and the retraining after pruning (WP, FP) use learning rate
+1e-4, the usual fine-tuning rate; the re-initialised head (RTLL, RTAL) and FTLL use 1e-3, the rate the
+Fashion-MNIST target was trained with (RTAL at 1e-4 for 2 epochs stayed 4 points below the target's accuracy,
+outside the paper's 3 % budget); 2 epochs each (RTLL 3).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def retrain_last_layer(model, dataset, *, epochs: int = RTLL_EPOCHS, learning_ra
     return new
 
 
-def retrain_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_ALL,
+def retrain_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_LAST,
                        batch_size: int = 128, seed: int = 0, verbose: int = 1):
     """RTAL: re-initialise the last layer and train all layers."""
     keras.utils.set_random_seed(seed)
