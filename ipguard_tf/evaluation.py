@@ -1,0 +1,134 @@
+"""Evaluating fingerprinting methods over a suspect zoo (paper Section 5.1.5): matching rates of every positive and
+negative suspect, robustness/uniqueness, ARUC, AUC, gap; with a cache so long sweeps resume.
+
+Each (method, strategy, setting, seed) is one fingerprint. Its file and the suspects' matching rates are cached
+in the sweep folder (``fp/<key>.npz`` and ``rates/<key>.json``, written atomically), so a killed sweep resumes and
+a suspect added to the zoo later only costs its verification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+from . import metrics
+from .fingerprint import Fingerprint, atomic_write_bytes, load_fingerprint, save_fingerprint
+from .methods import build_method
+from .models import Classifier, as_classifier
+
+log = logging.getLogger(__name__)
+
+#: which constructor argument a method's swept "setting" is
+SETTING_PARAM = {"ipguard": "k", "cw": "kappa", "fgsm": "epsilon", "igsm": "epsilon", "random": None}
+
+
+@dataclass
+class Suspect:
+    """One suspect of a zoo, adapted as a classifier."""
+
+    name: str
+    role: str  # positive | negative
+    family: str
+    label: str  # e.g. "WP p=0.3", "FP c=2/16", "same_arch"
+    classifier: Classifier
+
+
+def suspect_label(rec: Dict[str, Any]) -> str:
+    if rec["family"] == "WP":
+        return f"WP p={rec['sparsity']:.1f}"
+    if rec["family"] == "FP":
+        return f"FP c={rec['sixteenths']}/16"
+    return rec["family"]
+
+
+def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None
+                      ) -> List[Suspect]:
+    """Every positive and negative member of a zoo (not the target), loaded once and adapted."""
+    from .zoo.builder import load_member, members
+
+    wanted = set(names) if names is not None else None
+    out = []
+    for rec in members(Path(folder)):
+        if rec["role"] == "target" or (wanted is not None and rec["name"] not in wanted):
+            continue
+        model = load_member(Path(folder), rec["name"], data_dir=data_dir)
+        out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),
+                           as_classifier(model, name=rec["name"])))
+    return out
+
+
+def matching_rates(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:
+    """Matching rate of each suspect on the fingerprint (all n points, as the method produced them)."""
+    return {s.name: float(np.mean(s.classifier.predict_labels(fp.x) == fp.y)) for s in suspects}
+
+
+def summarize(rates: Dict[str, float], roles: Dict[str, str]) -> Dict[str, Any]:
+    """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1."""
+    pos = [r for n, r in rates.items() if roles[n] == "positive"]
+    neg = [r for n, r in rates.items() if roles[n] == "negative"]
+    perfect = metrics.perfect_thresholds(pos, neg)
+    return {"aruc": metrics.aruc(pos, neg), "auc": metrics.auc(pos, neg), "gap": metrics.gap(pos, neg),
+            "min_positive": min(pos), "max_negative": max(neg), "n_positive": len(pos), "n_negative": len(neg),
+            "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None}
+
+
+def run_key(method: str, strategy: str, setting: Optional[float], seed: int) -> str:
+    s = "none" if setting is None else f"{setting:g}"
+    return f"{method}_{strategy}_{s}_seed{seed}"
+
+
+class Sweep:
+    """Fingerprints and matching rates for many (method, strategy, setting, seed), cached in ``folder``."""
+
+    def __init__(self, folder: Path, target: Any, train_x: np.ndarray, suspects: List[Suspect], *, n: int = 100,
+                 dataset: str = "", method_params: Optional[Dict[str, Dict[str, Any]]] = None,
+                 progress: bool = True) -> None:
+        self.folder = Path(folder)
+        self.target = as_classifier(target)
+        self.train_x = train_x
+        self.suspects = suspects
+        self.roles = {s.name: s.role for s in suspects}
+        self.n = n
+        self.dataset = dataset
+        self.method_params = method_params or {}
+        self.progress = progress
+
+    def fingerprint(self, method: str, strategy: str, setting: Optional[float], seed: int) -> Fingerprint:
+        key = run_key(method, strategy, setting, seed)
+        path = self.folder / "fp" / f"{key}.npz"
+        if path.exists():
+            return load_fingerprint(path)
+        params = dict(self.method_params.get(method, {}))
+        if SETTING_PARAM[method]:
+            params[SETTING_PARAM[method]] = setting
+        m = build_method(method, init=strategy[0], label=strategy[1], seed=seed, progress=self.progress, **params)
+        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset)
+        save_fingerprint(fp, path)
+        return fp
+
+    def run(self, method: str, strategy: str, setting: Optional[float], seed: int = 0) -> Dict[str, Any]:
+        """One sweep point: the fingerprint (cached), every suspect's matching rate (cached), the summary."""
+        key = run_key(method, strategy, setting, seed)
+        rpath = self.folder / "rates" / f"{key}.json"
+        cached = json.loads(rpath.read_text()) if rpath.exists() else {"rates": {}}
+        fp = self.fingerprint(method, strategy, setting, seed)
+        missing = [s for s in self.suspects if s.name not in cached["rates"]]
+        if missing:
+            t0 = time.perf_counter()
+            cached["rates"].update(matching_rates(fp, missing))
+            log.debug("%s: verified %d suspects in %.1f s", key, len(missing), time.perf_counter() - t0)
+            atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
+        rates = {s.name: cached["rates"][s.name] for s in self.suspects}
+        conv = fp.converged
+        out = {"key": key, "method": method, "strategy": strategy, "setting": setting, "seed": seed,
+               "n": len(fp), "n_converged": int(conv.sum()), "seconds": fp.metadata.get("seconds"),
+               "mean_distortion_converged": float(fp.distortion[conv].mean()) if conv.any() else None,
+               "median_iterations": float(np.median(fp.iterations)), "rates": rates}
+        out.update(summarize(rates, self.roles))
+        return out
