@@ -132,3 +132,18 @@ class Sweep:
                "median_iterations": float(np.median(fp.iterations)), "rates": rates}
         out.update(summarize(rates, self.roles))
         return out
+
+    def time_best(self, best: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
+        """Generate each given run's fingerprint again (uncached), sequentially; return seconds per run key."""
+        out = {}
+        for method, r in best.items():
+            params = dict(self.method_params.get(method, {}))
+            if SETTING_PARAM[method]:
+                params[SETTING_PARAM[method]] = r["setting"]
+            m = build_method(method, init=r["strategy"][0], label=r["strategy"][1], seed=r["seed"],
+                             progress=False, **params)
+            t0 = time.perf_counter()
+            m.generate(self.target, self.n, self.train_x)
+            out[r["key"]] = time.perf_counter() - t0
+            log.info("timing pass: %s %.1f s", r["key"], out[r["key"]])
+        return out

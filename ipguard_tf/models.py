@@ -160,6 +160,7 @@ class Classifier:
         self.keras_model = keras_model
         self.note = note
         self._compiled = None
+        self._graph_cache: dict = {}  # search graphs reused across generate() calls (see search.AdamSearch)
 
     # -- properties -------------------------------------------------------------------------------------
     @property
@@ -458,8 +459,16 @@ def as_classifier(
         c.weights_sha256 = weights_sha256(model)
         return c
     if _is_tf_keras_model(model) or _is_keras3_model(model):
-        return _from_keras(model, name=name, source=source, input_scale=input_scale, preprocess=preprocess,
-                           resize_to=resize_to, batch_size=batch_size)
+        plain = input_scale == 1.0 and preprocess is None and resize_to is None and not source
+        if plain:  # one adapter per in-memory model, so its traced graphs are reused across calls
+            cached = model.__dict__.get("_ipguard_adapter")
+            if cached is not None and (name is None or cached.name == name) and cached.batch_size == batch_size:
+                return cached
+        clf = _from_keras(model, name=name, source=source, input_scale=input_scale, preprocess=preprocess,
+                          resize_to=resize_to, batch_size=batch_size)
+        if plain:  # kept on the model itself (a plain attribute, not tracked by Keras): freed with the model
+            object.__setattr__(model, "_ipguard_adapter", clf)
+        return clf
     if hasattr(model, "predict") and hasattr(model, "fit") and not callable(getattr(model, "call", None)):
         return _from_sklearn(model, input_shape=input_shape, name=name, source=source, batch_size=batch_size)
     if callable(model):

@@ -113,8 +113,9 @@ def _matching_rates(out: Path, best, suspects) -> None:
 
 def _table8(out: Path, best, published) -> None:
     paper = published.get("table8_seconds_100_points", {}).get("cifar10", {})
-    rows = [{"method": NAMES[m], "seconds": best[m]["seconds"], "n": best[m]["n"], "strategy": best[m]["strategy"],
-             "setting": best[m]["setting"], "paper_cifar10_seconds": paper.get(m)} for m in METHODS if m in best]
+    rows = [{"method": NAMES[m], "seconds": best[m].get("seconds_timing_pass", best[m]["seconds"]),
+             "n": best[m]["n"], "strategy": best[m]["strategy"], "setting": best[m]["setting"],
+             "paper_cifar10_seconds": paper.get(m)} for m in METHODS if m in best]
     write_csv(out / "table8.csv", rows, list(rows[0]) if rows else ["method"])
 
 
@@ -197,11 +198,12 @@ def evaluate_claims(runs, best, published) -> List[Dict[str, Any]]:
                        "measured": f"thresholds {pt[0]:.2f}-{pt[1]:.2f}" if pt else
                        f"none (gap {best['ipguard']['gap']:+.2f})",
                        "paper_cifar10": "yes (gap 0.62)", "holds": pt is not None})
-    if {"ipguard", "cw"} <= set(best) and best["ipguard"]["seconds"] and best["cw"]["seconds"]:
-        ratio = best["cw"]["seconds"] / best["ipguard"]["seconds"]
+    sec = {m: best[m].get("seconds_timing_pass", best[m]["seconds"]) for m in best}
+    if {"ipguard", "cw"} <= set(best) and sec["ipguard"] and sec["cw"]:
+        ratio = sec["cw"] / sec["ipguard"]
         claims.append({"claim": "IPGuard is orders of magnitude faster than CW-L2",
                        "criterion": "CW-L2 takes >= 100x IPGuard's time for 100 points at the best settings",
-                       "measured": f"CW-L2 {best['cw']['seconds']:.1f} s, IPGuard {best['ipguard']['seconds']:.1f} s,"
+                       "measured": f"CW-L2 {sec['cw']:.1f} s, IPGuard {sec['ipguard']:.1f} s,"
                                    f" ratio {ratio:.0f}x",
                        "paper_cifar10": "20,006.3 s vs 37.8 s (529x)", "holds": ratio >= 100})
     return claims

@@ -113,7 +113,25 @@ class AdamSearch:
         self.jit_compile = jit_compile
 
     # ------------------------------------------------------------------------------------------------------
+    def _cache_key(self, w_shape, x_shape):
+        return (type(self.problem).__name__, tuple(sorted(vars(self.problem).items())), tuple(w_shape),
+                tuple(x_shape), self.lr, self.b1, self.b2, self.eps, self.abort_early, self.abort_every,
+                self.jit_compile)
+
     def _build(self, w_shape, x_shape, w_dtype) -> None:
+        # Graphs are cached on the classifier (when logits_fn is a Classifier's bound method), so that repeated
+        # generate() calls with the same settings do not trace again.
+        owner = getattr(self.logits_fn, "__self__", None)
+        cache = getattr(owner, "_graph_cache", None) if owner is not None else None
+        key = self._cache_key(w_shape, x_shape)
+        if cache is not None and key in cache:
+            self._fn, self._eval = cache[key]
+            return
+        self._build_graphs(w_shape, x_shape, w_dtype)
+        if cache is not None:
+            cache[key] = (self._fn, self._eval)
+
+    def _build_graphs(self, w_shape, x_shape, w_dtype) -> None:
         problem, logits_fn = self.problem, self.logits_fn
         lr, b1, b2, eps = self.lr, self.b1, self.b2, self.eps
         abort_early, abort_every = self.abort_early, self.abort_every

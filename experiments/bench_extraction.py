@@ -1,0 +1,151 @@
+"""Extraction speed, measured side by side in one run on one machine (issue: extraction speed).
+
+    python experiments/bench_extraction.py [--reps 3] [--n 100] [--out experiments/results/bench]
+
+On the Fashion-MNIST target (pretrained/fashion_mnist/target.keras), n points, the paper's settings (-TL,
+k = 1, learning rate 0.001, at most 1,000 iterations), it times: IPGuard batched (the library's default),
+IPGuard one point at a time, an eager per-point loop in the style of DeepJudge's CBA, IPGuard with XLA, the
+library's FGSM, IGSM and CW-L2 (at 1,000 iterations a search step; at the reference's 10,000 with --cw-reference),
+and, when adversarial-robustness-toolbox is installed, ART's FastGradientMethod, BasicIterativeMethod and
+CarliniL2Method with the same settings. Slow baselines (one point at a time, eager, CW-L2, ART CW) run on
+--slow-n points and are scaled to n linearly (stated in the output). Prints and writes medians over --reps,
+ratios to IPGuard batched, the per-sample-step cost against a bare forward+backward pass (the floor) and the
+fraction of computed sample-steps spent on converged points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from ipguard_tf import as_classifier  # noqa: E402
+from ipguard_tf.bench import eager_per_point_ipguard, forward_backward_seconds  # noqa: E402
+from ipguard_tf.data import load_fashion_mnist  # noqa: E402
+from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
+from ipguard_tf.results import run_record, write_csv, write_json  # noqa: E402
+
+
+def timed(fn, reps):
+    out, times = None, []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--slow-n", type=int, default=10, help="points for the slow baselines (scaled to n)")
+    ap.add_argument("--k", type=float, default=1.0)
+    ap.add_argument("--cw-reference", action="store_true", help="also CW-L2 at 10,000 iterations a step")
+    ap.add_argument("--out", default="experiments/results/bench")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import keras
+
+    ds = load_fashion_mnist()
+    model = keras.saving.load_model(Path(__file__).resolve().parents[1] / "pretrained/fashion_mnist/target.keras")
+    clf = as_classifier(model)
+    n, sn, reps = args.n, args.slow_n, args.reps
+    rows = []
+
+    def add(name, median, times, points, extra=None):
+        scaled = median * n / points
+        rows.append({"method": name, "points_timed": points, "median_s": round(median, 4),
+                     "seconds_for_n": round(scaled, 3), "reps": len(times),
+                     "all_s": " ".join(f"{t:.3f}" for t in times), **(extra or {})})
+        print(f"{name:42s} {scaled:10.2f} s for {n} points (timed {points}, median of {len(times)})", flush=True)
+
+    kw = dict(k=args.k, init="T", label="L", seed=0)
+    # warm-up: traces the graphs once, as a user's second call would find them
+    IPGuard(max_iter=5, **kw).generate(clf, n, ds.x_train)
+    med, ts, fp = timed(lambda: IPGuard(**kw).generate(clf, n, ds.x_train), reps)
+    st = fp.metadata["stats"]
+    add("IPGuard batched (library default)", med, ts, n,
+        {"sample_steps": st["sample_steps"], "wasted_fraction": round(st["wasted_sample_steps"] / st["sample_steps"], 4),
+         "converged": fp.n_converged})
+    base = rows[-1]["seconds_for_n"]
+    # per-sample-step cost vs the floor
+    x0 = ds.x_train[:n]
+    floor = forward_backward_seconds(clf.logits, x0)
+    per_step = med / (st["sample_steps"] / n)  # seconds per iteration of a full batch of n
+    print(f"  floor: forward+backward of {n} points {floor * 1e3:.2f} ms; IPGuard per batch step "
+          f"{per_step * 1e3:.2f} ms ({per_step / floor:.2f}x the floor); "
+          f"{100 * st['wasted_sample_steps'] / st['sample_steps']:.1f} % of sample-steps on converged points")
+    rows[-1].update({"floor_ms": round(floor * 1e3, 3), "per_full_batch_step_ms": round(per_step * 1e3, 3),
+                     "step_over_floor": round(per_step / floor, 3)})
+
+    IPGuard(max_iter=5, jit_compile=True, **kw).generate(clf, n, ds.x_train)
+    med, ts, _ = timed(lambda: IPGuard(jit_compile=True, **kw).generate(clf, n, ds.x_train), reps)
+    add("IPGuard batched, XLA (jit_compile)", med, ts, n)
+    sub = ds.x_train  # the same seed draws the same first points
+    med, ts, _ = timed(lambda: IPGuard(batch_size=1, **kw).generate(clf, sn, sub), reps)
+    add("IPGuard one point at a time (paper)", med, ts, sn)
+    rng = np.random.default_rng(0)
+    xs = ds.x_train[rng.choice(len(ds.x_train), sn, replace=False)]
+    z = clf.predict_logits(xs)
+    med, ts, _ = timed(lambda: eager_per_point_ipguard(clf.logits, xs, z.argmax(1), z.argmin(1), args.k, 0.001),
+                       max(1, reps - 2))
+    add("eager per-point loop (DeepJudge CBA style)", med, ts, sn)
+    FGSM(epsilon=0.1, init="T", label="L").generate(clf, n, ds.x_train)
+    med, ts, _ = timed(lambda: FGSM(epsilon=0.1, init="T", label="L").generate(clf, n, ds.x_train), reps)
+    add("FGSM (library)", med, ts, n)
+    IGSM(epsilon=0.1, max_iter=5, init="T", label="L").generate(clf, n, ds.x_train)
+    med, ts, _ = timed(lambda: IGSM(epsilon=0.1, init="T", label="L").generate(clf, n, ds.x_train), reps)
+    add("IGSM (library)", med, ts, n)
+    med, ts, fpc = timed(lambda: CWL2(kappa=args.k, init="T", label="L").generate(clf, sn, ds.x_train), 1)
+    add("CW-L2 (library, 9 x 1,000 iterations)", med, ts, sn, {"converged": fpc.n_converged})
+    if args.cw_reference:
+        med, ts, fpc = timed(lambda: CWL2(kappa=args.k, max_iter=10000, init="T", label="L").generate(
+            clf, sn, ds.x_train), 1)
+        add("CW-L2 (library, 9 x 10,000 iterations)", med, ts, sn, {"converged": fpc.n_converged})
+    try:
+        _art(args, clf, ds, n, sn, reps, add, model)
+    except ImportError:
+        print("ART not installed: its rows are skipped")
+    for r in rows:
+        r["ratio_to_ipguard_batched"] = round(r["seconds_for_n"] / base, 2)
+        print(f"{r['method']:42s} {r['ratio_to_ipguard_batched']:8.2f}x IPGuard batched")
+    out = Path(args.out)
+    cols = ["method", "seconds_for_n", "ratio_to_ipguard_batched", "points_timed", "median_s", "reps", "all_s",
+            "converged", "sample_steps", "wasted_fraction", "floor_ms", "per_full_batch_step_ms", "step_over_floor"]
+    write_csv(out / "extraction.csv", rows, cols)
+    write_json(out / "run.json", run_record(vars(args)))
+    return 0
+
+
+def _art(args, clf, ds, n, sn, reps, add, model):
+    import keras
+    from art.attacks.evasion import BasicIterativeMethod, CarliniL2Method, FastGradientMethod
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    est = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
+                                 loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = ds.x_train[rng.choice(len(ds.x_train), n, replace=False)]
+    y = np.eye(10)[clf.predict_logits(x).argmin(1)]
+    a = FastGradientMethod(est, eps=0.1, eps_step=0.1, targeted=True, batch_size=n)
+    med, ts, _ = timed(lambda: a.generate(x, y=y), reps)
+    add("ART FastGradientMethod", med, ts, n)
+    b = BasicIterativeMethod(est, eps=0.1, eps_step=1 / 255, max_iter=1000, targeted=True, batch_size=n, verbose=False)
+    med, ts, _ = timed(lambda: b.generate(x, y=y), 1)
+    add("ART BasicIterativeMethod (1,000 it., no early stop)", med, ts, n)
+    c = CarliniL2Method(est, confidence=args.k, targeted=True, learning_rate=0.001, binary_search_steps=9,
+                        max_iter=1000, initial_const=1e-3, batch_size=sn, verbose=False)
+    med, ts, _ = timed(lambda: c.generate(x[:sn], y=y[:sn]), 1)
+    add("ART CarliniL2Method (9 x 1,000)", med, ts, sn)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
