@@ -62,6 +62,8 @@ def write_all(out: Path, runs: List[Dict[str, Any]], suspects, zoo: Path, cfg: D
     _table8(out, best, published)
     _figures(out, runs, best, suspects)
     _claims(out, runs, best, published)
+    _sac(out, best, suspects, published)
+    _readme(out, cfg, published)
 
 
 def _table2(out: Path, zoo: Optional[Path]) -> None:
@@ -216,3 +218,43 @@ def _claims(out: Path, runs, best, published) -> None:
              [[c["claim"], c["criterion"], c["measured"], c["paper_cifar10"], "holds" if c["holds"] else "does not hold"]
               for c in claims], ["claim", "criterion", "measured here", "paper (CIFAR-10)", "verdict"])
     atomic_write_bytes(out / "claims.md", md.encode())
+
+
+def _sac(out: Path, best, suspects, published) -> None:
+    """SAC appendix Table 3 (Fashion-MNIST): AUC of stolen (per attack family) vs irrelevant models, IPGuard."""
+    sac = published.get("sac_table3_fashion_mnist_ipguard_auc")
+    if not sac or "ipguard" not in best:
+        return
+    rates = best["ipguard"]["rates"]
+    neg = [rates[s.name] for s in suspects if s.role == "negative"]
+    groups = {"Finetune-A": ("FTAL",), "Finetune-L": ("FTLL",), "Pruning": ("WP", "FP")}
+    rows = []
+    for attack, fams in groups.items():
+        pos = [rates[s.name] for s in suspects if s.role == "positive" and s.family in fams]
+        if pos:
+            rows.append([attack, round(metrics.auc(pos, neg), 4), sac[attack]])
+    for attack in ("Extract-L", "Extract-P", "Extract-Adv"):
+        rows.append([attack, "not in this zoo", sac[attack]])
+    atomic_write_bytes(out / "sac_table3.md", ("# SAC appendix Table 3 (Fashion-MNIST), IPGuard column: AUC\n\n" + _md(
+        rows, ["attack", "AUC here (IPGuard, best setting)", "SAC Table 3"])).encode())
+
+
+def _readme(out: Path, cfg: Dict[str, Any], published: Dict[str, Any]) -> None:
+    parts = [f"# Results: {cfg.get('dataset', '')}\n",
+             "Made by `python experiments/reproduce.py --config <config> --out <this folder>` (exact command, "
+             "config, seed, versions and machine in `run.json`). Grids: " + str(cfg.get("grids")) + ". "
+             + cfg.get("grid_notes", "") + "\n"]
+    for f in ("claims.md", "table4.md", "matching_rates.md", "sac_table3.md", "table2.md"):
+        p = out / f
+        if p.exists():
+            parts.append(p.read_text().replace("# ", "## ", 1))
+    t8 = out / "table8.csv"
+    if t8.exists():
+        parts.append("## Table 8: seconds to generate the fingerprint (n points) at each method's best setting\n\n"
+                     "```\n" + t8.read_text() + "```\n")
+    notes = out / "NOTES.md"
+    if notes.exists():
+        parts.append(notes.read_text())
+    parts.append("Figures: fig3_fgsm.png, fig4_igsm.png, fig5_cw.png, fig6_ipguard.png (ARUC against the setting, "
+                 "per strategy) and fig2_<method>.png (robustness and uniqueness at the best setting).\n")
+    atomic_write_bytes(out / "README.md", "\n".join(parts).encode())
