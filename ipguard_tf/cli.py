@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=None, help="points optimised together (default all)")
     e.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0,
                    help="multiply [0,1] inputs by this before the model (e.g. 255)")
+    e.add_argument("--mirrored", action="store_true",
+                   help="spread the points over all GPUs with tf.distribute.MirroredStrategy")
     e.add_argument("--out", required=True, help="fingerprint file to write (.npz)")
 
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
@@ -162,7 +164,8 @@ def cmd_extract(args) -> int:
         batch_size = batch_size or IMAGENET_BATCH
     else:
         train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
-    params = dict(init=init, label=args.label, seed=args.seed, batch_size=batch_size, progress=not args.quiet)
+    params = dict(init=init, label=args.label, seed=args.seed, batch_size=batch_size, progress=not args.quiet,
+                  distribute=_mirrored() if args.mirrored else None)
     eps = C.DEFAULT_EPSILON if args.epsilon is None else args.epsilon
     if args.method == "ipguard":
         params.update(k=C.DEFAULT_K if args.k is None else args.k, learning_rate=args.lr, max_iter=args.max_iter)
@@ -181,6 +184,15 @@ def cmd_extract(args) -> int:
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0
+
+
+def _mirrored():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    log.info("MirroredStrategy over %d replica(s): %s", strategy.num_replicas_in_sync,
+             ", ".join(strategy.extended.worker_devices))
+    return strategy
 
 
 def _resolve_model(spec: str, weights: str, input_scale: float):

@@ -20,6 +20,7 @@ Nothing here pins a device: on a GPU the same graph runs there.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -30,6 +31,14 @@ from .constants import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def _current_device() -> str:
+    """The device an op created here would run on (the enclosing ``tf.device`` scope, if any)."""
+    return tf.identity(tf.constant(0.0)).device
 
 
 class SearchProblem:
@@ -108,13 +117,12 @@ class AdamSearch:
         self.b1, self.b2, self.eps = float(beta1), float(beta2), float(epsilon)
         self.progress = progress
         self.desc = desc
-        self._fn = None
-        self._eval = None
+        self._own_cache: dict = {}
         self.jit_compile = jit_compile
 
     # ------------------------------------------------------------------------------------------------------
     def _cache_key(self, w_shape, x_shape):
-        return (type(self.problem).__name__, tuple(sorted(vars(self.problem).items())), tuple(w_shape),
+        return (_current_device(), type(self.problem).__name__, tuple(sorted(vars(self.problem).items())), tuple(w_shape),
                 tuple(x_shape), self.lr, self.b1, self.b2, self.eps, self.abort_early, self.abort_every,
                 self.jit_compile)
 
@@ -123,13 +131,13 @@ class AdamSearch:
         # generate() calls with the same settings do not trace again.
         owner = getattr(self.logits_fn, "__self__", None)
         cache = getattr(owner, "_graph_cache", None) if owner is not None else None
+        if cache is None:
+            cache = self._own_cache
         key = self._cache_key(w_shape, x_shape)
-        if cache is not None and key in cache:
-            self._fn, self._eval = cache[key]
-            return
-        self._build_graphs(w_shape, x_shape, w_dtype)
-        if cache is not None:
-            cache[key] = (self._fn, self._eval)
+        with _BUILD_LOCK:
+            if key not in cache:
+                cache[key] = self._build_graphs(w_shape, x_shape, w_dtype)
+        return cache[key]
 
     def _build_graphs(self, w_shape, x_shape, w_dtype) -> None:
         problem, logits_fn = self.problem, self.logits_fn
@@ -206,7 +214,7 @@ class AdamSearch:
             s, wasted = out[0], out[1]
             return dict(zip(keys, out[2:])), s, wasted
 
-        self._fn = tf.function(
+        fn = tf.function(
             segment,
             input_signature=[state_spec, ctx_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
             jit_compile=self.jit_compile,
@@ -217,7 +225,7 @@ class AdamSearch:
             loss, succ, score = problem.loss(x, logits_fn(x), ctx)
             return x, loss, succ, score
 
-        self._eval = tf.function(evaluate, input_signature=[bw, ctx_spec])
+        return fn, tf.function(evaluate, input_signature=[bw, ctx_spec])
 
     # ------------------------------------------------------------------------------------------------------
     def run(self, w0: np.ndarray, ctx: Dict[str, np.ndarray]) -> SearchResult:
@@ -230,8 +238,7 @@ class AdamSearch:
             "x0": np.asarray(ctx["x0"], np.float32),
             "const": np.asarray(ctx.get("const", np.zeros(n)), np.float32),
         }
-        if self._fn is None:
-            self._build(w0.shape[1:], ctx["x0"].shape[1:], tf.float32)
+        seg_fn, eval_fn = self._build(w0.shape[1:], ctx["x0"].shape[1:], tf.float32)
         state = {
             "w": w0.copy(), "m": np.zeros_like(w0), "v": np.zeros_like(w0), "t": np.zeros(n, np.float32),
             "done": np.zeros(n, bool), "iters": np.zeros(n, np.int32), "best_x": ctx["x0"].copy(),
@@ -247,7 +254,7 @@ class AdamSearch:
                 steps = min(self.segment, self.max_iter - it)
                 sub = {k: tf.constant(v[active]) for k, v in state.items()}
                 subctx = {k: tf.constant(v[active]) for k, v in ctx.items()}
-                out, s, wst = self._fn(sub, subctx, tf.constant(it, tf.int32), tf.constant(steps, tf.int32))
+                out, s, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), tf.constant(steps, tf.int32))
                 s = int(s)
                 computed += s * len(active)
                 wasted += int(wst)
@@ -259,7 +266,7 @@ class AdamSearch:
                 if s == 0:
                     break
         # final evaluation of every point at its stored w: the loss and success there
-        x, loss, succ, score = self._eval(tf.constant(state["w"]), {k: tf.constant(v) for k, v in ctx.items()})
+        x, loss, succ, score = eval_fn(tf.constant(state["w"]), {k: tf.constant(v) for k, v in ctx.items()})
         x, loss, succ, score = x.numpy(), loss.numpy(), succ.numpy(), score.numpy()
         state["loss"] = loss
         # points never frozen (still running at max_iter, or aborted) may succeed at their final x

@@ -50,13 +50,30 @@ def verdict(rate: float, threshold: float = DEFAULT_THRESHOLD) -> int:
 
 
 def verify(fingerprint: Fingerprint, suspect: Any, threshold: float = DEFAULT_THRESHOLD, *,
-           name: Optional[str] = None, batch_size: Optional[int] = None, **adapter_kw: Any) -> Verification:
+           name: Optional[str] = None, batch_size: Optional[int] = None, distribute: Any = None,
+           **adapter_kw: Any) -> Verification:
     """Query ``suspect`` (anything :func:`~ipguard_tf.models.as_classifier` accepts; labels suffice) on the
-    fingerprint points and return its matching rate and verdict."""
+    fingerprint points and return its matching rate and verdict. With a ``tf.distribute`` strategy the points
+    are split across its replica devices."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     clf = as_classifier(suspect, **adapter_kw)
-    labels = clf.predict_labels(fingerprint.x, batch_size)
+    devices = list(distribute.extended.worker_devices) if distribute is not None else []
+    if len(devices) > 1 and len(fingerprint) > 1:
+        import concurrent.futures
+
+        import tensorflow as tf
+
+        shards = [s for s in np.array_split(np.arange(len(fingerprint)), len(devices)) if len(s)]
+
+        def run(dev, idx):
+            with tf.device(dev):
+                return clf.predict_labels(fingerprint.x[idx], batch_size)
+
+        with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
+            labels = np.concatenate(list(pool.map(run, devices[: len(shards)], shards)))
+    else:
+        labels = clf.predict_labels(fingerprint.x, batch_size)
     m = int(np.count_nonzero(labels == fingerprint.y))
     rate = m / len(fingerprint)
     return Verification(name or clf.name, m, len(fingerprint), rate, threshold, verdict(rate, threshold))

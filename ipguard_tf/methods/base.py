@@ -76,17 +76,21 @@ class FingerprintMethod(ABC):
         batch_size: points searched together in one batch (``None``: all n at once). Lower it for large
             models whose activations for n points do not fit in memory.
         progress: show progress bars.
+        distribute: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy()`` over several GPUs). The points of
+            each batch are split into one contiguous shard per replica device and searched there concurrently;
+            since every point's search is independent, the fingerprint is the same as on one device.
     """
 
     name = "base"
 
     def __init__(self, *, init: str = DEFAULT_INIT, label: str = DEFAULT_LABEL, seed: int = 0,
-                 batch_size: Optional[int] = None, progress: bool = False) -> None:
+                 batch_size: Optional[int] = None, progress: bool = False, distribute: Any = None) -> None:
         self.init = _check_choice("init", init, INIT_STRATEGIES)
         self.label = _check_choice("label", label, LABEL_STRATEGIES)
         self.seed = _check_int("seed", seed, 0)
         self.batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
         self.progress = bool(progress)
+        self.distribute = distribute
 
     @property
     def strategy(self) -> str:
@@ -110,6 +114,30 @@ class FingerprintMethod(ABC):
 
     def _needs_logits(self) -> bool:
         return True
+
+    def replica_devices(self) -> list:
+        """The devices of the strategy's replicas (empty without a strategy)."""
+        if self.distribute is None:
+            return []
+        return list(self.distribute.extended.worker_devices)
+
+    def _search_distributed(self, clf: Classifier, x0, src, tgt) -> Dict[str, np.ndarray]:
+        devices = self.replica_devices()
+        if len(devices) < 2 or len(x0) < 2:
+            return self._search(clf, x0, src, tgt)
+        import concurrent.futures
+
+        import tensorflow as tf
+
+        shards = [s for s in np.array_split(np.arange(len(x0)), len(devices)) if len(s)]
+
+        def run(dev, idx):
+            with tf.device(dev):
+                return self._search(clf, x0[idx], src[idx], tgt[idx])
+
+        with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
+            outs = list(pool.map(run, devices[: len(shards)], shards))
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     # -- the one public call ---------------------------------------------------------------------------------
     def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -156,7 +184,7 @@ class FingerprintMethod(ABC):
         bs = self.batch_size or n
         parts = []
         for s in range(0, n, bs):
-            parts.append(self._search(clf, x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]))
+            parts.append(self._search_distributed(clf, x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]))
         res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         x = np.clip(res["x"].astype(np.float32), 0.0, 1.0)
         y = clf.predict_labels(x)
