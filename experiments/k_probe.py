@@ -3,8 +3,9 @@
     python experiments/k_probe.py [--k 0.5 1 2 5 10] [--strategies TL TR RL RR] [--seed 0] \
         [--out experiments/results/k_probe]
 
-Suspects: the demo's FTLL copy (positive) and the same architecture trained from seed 1 (negative), taken from
-the demo cache (made by `ipguard demo`; made here if missing). Writes results.csv and run.json.
+Suspects: the demo's FTLL copy (positive) and the same architecture trained from seed 1 (negative): the zoo's
+`ftll` and `same_arch_seed01` in pretrained/fashion_mnist (made in the demo cache if missing). Writes
+results.csv and run.json.
 """
 
 from __future__ import annotations
@@ -32,17 +33,9 @@ def main() -> None:
     ap.add_argument("--out", default="experiments/results/k_probe")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    import keras
-
-    from ipguard_tf.demo import NEGATIVE_SEED, repo_pretrained_dir
-    import os
-
-    compute_demo(args.workdir, progress=False)  # makes sure the suspects exist in the cache
-    work = Path(args.workdir) if args.workdir else Path(os.path.expanduser("~/.cache/ipguard_tf/demo"))
+    _, _, _, models = compute_demo(args.workdir, progress=False)  # the demo's target and suspects
     ds = load_fashion_mnist()
-    target = keras.saving.load_model(repo_pretrained_dir() / "fashion_mnist" / "target.keras")
-    ftll = keras.saving.load_model(work / "ftll_seed0.keras")
-    neg = keras.saving.load_model(work / f"negative_seed{NEGATIVE_SEED}.keras")
+    target, ftll, neg = models["target"], models["ftll"], models["negative"]
     rows = []
     for k in args.k:
         for s in args.strategies:

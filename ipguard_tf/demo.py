@@ -80,7 +80,8 @@ def _from_zoo(zoo: Path, name: str):
 
 def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
                  seed: int = 0, progress: bool = True):
-    """Run the demo's steps; return (method, fingerprint, rows) where each row describes one suspect."""
+    """Run the demo's steps; return (method, fingerprint, rows, models) where each row describes one suspect and
+    ``models`` maps "target", "ftll" and "negative" to the models used."""
     import keras
 
     from .data import load_fashion_mnist
@@ -117,7 +118,7 @@ def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None
         v = verify(fp, model, DEFAULT_THRESHOLD, name=name)
         rows.append({"suspect": name, "kind": kind, "accuracy": evaluate_accuracy(model, ds.x_test, ds.y_test),
                      "matching_rate": v.matching_rate, "verdict": v.verdict})
-    return method, fp, rows
+    return method, fp, rows, {"target": target, "ftll": ftll, "negative": neg}
 
 
 def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
@@ -126,7 +127,7 @@ def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, da
     from .cli import _table
 
     t0 = time.perf_counter()
-    method, fp, rows = compute_demo(workdir, pretrained, data_dir, seed, progress)
+    method, fp, rows, _ = compute_demo(workdir, pretrained, data_dir, seed, progress)
     print(f"IPGuard-{method.strategy}, k = {DEMO_K:g}, n = {len(fp)} ({fp.n_converged} converged), "
           f"threshold {DEFAULT_THRESHOLD:g}, Fashion-MNIST, seed {seed}")
     print(_table(rows, [("suspect", "suspect", "{}"), ("kind", "kind", "{}"), ("test acc", "accuracy", "{:.4f}"),

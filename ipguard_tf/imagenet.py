@@ -206,25 +206,87 @@ def preprocess_fn(mode: str) -> Callable:
     return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
 
 
+def preprocess_kernel(mode: str) -> Tuple[np.ndarray, np.ndarray]:
+    """A fixed 1x1 convolution (kernel, bias) equal to ``preprocess_input(255 * x, mode)`` on x in [0, 1]:
+    caffe = RGB->BGR and minus the ImageNet mean (0-255 scale), tf = 2x - 1, torch = (x - mean) / std."""
+    k = np.zeros((1, 1, 3, 3), np.float32)
+    if mode == "caffe":
+        for c in range(3):
+            k[0, 0, 2 - c, c] = 255.0
+        return k, -np.array([103.939, 116.779, 123.68], np.float32)
+    if mode == "tf":
+        for c in range(3):
+            k[0, 0, c, c] = 2.0
+        return k, -np.ones(3, np.float32)
+    if mode == "torch":
+        mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+        for c in range(3):
+            k[0, 0, c, c] = 1.0 / std[c]
+        return k, -mean / std
+    raise ValueError(f"mode must be caffe, tf or torch, not {mode!r}")
+
+
+def pixel_model(name: str, weights: Optional[str] = None, K: Any = None):
+    """ImageNet model ``name`` as one flat Keras model on 224x224x3 images in [0, 1], giving logits:
+    input -> bilinear resize to the model's size (if not 224) -> its preprocessing as a fixed, non-trainable 1x1
+    convolution (:func:`preprocess_kernel`) -> the Keras Applications layers. Flat, so the zoo's
+    post-processings (last layer, filter pruning, TF-MOT through a Keras 2 twin with ``K=tf_keras``) apply.
+    Pretrained weights are loaded into the plain application model and copied layer by layer (by name).
+    """
+    import keras
+
+    K = K or keras
+    if name not in SPECS:
+        raise ModelError(f"unknown ImageNet model {name!r}; choose one of {', '.join(SPECS)}")
+    spec = SPECS[name]
+    w = resolve_weights(name, weights)
+    if w is not None and K is not keras:
+        raise ModelError("pretrained weights load into the Keras 3 model; make the Keras 2 twin from it")
+    inp = K.Input((224, 224, 3), name="pixels")
+    x = inp
+    if spec.size != 224:
+        x = K.layers.Resizing(spec.size, spec.size, interpolation="bilinear", name="pixel_resize")(x)
+    pre = K.layers.Conv2D(3, 1, trainable=False, name="pixel_preprocess")
+    x = pre(x)
+    if name == "ResNeXt101":
+        if K is not keras:
+            raise ModelError("ResNeXt101 is defined for Keras 3 only")
+        base = resnext101(None)
+        model = keras.Model(inp, base(x), name="resnext101_pixels")  # nested: its group-sum layer is Keras 3
+        target_layers = base.layers
+    else:
+        ctor = getattr(K.applications, spec.constructor)
+        model = ctor(weights=None, input_tensor=x, classifier_activation=None, **dict(spec.kwargs))
+        target_layers = model.layers
+    pre.set_weights(list(preprocess_kernel(spec.mode)))
+    if w is not None:
+        copy_application_weights(build_model(name, weights), target_layers)
+    return model
+
+
+def copy_application_weights(src, target_layers) -> None:
+    """Copy the weights of application model ``src`` into ``target_layers`` (the same constructor's layers,
+    after the pixel front end), pairing layers with weights in order (auto-generated names differ between two
+    builds in one session, e.g. InceptionV3's ``conv2d_N``)."""
+    dst = [layer for layer in target_layers if layer.weights and not layer.name.startswith("pixel_")]
+    srcs = [layer for layer in src.layers if layer.weights]
+    if len(dst) != len(srcs):
+        raise ModelError(f"cannot copy weights: {len(srcs)} layers with weights vs {len(dst)}")
+    for a, b in zip(srcs, dst):
+        b.set_weights(a.get_weights())
+
+
 def as_imagenet_classifier(name: str, weights: Optional[str] = None, model: Any = None) -> Classifier:
-    """A :class:`Classifier` on 224x224x3 images in [0, 1] for ImageNet model ``name``: resize to the model's
-    size, scale to [0, 255], its preprocessing, logits."""
-    from .models import weights_sha256
+    """A :class:`Classifier` on 224x224x3 images in [0, 1] for ImageNet model ``name`` (its :func:`pixel_model`,
+    or ``model``, e.g. a post-processed copy of it)."""
+    from .models import as_classifier
 
     spec = SPECS[name]
-    m = model if model is not None else build_model(name, weights)
-    pre = preprocess_fn(spec.mode)
-    size = (spec.size, spec.size)
-    import tensorflow as tf
-
-    def logits(x):
-        if tuple(x.shape[1:3]) != size:
-            x = tf.image.resize(x, size, method="bilinear")
-        return m(pre(x * 255.0), training=False)
-
-    c = Classifier(logits_fn=logits, input_shape=(224, 224, 3), num_classes=1000, name=name,
-                   source=f"imagenet:{name}", weights_sha256=weights_sha256(m), batch_size=32, keras_model=m,
-                   note=f"input {spec.size}x{spec.size}, preprocessing {spec.mode}")
+    m = model if model is not None else pixel_model(name, weights)
+    c = as_classifier(m, name=name)
+    c.source = f"imagenet:{name}"
+    c.batch_size = 32
+    c.note = f"input {spec.size}x{spec.size}, preprocessing {spec.mode}"
     c.model_input_size = spec.size
     c.preprocess_mode = spec.mode
     return c

@@ -49,11 +49,34 @@ def test_twelve_models_fingerprint_and_verify():
     for name in [TARGET] + SUSPECTS:
         clf = target if name == TARGET else as_imagenet_classifier(name, None)
         size, mode = EXPECTED[name]
-        assert clf.keras_model.input_shape[1:3] == (size, size), name
-        assert clf.preprocess_mode == mode, name
+        assert clf.keras_model.input_shape[1:3] == (224, 224), name  # fingerprints at 224x224 in [0, 1]
+        assert clf.model_input_size == size and clf.preprocess_mode == mode, name
+        if size != 224:
+            assert clf.keras_model.get_layer("pixel_resize").get_config()["height"] == size
         z = clf.predict_logits(fp.x)
         assert z.shape == (2, 1000) and np.all(np.isfinite(z)), name
         v = verify(fp, clf)
         assert 0.0 <= v.matching_rate <= 1.0
         del clf
         gc.collect()
+
+
+@pytest.mark.parametrize("name", ["ResNet50", "InceptionV3", "DenseNet201"])
+def test_pixel_model_equals_keras_preprocessing(name):
+    """The pixel model = resize + Keras' preprocess_input + the application, checked in two exact pieces (a
+    random-weight network amplifies float rounding too much for an end-to-end tolerance)."""
+    import keras
+    import tensorflow as tf
+
+    from ipguard_tf.imagenet import build_model, copy_application_weights, pixel_model, preprocess_fn
+
+    pm = pixel_model(name, None)
+    base = build_model(name, None)
+    copy_application_weights(base, pm.layers)  # base's weights into the pixel model
+    x = np.random.default_rng(0).random((2, 224, 224, 3), dtype=np.float32)
+    size = SPECS[name].size
+    front = keras.Model(pm.input, pm.get_layer("pixel_preprocess").output)
+    want = preprocess_fn(SPECS[name].mode)(tf.image.resize(x, (size, size)) * 255.0).numpy()
+    np.testing.assert_allclose(front(x, training=False).numpy(), want, atol=1e-4)
+    back = keras.Model(pm.get_layer("pixel_preprocess").output, pm.output)
+    np.testing.assert_array_equal(back(want, training=False).numpy(), base(want, training=False).numpy())

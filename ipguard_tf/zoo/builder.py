@@ -173,6 +173,8 @@ class ZooBuilder:
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def _load_state(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        for stale in list(self.out.glob(".*.keras")) + list(self.out.glob(".*.tmp")):
+            stale.unlink()  # a temporary file of a killed atomic write: never a finished model
         if (self.out / MANIFEST).exists():
             self.manifest = read_manifest(self.out)
             if self.manifest.get("dataset") != self.dataset_name:
