@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     ds = load_dataset(cfg["dataset"], args.data_dir)
     zoo = Path(cfg["zoo"])
     suspects = load_zoo_suspects(zoo, args.data_dir, cfg.get("suspects"))
-    sweep = Sweep(out / "cache", load_member(zoo, "target"), ds.x_train, suspects, n=cfg["n"],
+    train_x = ds.sample_train(cfg["n"], cfg["seed"]) if hasattr(ds, "sample_train") else ds.x_train
+    sweep = Sweep(out / "cache", load_member(zoo, "target"), train_x, suspects, n=cfg["n"],
                   dataset=cfg["dataset"], method_params=cfg.get("method_params"))
     runs = []
     for method, grid in cfg["grids"].items():

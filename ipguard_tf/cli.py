@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     zsub = z.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", parser_class=_Parser)
     zsub.required = True
     zb = zsub.add_parser("build", help="build (or resume building) a zoo")
-    zb.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"])
+    zb.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "imagenet"])
+    zb.add_argument("--weights", default="imagenet",
+                    help="ImageNet: pretrained weights ('imagenet' or a folder of Keras weight files)")
     zb.add_argument("--profile", default="quick", choices=["quick", "paper"],
                     help="quick: 10 same-architecture negatives, 3 LeNet-5, 3 VGG16, 10 forests; paper: 50/10/10/10")
     zb.add_argument("--data-dir", help="folder with the dataset files")
@@ -264,7 +266,7 @@ def cmd_zoo(args) -> int:
 
     if args.zoo_command == "build":
         m = ZooBuilder(args.dataset, args.out, PROFILES[args.profile], data_dir=args.data_dir,
-                       verbose=0 if args.quiet else 1).build()
+                       verbose=0 if args.quiet else 1, weights=args.weights).build()
         print(f"zoo {args.out}: {len(m['models'])} models ({len(m.get('rejected', []))} pruning levels rejected)")
         return 0
     rows = table2_rows(args.zoo)

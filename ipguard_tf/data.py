@@ -155,10 +155,20 @@ def load_cifar100(data_dir: Optional[str] = None) -> Dataset:
     return _keras_cifar("cifar100", 100)
 
 
+def load_imagenet(data_dir: Optional[str] = None):
+    """ImageNet from ``data_dir`` (with ``train/`` and ``val/`` class folders): see ipguard_tf.imagenet.ImageNetData."""
+    if not data_dir:
+        raise DataError("ImageNet needs --data-dir: a folder with train/ and val/ (one sub-folder per class)")
+    from .imagenet import ImageNetData
+
+    return ImageNetData(data_dir)
+
+
 LOADERS: Dict[str, Callable[[Optional[str]], Dataset]] = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    "imagenet": load_imagenet,
 }
 
 

@@ -183,7 +183,12 @@ ARCHITECTURES: Dict[str, Callable[..., Any]] = {
 
 
 def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, K: Any = keras):
-    """Build an architecture by name with Keras 3 (``K=keras``) or Keras 2 (``K=tf_keras``)."""
+    """Build an architecture by name with Keras 3 (``K=keras``) or Keras 2 (``K=tf_keras``); ``imagenet:NAME``
+    is the ImageNet pixel model of Keras Applications' NAME (random weights)."""
+    if name.startswith("imagenet:"):
+        from ..imagenet import pixel_model
+
+        return pixel_model(name.split(":", 1)[1], None, K=K)
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {name!r}")
     return ARCHITECTURES[name](input_shape, num_classes, K=K)

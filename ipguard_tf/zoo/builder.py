@@ -63,7 +63,8 @@ PROFILES: Dict[str, Profile] = {
 }
 
 #: target architecture per dataset (paper Table 1; fmnist_cnn for Fashion-MNIST, see architectures.fmnist_cnn)
-TARGETS = {"fashion_mnist": "fmnist_cnn", "cifar10": "resnet20", "cifar100": "wrn22_4"}
+TARGETS = {"fashion_mnist": "fmnist_cnn", "cifar10": "resnet20", "cifar100": "wrn22_4",
+           "imagenet": "imagenet:ResNet50"}
 
 
 class ZooError(IPGuardError):
@@ -161,6 +162,7 @@ class ZooBuilder:
     data_dir: Optional[str] = None
     verbose: int = 1
     repo_limit_mb: float = 5.0
+    weights: Optional[str] = "imagenet"  # ImageNet only: pretrained weights of the target and the negatives
     dataset: Any = None
     manifest: Dict[str, Any] = field(default_factory=dict)
 
@@ -252,10 +254,18 @@ class ZooBuilder:
 
         self._load_state()
         v = self.verbose
-        recipe = get_recipe(self.dataset_name, self.arch)
-        self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
-                               "recipe": recipe.as_dict(), "seed": 0},
-                    lambda: train_model(self._data(), recipe, 0, verbose=v))
+        if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
+            from ..imagenet import pixel_model
+
+            self.manifest["weights"] = self.weights
+            self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
+                                   "weights": self.weights, "seed": 0},
+                        lambda: pixel_model("ResNet50", self.weights))
+        else:
+            recipe = get_recipe(self.dataset_name, self.arch)
+            self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
+                                   "recipe": recipe.as_dict(), "seed": 0},
+                        lambda: train_model(self._data(), recipe, 0, verbose=v))
         if only_target:
             return self.manifest
         target_acc = self.record("target")["test_accuracy"]
@@ -328,9 +338,30 @@ class ZooBuilder:
         self._store(name, model, info)
         return True
 
+    def _pretrained_negatives(self) -> None:
+        """ImageNet: the best pretrained Keras model of each other family (paper Section 5.1.2); not stored,
+        built from the weights when loaded."""
+        from ..imagenet import SUSPECTS, pixel_model
+
+        for name in SUSPECTS:
+            member = f"pretrained_{name}"
+            if self.record(member) is not None:
+                continue
+            acc = self._accuracy(pixel_model(name, self.weights))
+            rec = {"name": member, "role": "negative", "family": name, "architecture": f"imagenet:{name}",
+                   "weights": self.weights, "seed": None, "test_accuracy": acc, "file": None, "sha256": None,
+                   "size_bytes": 0, "in_repo": False, "created": utc_now()}
+            self.manifest["models"].append(rec)
+            _write_manifest(self.out, self.manifest)
+            log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member, acc)
+
     def _negatives(self) -> None:
         from .forest import train_forest
         from .train import get_recipe, train_model
+
+        if self.dataset_name == "imagenet":
+            self._pretrained_negatives()
+            return
 
         v = self.verbose
         recipe = get_recipe(self.dataset_name, self.arch)
@@ -363,7 +394,13 @@ class ZooBuilder:
         from .train import get_recipe, train_model
 
         ds, fam, seed = self._data(), rec["family"], rec.get("seed", 0)
-        if fam in ("target", "same_arch", "lenet5", "vgg16"):
+        if self.dataset_name == "imagenet" and (fam == "target" or rec.get("file") is None):
+            from ..imagenet import pixel_model
+
+            model = pixel_model(rec["architecture"].split(":", 1)[1], rec.get("weights", self.weights))
+            if rec.get("file") is None:
+                return model
+        elif fam in ("target", "same_arch", "lenet5", "vgg16"):
             model = train_model(ds, get_recipe(self.dataset_name, rec["architecture"]), seed, verbose=self.verbose)
         elif fam == "random_forest":
             model = train_forest(ds, seed)
@@ -396,6 +433,10 @@ def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, d
     rec = next((r for r in manifest["models"] if r["name"] == name), None)
     if rec is None:
         raise ZooError(f"{folder}: no member {name!r}")
+    if rec.get("file") is None:  # pretrained (ImageNet negatives): built from its weights
+        from ..imagenet import pixel_model
+
+        return pixel_model(rec["architecture"].split(":", 1)[1], rec.get("weights"))
     path = folder / rec["file"]
     if not path.exists():
         log.info("%s missing: rebuilding it", path)

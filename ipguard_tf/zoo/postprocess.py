@@ -49,13 +49,24 @@ def last_layer(model) -> Any:
     raise ValueError(f"model {model.name} has no layer with weights")
 
 
+def _num_train(dataset) -> int:
+    n = getattr(dataset, "num_train", None)
+    return int(n) if n is not None else len(dataset.x_train)
+
+
 def _fit(model, dataset, *, epochs: int, learning_rate: float, batch_size: int, verbose: int, callbacks=None,
-         loss=None, K=keras) -> None:
+         loss=None, K=keras, seed: int = 0) -> None:
+    """Train on the dataset's training split: arrays (``x_train``/``y_train``) or, for data too large for
+    memory such as ImageNet, the ``tf.data`` pipeline its ``train_dataset(batch_size, seed)`` returns."""
     model.compile(optimizer=K.optimizers.Adam(learning_rate),
                   loss=loss or K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar on stderr
-        model.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
-                  verbose=verbose, callbacks=callbacks or [])
+        if hasattr(dataset, "train_dataset"):
+            model.fit(dataset.train_dataset(batch_size, seed), epochs=epochs, verbose=verbose,
+                      callbacks=callbacks or [])
+        else:
+            model.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
+                      verbose=verbose, callbacks=callbacks or [])
 
 
 def _train_last_only(model, on: bool) -> None:
@@ -148,7 +159,7 @@ def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: 
     tf_keras.utils.set_random_seed(seed)
     shape, classes = dataset.input_shape, dataset.num_classes
     k2 = twin(model, architecture, shape, classes, tf_keras)
-    steps = int(np.ceil(len(dataset.x_train) / batch_size)) * epochs
+    steps = int(np.ceil(_num_train(dataset) / batch_size)) * epochs
     frequency = max(1, min(100, steps // 4))
     schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(k2, pruning_schedule=schedule)
@@ -173,23 +184,51 @@ class FilterMask:
     bn: Optional[str] = None
 
 
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else None
+
+
+def _inputs_of(layer) -> list:
+    try:
+        node = layer._inbound_nodes[0]
+    except (AttributeError, IndexError):
+        return []
+    tensors = getattr(node, "input_tensors", None)
+    if tensors is None:
+        tensors = getattr(node, "arguments", None)
+        tensors = list(tensors.keras_tensors) if tensors is not None else []
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def residual_end_convs(model) -> set:
+    """Convs whose output reaches an ``Add`` through single-input layers only (batch norm, activation): the last
+    conv of each residual branch and the shortcut projections (or a stem feeding an identity shortcut)."""
+    ends = set()
+    for layer in model.layers:
+        if type(layer).__name__ != "Add":
+            continue
+        for t in _inputs_of(layer):
+            op = _producer(t)
+            while op is not None and type(op).__name__ != "Conv2D":
+                ins = _inputs_of(op)
+                if len(ins) != 1 or type(op).__name__ in ("Add", "Concatenate", "InputLayer"):
+                    op = None
+                    break
+                op = _producer(ins[0])
+            if op is not None:
+                ends.add(op.name)
+    return ends
+
+
 def eligible_conv_layers(model) -> List[str]:
-    """Conv layers filter pruning may touch: every Conv2D except the last conv of a residual block (named
-    ``*_conv2`` inside blocks that end in an ``Add``) and 1x1 shortcut projections, as the paper does for ResNet
-    (Section 5.1.2, after Li et al. 2017)."""
-    names = [l.name for l in model.layers]
-    residual = any(type(l).__name__ == "Add" for l in model.layers)
-    out = []
-    for l in model.layers:
-        if type(l).__name__ != "Conv2D":
-            continue
-        if residual and (l.name.endswith("_conv2") or l.name.endswith("_shortcut")):
-            continue
-        if residual and l.name == "stem_conv":
-            continue  # the stem feeds the first residual addition directly
-        out.append(l.name)
-    del names
-    return out
+    """Conv layers filter pruning may touch (paper Section 5.1.2, after Li et al. 2017): every trainable
+    Conv2D except the last conv of each residual block (and the shortcut projections), found from the graph:
+    a conv whose output flows into an ``Add`` through batch norm / activation only is left alone. Fixed
+    (non-trainable) convs, such as an input-preprocessing 1x1 conv, are not pruned either."""
+    ends = residual_end_convs(model)
+    return [l.name for l in model.layers
+            if type(l).__name__ == "Conv2D" and l.trainable and l.name not in ends]
 
 
 def _following_bn(model, conv_name: str) -> Optional[str]:
