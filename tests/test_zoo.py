@@ -200,3 +200,17 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     assert B.content_sha256(lenet) == rec["content_sha256"], "deterministic retraining"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema"] == B.SCHEMA
+
+    # verify over the whole zoo: every member's matching rate, robustness/uniqueness and ARUC
+    from ipguard_tf import IPGuard, save_fingerprint
+
+    fp = IPGuard(k=0.5, max_iter=50, seed=0).generate(B.load_member(out, "target"), 10, small_ds.x_train)
+    save_fingerprint(fp, tmp_path / "fp.npz")
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    roles = {r["suspect"].rsplit("/", 1)[1]: r.get("role") for r in res["suspects"]}
+    assert roles["target"] == "target" and roles["ftll"] == "positive" and roles["rf_seed01"] == "negative"
+    assert {"robustness", "uniqueness", "aruc", "auc", "gap"} <= set(res["summary"])
+    assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out)]) == 0
+    assert "ARUC" in capsys.readouterr().out
