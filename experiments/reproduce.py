@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--data-dir")
     ap.add_argument("--published", default=str(Path(__file__).parent / "published" / "ipguard_paper.json"))
+    ap.add_argument("--cached-only", action="store_true",
+                    help="report only the runs whose fingerprints are already cached; list the others as missing")
     ap.add_argument("--no-timing", action="store_true",
                     help="skip the timing pass (Table 8 then uses the sweep's own, possibly contended, times)")
     args = ap.parse_args(argv)
@@ -45,10 +47,13 @@ def main(argv=None) -> int:
     train_x = ds.sample_train(cfg["n"], cfg["seed"]) if hasattr(ds, "sample_train") else ds.x_train
     sweep = Sweep(out / "cache", load_member(zoo, "target"), train_x, suspects, n=cfg["n"],
                   dataset=cfg["dataset"], method_params=cfg.get("method_params"))
-    runs = []
+    runs, missing = [], []
     for method, grid in cfg["grids"].items():
         for strategy in (cfg["strategies"] if method != "random" else ["RR", "TR"]):
             for setting in grid:
+                if args.cached_only and not sweep.is_cached(method, strategy, setting, cfg["seed"]):
+                    missing.append(f"{method}-{strategy} {setting}")
+                    continue
                 r = sweep.run(method, strategy, setting, cfg["seed"])
                 logging.info("%s %s %s: ARUC %.3f, converged %d, %.1f s", method, strategy, setting, r["aruc"],
                              r["n_converged"], r["seconds"] or 0)
@@ -59,6 +64,7 @@ def main(argv=None) -> int:
         for r in runs:
             if r["key"] in timing:
                 r["seconds_timing_pass"] = timing[r["key"]]
+    cfg = dict(cfg, missing_runs=missing)
     report.write_all(out, runs, suspects, zoo, cfg, json.loads(Path(args.published).read_text()))
     write_json(out / "run.json", run_record({"config": cfg, "config_file": args.config}))
     return 0

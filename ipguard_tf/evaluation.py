@@ -99,6 +99,9 @@ class Sweep:
         self.method_params = method_params or {}
         self.progress = progress
 
+    def is_cached(self, method: str, strategy: str, setting: Optional[float], seed: int) -> bool:
+        return (self.folder / "fp" / f"{run_key(method, strategy, setting, seed)}.npz").exists()
+
     def fingerprint(self, method: str, strategy: str, setting: Optional[float], seed: int) -> Fingerprint:
         key = run_key(method, strategy, setting, seed)
         path = self.folder / "fp" / f"{key}.npz"

@@ -60,3 +60,6 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     assert {c["claim"] for c in claims} >= {"some threshold gives robustness = uniqueness = 1 for IPGuard"}
     for c in claims:
         assert isinstance(c["holds"], bool) and c["criterion"] and c["measured"]
+    partial = [r for r in runs if r["method"] != "cw"]
+    claims = report.evaluate_claims(partial, report.best_runs(partial), pub)
+    assert any(c["holds"] is None for c in claims), "claims needing CW-L2 are marked not evaluated"
