@@ -345,10 +345,7 @@ def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classif
         return est.predict(x.reshape(len(x), -1))
 
     n_classes = len(getattr(est, "classes_", [])) or None
-    shape = input_shape
-    if shape is None and getattr(est, "n_features_in_", None) is not None:
-        shape = None  # only the flattened size is known; check it in the label function instead
-    return Classifier(label_fn=label_fn, input_shape=shape, num_classes=n_classes,
+    return Classifier(label_fn=label_fn, input_shape=input_shape, num_classes=n_classes,
                       name=name or type(est).__name__, source=source, batch_size=batch_size)
 
 

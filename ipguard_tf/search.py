@@ -273,7 +273,8 @@ class AdamSearch:
         better = succ & (score < state["best_score"])
         state["best_x"][better] = x[better]
         state["best_score"][better] = score[better]
-        state["success"] |= succ if not self.problem.stop_on_success else (succ & ~state["done"]) | state["success"]
+        # (frozen points keep the success they were frozen with)
+        state["success"] |= (succ & ~state["done"]) if self.problem.stop_on_success else succ
         stats = {"iterations_run": float(it), "sample_steps": float(computed), "wasted_sample_steps": float(wasted)}
         return SearchResult(x=x, best_x=state["best_x"], best_score=state["best_score"], success=state["success"],
                             iterations=state["iters"], loss=loss, stats=stats)

@@ -11,6 +11,7 @@ import numpy as np
 from .constants import DEFAULT_THRESHOLD
 from .fingerprint import Fingerprint
 from .models import as_classifier
+from .sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,8 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: float = DEFAULT_TH
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     clf = as_classifier(suspect, **adapter_kw)
-    devices = list(distribute.extended.worker_devices) if distribute is not None else []
-    if len(devices) > 1 and len(fingerprint) > 1:
-        import concurrent.futures
-
-        import tensorflow as tf
-
-        shards = [s for s in np.array_split(np.arange(len(fingerprint)), len(devices)) if len(s)]
-
-        def run(dev, idx):
-            with tf.device(dev):
-                return clf.predict_labels(fingerprint.x[idx], batch_size)
-
-        with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
-            labels = np.concatenate(list(pool.map(run, devices[: len(shards)], shards)))
-    else:
-        labels = clf.predict_labels(fingerprint.x, batch_size)
+    labels = np.concatenate(run_sharded(distribute, len(fingerprint),
+                                        lambda idx: clf.predict_labels(fingerprint.x[idx], batch_size)))
     m = int(np.count_nonzero(labels == fingerprint.y))
     rate = m / len(fingerprint)
     return Verification(name or clf.name, m, len(fingerprint), rate, threshold, verdict(rate, threshold))

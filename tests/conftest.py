@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("IPGUARD_NO_PROGRESS", "1")
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -48,3 +52,11 @@ def tiny_model():
 def tiny_data():
     rng = np.random.default_rng(123)
     return rng.random((64,) + SHAPE, dtype=np.float32)
+
+
+def run_python_script(script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` (a template with ``{tests}`` for this folder) in a fresh Python process: for settings that
+    must hold for a whole process (logical devices, TF_USE_LEGACY_KERAS)."""
+    tests = str(Path(__file__).resolve().parent)
+    return subprocess.run([sys.executable, "-c", script.format(tests=tests)], capture_output=True, text=True,
+                          timeout=600)

@@ -1,10 +1,9 @@
 """Scale-out: extraction and verification under a tf.distribute strategy on two logical CPU devices give the same
 fingerprint as one device (run in a subprocess: logical devices must be set before TensorFlow starts)."""
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from conftest import run_python_script
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -37,7 +36,5 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_logical_devices_same_fingerprint():
-    tests = str(Path(__file__).resolve().parent)
-    r = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], capture_output=True, text=True,
-                       timeout=600)
+    r = run_python_script(SCRIPT)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -1,10 +1,9 @@
 """TF-MOT sets TF_USE_LEGACY_KERAS=1 for the whole process; extraction and verification must still work on
 Keras 3 and Keras 2 models. Run in a subprocess so the variable does not leak into the other tests."""
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from conftest import run_python_script
 
 SCRIPT = textwrap.dedent("""
     import os, sys
@@ -32,7 +31,5 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_extract_and_verify_with_tf_use_legacy_keras():
-    tests = str(Path(__file__).resolve().parent)
-    r = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], capture_output=True, text=True,
-                       timeout=600)
+    r = run_python_script(SCRIPT)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -33,6 +33,7 @@ from ..env_info import utc_now, versions
 from ..errors import DataError, ModelError
 from ..fingerprint import Fingerprint
 from ..models import Classifier, as_classifier
+from ..sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +116,8 @@ class FingerprintMethod(ABC):
     def _needs_logits(self) -> bool:
         return True
 
-    def replica_devices(self) -> list:
-        """The devices of the strategy's replicas (empty without a strategy)."""
-        if self.distribute is None:
-            return []
-        return list(self.distribute.extended.worker_devices)
-
     def _search_distributed(self, clf: Classifier, x0, src, tgt) -> Dict[str, np.ndarray]:
-        devices = self.replica_devices()
-        if len(devices) < 2 or len(x0) < 2:
-            return self._search(clf, x0, src, tgt)
-        import concurrent.futures
-
-        import tensorflow as tf
-
-        shards = [s for s in np.array_split(np.arange(len(x0)), len(devices)) if len(s)]
-
-        def run(dev, idx):
-            with tf.device(dev):
-                return self._search(clf, x0[idx], src[idx], tgt[idx])
-
-        with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
-            outs = list(pool.map(run, devices[: len(shards)], shards))
+        outs = run_sharded(self.distribute, len(x0), lambda idx: self._search(clf, x0[idx], src[idx], tgt[idx]))
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     # -- the one public call ---------------------------------------------------------------------------------
