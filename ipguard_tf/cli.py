@@ -106,14 +106,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
-    v.add_argument("--suspect", required=True, action="append",
+    v.add_argument("--suspect", action="append", default=[],
                    help="suspect model, or a zoo folder (all its suspects, with R/U/ARUC); repeatable")
+    v.add_argument("--suspect-url", action="append", default=[], metavar="URL",
+                   help="suspect behind a prediction API: http(s)://HOST/v1/models/NAME (TensorFlow Serving) or "
+                        "/v2/models/NAME (Open Inference Protocol: KServe, Triton, MLServer); repeatable")
+    v.add_argument("--protocol", choices=["tfserving", "v2"], default=None,
+                   help="wire protocol of --suspect-url (default: from the URL path)")
+    v.add_argument("--output", choices=["auto", "labels", "probabilities"], default="auto",
+                   help="what the API answers per point: a class label, or a row of class scores (default auto: "
+                        "either, checked)")
+    v.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="points per request to a --suspect-url (default 32) or per local batch")
+    v.add_argument("--timeout", type=_float(0.0, strict=True), default=None, help="seconds per request (default 30)")
+    v.add_argument("--retries", type=_nonneg_int, default=None,
+                   help="retries after a timeout, dropped connection, HTTP 429 or 5xx (default 5)")
+    v.add_argument("--max-rps", type=_float(0.0, strict=True), default=None, help="at most this many requests per second")
+    v.add_argument("--query-budget", type=_nonneg_int, default=None,
+                   help="at most this many points sent to each --suspect-url (every attempt counts)")
+    v.add_argument("--progress-file", default=None,
+                   help="where answers to a --suspect-url are saved while it runs, for resuming (default: beside "
+                        "the fingerprint; removed when complete)")
     v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
     v.add_argument("--weights", default="imagenet",
                    help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none")
     v.add_argument("--threshold", type=_float(0.0, 1.0), default=C.DEFAULT_THRESHOLD,
                    help=f"matching-rate threshold for the verdict (default {C.DEFAULT_THRESHOLD})")
-    v.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0)
+    v.add_argument("--input-scale", type=_float(0.0, strict=True), default=None,
+                   help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     z = sub.add_parser("zoo", help="build or list a suspect zoo")
@@ -213,8 +233,15 @@ def cmd_verify(args) -> int:
     from .verification import verify
     from .zoo.builder import is_zoo
 
+    if not args.suspect and not args.suspect_url:
+        raise ValueError("verify needs at least one --suspect or --suspect-url")
     fp = load_fingerprint(args.fingerprint)
+    if args.input_scale is None:
+        args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
     results, roles = [], []
+    for url in args.suspect_url:
+        results.append(_verify_url(args, fp, url))
+        roles.append(None)
     for s in args.suspect:
         if is_zoo(s):
             from .zoo.builder import load_member, members
@@ -222,13 +249,13 @@ def cmd_verify(args) -> int:
             for rec in members(s):
                 model = load_member(s, rec["name"], data_dir=args.data_dir)
                 r = verify(fp, model, args.threshold, name=f"{s.rstrip('/')}/{rec['name']}",
-                           input_scale=args.input_scale)
+                           input_scale=args.input_scale, batch_size=args.batch_size)
                 results.append(r)
                 roles.append(rec["role"])
                 del model
         else:
             clf = _resolve_model(s, args.weights, args.input_scale)
-            results.append(verify(fp, clf, args.threshold, name=s))
+            results.append(verify(fp, clf, args.threshold, name=s, batch_size=args.batch_size))
             roles.append(None)
             del clf
     summary = _zoo_summary(results, roles)
@@ -245,6 +272,26 @@ def cmd_verify(args) -> int:
                   f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
                   f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}")
     return 0
+
+
+def _verify_url(args, fp, url: str):
+    """Verify one suspect behind a prediction API (see ipguard_tf.remote)."""
+    from pathlib import Path
+
+    from . import remote as R
+
+    shape = fp.metadata.get("input_shape") or list(fp.x.shape[1:])
+    if any(d is None for d in shape):
+        shape = list(fp.x.shape[1:])
+    suspect = R.RemoteSuspect(
+        url, num_classes=fp.metadata.get("num_classes"), input_shape=tuple(shape), input_scale=args.input_scale,
+        protocol=args.protocol, output=args.output, batch_size=args.batch_size or R.DEFAULT_REMOTE_BATCH,
+        timeout=args.timeout or R.DEFAULT_TIMEOUT, retries=R.DEFAULT_RETRIES if args.retries is None else args.retries,
+        max_rps=args.max_rps, query_budget=args.query_budget)
+    if args.progress_file and len(args.suspect_url) > 1:
+        raise ValueError("--progress-file names one file; give it with a single --suspect-url")
+    path = Path(args.progress_file) if args.progress_file else R.default_progress_path(args.fingerprint, suspect.endpoint)
+    return R.verify_remote(fp, suspect, args.threshold, progress_path=path, name=url, progress=not args.quiet)
 
 
 def _zoo_summary(results, roles):

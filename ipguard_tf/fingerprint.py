@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class Fingerprint:
     converged: np.ndarray
     distortion: np.ndarray
     metadata: Dict[str, Any] = field(default_factory=dict)
+    #: content SHA-256 of the file it was loaded from (None for a fingerprint not read from a file)
+    sha256: Optional[str] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name, dt in POINT_FIELDS.items():
@@ -172,7 +174,7 @@ def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
     if _digest(arrays, meta_bytes) != stored:
         raise FingerprintFileError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt")
     try:
-        return Fingerprint(**arrays, metadata=meta)
+        return Fingerprint(**arrays, metadata=meta, sha256=stored)
     except ValueError as exc:
         raise FingerprintFileError(f"{path}: {exc}") from None
 

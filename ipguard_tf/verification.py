@@ -9,6 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .constants import DEFAULT_THRESHOLD
+from .errors import ModelError
 from .fingerprint import Fingerprint
 from .models import as_classifier
 from .sharding import run_sharded
@@ -59,6 +60,10 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: float = DEFAULT_TH
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     clf = as_classifier(suspect, **adapter_kw)
+    classes = fingerprint.metadata.get("num_classes")
+    if classes and clf.num_classes and int(clf.num_classes) != int(classes):
+        raise ModelError(f"suspect {name or clf.name} has {clf.num_classes} classes; the fingerprinted model has "
+                         f"{classes}, so it cannot be a copy of it (nor be compared point by point)")
     labels = np.concatenate(run_sharded(distribute, len(fingerprint),
                                         lambda idx: clf.predict_labels(fingerprint.x[idx], batch_size)))
     m = int(np.count_nonzero(labels == fingerprint.y))
