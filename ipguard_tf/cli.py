@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mirrored", action="store_true",
                    help="spread the points over all GPUs with tf.distribute.MirroredStrategy")
     e.add_argument("--out", required=True, help="fingerprint file to write (.npz)")
+    e.add_argument("--checkpoint", default=None,
+                   help="file where the search state is saved while it runs; a re-run after an interruption resumes "
+                        "from it and gives the same fingerprint (default OUT.checkpoint.npz; removed when done)")
+    e.add_argument("--checkpoint-every", type=_float(0.0), default=60.0, metavar="SECONDS",
+                   help="seconds between checkpoint saves (default 60; 0: after every 10 iterations)")
+    e.add_argument("--no-checkpoint", action="store_true", help="do not save or resume a checkpoint")
 
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
@@ -199,10 +205,14 @@ def cmd_extract(args) -> int:
     elif args.method == "igsm":
         params.update(epsilon=eps, alpha=args.alpha, max_iter=args.max_iter)
     method = build_method(args.method, **params)
-    fp = method.generate(clf, args.n, train_x, dataset=args.dataset)
+    ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
+    fp = method.generate(clf, args.n, train_x, dataset=args.dataset, checkpoint=ckpt,
+                         checkpoint_every=args.checkpoint_every)
     fp.metadata["command"] = "ipguard " + " ".join(args.argv)
     fp.metadata["input_scale"] = args.input_scale
     digest = save_fingerprint(fp, args.out)
+    if ckpt is not None and os.path.exists(ckpt):
+        os.unlink(ckpt)
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0

@@ -111,8 +111,10 @@ class Sweep:
         if SETTING_PARAM[method]:
             params[SETTING_PARAM[method]] = setting
         m = build_method(method, init=strategy[0], label=strategy[1], seed=seed, progress=self.progress, **params)
-        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset)
+        ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
+        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset, checkpoint=ckpt)
         save_fingerprint(fp, path)
+        ckpt.unlink(missing_ok=True)
         return fp
 
     def run(self, method: str, strategy: str, setting: Optional[float], seed: int = 0) -> Dict[str, Any]:

@@ -10,6 +10,11 @@ successful point, as CW-L2 does). :class:`AdamSearch` runs Adam on all points of
   objective is 0 at the current x), so its final x is the point at which success was checked;
 * with ``abort_early`` a point stops when its loss has not decreased by 0.01 % over the last
   ``max_iter // 10`` iterations (Carlini & Wagner's reference rule, applied per point here);
+* a point whose loss or gradient becomes NaN or infinite is stopped at once, left at its last finite
+  position and flagged (``SearchResult.nonfinite``), so that one bad point neither poisons the others nor
+  goes unreported;
+* with a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` the whole state is saved between segments and a
+  run with the same inputs resumes from it (see :mod:`ipguard_tf.checkpoint`);
 * the inner loop runs ``segment`` iterations inside one ``tf.function`` (no retracing: the batch dimension is
   ``None`` in its signature); between segments, finished points are dropped from the batch so that they stop
   costing compute.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -68,6 +73,7 @@ class SearchResult:
     success: np.ndarray  #: success observed at some iteration
     iterations: np.ndarray  #: Adam updates applied to the point
     loss: np.ndarray  #: loss at the last evaluation of the point
+    nonfinite: np.ndarray  #: the loss or gradient became NaN/inf; the point was stopped there
     stats: Dict[str, float] = field(default_factory=dict)
 
 
@@ -83,6 +89,7 @@ class AdamSearch:
         segment: iterations per graph call between compactions of the batch.
         jit_compile: compile the inner loop with XLA.
         progress: show a progress bar (``desc`` labels it).
+        checkpoint: a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` to save to and resume from.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class AdamSearch:
         jit_compile: bool = False,
         progress: bool = False,
         desc: str = "search",
+        checkpoint: Any = None,
     ) -> None:
         if learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {learning_rate}")
@@ -119,6 +127,7 @@ class AdamSearch:
         self.desc = desc
         self._own_cache: dict = {}
         self.jit_compile = jit_compile
+        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------------------------------------------
     def _cache_key(self, w_shape, x_shape):
@@ -151,7 +160,7 @@ class AdamSearch:
         state_spec = {
             "w": bw, "m": bw, "v": bw, "t": vec(tf.float32), "done": vec(tf.bool), "iters": vec(tf.int32),
             "best_x": bx, "best_score": vec(tf.float32), "success": vec(tf.bool), "prev": vec(tf.float32),
-            "loss": vec(tf.float32),
+            "loss": vec(tf.float32), "nonfinite": vec(tf.bool),
         }
 
         def bcast(a, ref):
@@ -179,6 +188,13 @@ class AdamSearch:
                 done = st["done"]
                 wasted = wasted + tf.reduce_sum(tf.cast(done, tf.int64))
                 live = tf.logical_not(done)
+                finite = tf.logical_and(tf.math.is_finite(loss), tf.reduce_all(
+                    tf.math.is_finite(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1))
+                bad = tf.logical_and(live, tf.logical_not(finite))
+                nonfinite = tf.logical_or(st["nonfinite"], bad)
+                done = tf.logical_or(done, bad)
+                live = tf.logical_not(done)
+                grad = tf.where(bcast(finite, grad), grad, tf.zeros_like(grad))
                 succ = tf.logical_and(succ, live)
                 better = tf.logical_and(succ, score < st["best_score"])
                 best_x = tf.where(bcast(better, x), x, st["best_x"])
@@ -207,7 +223,7 @@ class AdamSearch:
                 w_new = tf.where(bcast(upd, w), w_new, w)
                 iters = st["iters"] + tf.cast(upd, tf.int32)
                 new = dict(st, w=w_new, m=m, v=v, t=t, done=done, iters=iters, best_x=best_x,
-                           best_score=best_score, success=success, prev=prev, loss=loss_rec)
+                           best_score=best_score, success=success, prev=prev, loss=loss_rec, nonfinite=nonfinite)
                 return (s + 1, wasted) + tuple(new[k] for k in keys)
 
             out = tf.while_loop(cond, body, (s, wasted) + tuple(state[k] for k in keys))
@@ -244,11 +260,26 @@ class AdamSearch:
             "done": np.zeros(n, bool), "iters": np.zeros(n, np.int32), "best_x": ctx["x0"].copy(),
             "best_score": np.full(n, np.inf, np.float32), "success": np.zeros(n, bool),
             "prev": np.full(n, np.inf, np.float32), "loss": np.full(n, np.nan, np.float32),
+            "nonfinite": np.zeros(n, bool),
         }
         computed = 0
         wasted = 0
         it = 0
-        with progress_bar(total=self.max_iter, desc=self.desc, enabled=self.progress, unit="it") as bar:
+        key = None
+        if self.checkpoint is not None:
+            from .checkpoint import content_key
+
+            key = content_key(w0, *(ctx[k] for k in sorted(ctx)), type(self.problem).__name__,
+                              sorted(vars(self.problem).items()), self.lr, self.max_iter, self.abort_early,
+                              self.segment, self.b1, self.b2, self.eps)
+            saved = self.checkpoint.get(key)
+            if saved is not None:
+                arrays, scalars = saved
+                state.update(arrays)
+                it, computed, wasted = int(scalars["it"]), int(scalars["computed"]), int(scalars["wasted"])
+                log.info("%s: resumed at iteration %d of %d (%d points still running)", self.desc, it,
+                         self.max_iter, int((~state["done"]).sum()))
+        with progress_bar(total=self.max_iter, desc=self.desc, enabled=self.progress, unit="it", initial=it) as bar:
             while it < self.max_iter and not state["done"].all():
                 active = np.flatnonzero(~state["done"])
                 steps = min(self.segment, self.max_iter - it)
@@ -263,8 +294,12 @@ class AdamSearch:
                 it += s
                 bar.update(s)
                 bar.set_postfix(active=int((~state["done"]).sum()))
+                if key is not None:
+                    self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted})
                 if s == 0:
                     break
+        if key is not None:
+            self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted}, force=True)
         # final evaluation of every point at its stored w: the loss and success there
         x, loss, succ, score = eval_fn(tf.constant(state["w"]), {k: tf.constant(v) for k, v in ctx.items()})
         x, loss, succ, score = x.numpy(), loss.numpy(), succ.numpy(), score.numpy()
@@ -276,5 +311,8 @@ class AdamSearch:
         # (frozen points keep the success they were frozen with)
         state["success"] |= (succ & ~state["done"]) if self.problem.stop_on_success else succ
         stats = {"iterations_run": float(it), "sample_steps": float(computed), "wasted_sample_steps": float(wasted)}
+        if state["nonfinite"].any():
+            log.warning("%s: %d point(s) stopped because their loss or gradient became NaN or infinite",
+                        self.desc, int(state["nonfinite"].sum()))
         return SearchResult(x=x, best_x=state["best_x"], best_score=state["best_score"], success=state["success"],
-                            iterations=state["iters"], loss=loss, stats=stats)
+                            iterations=state["iters"], loss=loss, nonfinite=state["nonfinite"], stats=stats)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -116,6 +117,8 @@ class FingerprintMethod(ABC):
     def _needs_logits(self) -> bool:
         return True
 
+    _checkpoint: Any = None
+
     def _search_distributed(self, clf: Classifier, x0, src, tgt) -> Dict[str, np.ndarray]:
         outs = run_sharded(self.distribute, len(x0), lambda idx: self._search(clf, x0[idx], src[idx], tgt[idx]))
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -145,11 +148,19 @@ class FingerprintMethod(ABC):
         return tgt.astype(np.int64)
 
     def generate(self, model: Any, n: int = N_POINTS, train_x: Optional[np.ndarray] = None, *,
-                 dataset: Optional[str] = None) -> Fingerprint:
+                 dataset: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
+                 checkpoint_every: float = 60.0) -> Fingerprint:
         """Extract a fingerprint of ``n`` points from ``model`` (paper Section 4.2, Extract).
 
         ``train_x`` (images in [0, 1]) is needed for the T initialisation. Non-converged points are kept,
-        flagged ``converged=False`` and reported in a warning.
+        flagged ``converged=False`` and reported in a warning. A point whose search produced NaN or infinite
+        values is put back at its initial point, flagged unconverged and listed in the metadata
+        (``nonfinite_points``) and a warning.
+
+        ``checkpoint`` names a file where the gradient searches save their state every ``checkpoint_every``
+        seconds; calling ``generate`` again with the same arguments after an interruption resumes from it
+        and gives the same fingerprint (see :mod:`ipguard_tf.checkpoint`). The caller deletes the file once
+        the fingerprint is saved.
         """
         n = _check_int("n", n, 1)
         clf = as_classifier(model)
@@ -161,17 +172,30 @@ class FingerprintMethod(ABC):
         logits0 = clf.predict_logits(x0)
         src = np.argmax(logits0, axis=1).astype(np.int64)
         tgt = self.target_labels(logits0, src, rng)
+        self._checkpoint = None
+        if checkpoint is not None:
+            from ..checkpoint import SearchCheckpoint, content_key
+
+            run_id = content_key(clf.weights_sha256 or clf.name, self.name, self.params(), n, x0, src, tgt)
+            self._checkpoint = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)
         self._prepare(clf)
         bs = self.batch_size or n
         parts = []
         for s in range(0, n, bs):
             parts.append(self._search_distributed(clf, x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]))
         res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        x = np.clip(res["x"].astype(np.float32), 0.0, 1.0)
+        x = res["x"].astype(np.float32)
+        converged = res["converged"].astype(bool)
+        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | res.get("nonfinite", np.zeros(n, bool))
+        for i in np.flatnonzero(bad):
+            log.warning("%s: point %d: NaN or infinite values during the search (after %d iterations); it is put "
+                        "back at its initial point and flagged converged=False", self.name, i, int(res["iterations"][i]))
+        x[bad] = x0[bad]
+        converged &= ~bad
+        x = np.clip(x, 0.0, 1.0)
         y = clf.predict_labels(x)
         seconds = time.perf_counter() - t0
         distortion = np.sqrt(np.sum((x - x0).reshape(n, -1).astype(np.float64) ** 2, axis=1))
-        converged = res["converged"].astype(bool)
         if not converged.all():
             log.warning("%s: %d of %d points did not converge within the iteration budget; they are kept and "
                         "flagged converged=False", self.name, int((~converged).sum()), n)
@@ -190,6 +214,7 @@ class FingerprintMethod(ABC):
             "created": utc_now(),
             "seconds": round(seconds, 3),
             "stats": {k: float(v) for k, v in getattr(self, "_stats", {}).items()},
+            "nonfinite_points": [int(i) for i in np.flatnonzero(bad)],
         }
         return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res["iterations"],
                            objective=res["objective"], converged=converged, distortion=distortion, metadata=meta)

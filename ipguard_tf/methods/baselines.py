@@ -228,7 +228,7 @@ class CWL2(FingerprintMethod):
         self._lr = self.learning_rate if self.learning_rate is not None else default_learning_rate(clf.input_shape)
         self._searcher = AdamSearch(clf.logits, CWProblem(self.kappa), learning_rate=self._lr, max_iter=self.max_iter,
                                     abort_early=self.abort_early, segment=self.segment, jit_compile=self.jit_compile,
-                                    progress=False)
+                                    progress=False, checkpoint=self._checkpoint)
         self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0}
 
     def _search(self, clf, x0, src, tgt):
@@ -241,12 +241,14 @@ class CWL2(FingerprintMethod):
         best_l2 = np.full(n, np.inf)
         best_x = x0.copy()
         iters = np.zeros(n, np.int64)
+        nonfinite = np.zeros(n, bool)
         with progress_bar(self.binary_search_steps, f"CW-L2-{self.strategy}", self.progress, "step") as bar:
             for _ in range(self.binary_search_steps):
                 r = self._searcher.run(w0, {"src": src, "tgt": tgt, "x0": x0t, "const": const})
                 for k in ("sample_steps", "wasted_sample_steps"):
                     self._stats[k] += r.stats[k]
                 iters += r.iterations
+                nonfinite |= r.nonfinite
                 ok = r.success & np.isfinite(r.best_score)
                 better = ok & (r.best_score < best_l2)
                 best_l2[better] = r.best_score[better]
@@ -260,4 +262,5 @@ class CWL2(FingerprintMethod):
                 bar.update(1)
         success = np.isfinite(best_l2)
         return {"x": np.where(success.reshape((-1,) + (1,) * (x0.ndim - 1)), best_x, x0), "iterations": iters,
-                "objective": np.where(success, best_l2, np.nan).astype(np.float32), "converged": success}
+                "objective": np.where(success, best_l2, np.nan).astype(np.float32), "converged": success,
+                "nonfinite": nonfinite & ~success}

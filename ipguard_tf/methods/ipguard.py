@@ -102,7 +102,7 @@ class IPGuard(FingerprintMethod):
         self._lr = self.learning_rate if self.learning_rate is not None else default_learning_rate(clf.input_shape)
         self._searcher = AdamSearch(clf.logits, IPGuardProblem(self.k), learning_rate=self._lr, max_iter=self.max_iter,
                                     segment=self.segment, jit_compile=self.jit_compile, progress=self.progress,
-                                    desc=f"IPGuard-{self.strategy} k={self.k:g}")
+                                    desc=f"IPGuard-{self.strategy} k={self.k:g}", checkpoint=self._checkpoint)
         self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0}
 
     _lr: Optional[float] = None
@@ -111,4 +111,5 @@ class IPGuard(FingerprintMethod):
         r = self._searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0})
         for k in ("sample_steps", "wasted_sample_steps"):
             self._stats[k] += r.stats[k]
-        return {"x": r.x, "iterations": r.iterations, "objective": r.loss, "converged": r.success}
+        return {"x": r.x, "iterations": r.iterations, "objective": r.loss, "converged": r.success,
+                "nonfinite": r.nonfinite}

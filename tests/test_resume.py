@@ -1,0 +1,91 @@
+"""Resumable extraction (a killed ``ipguard extract`` resumes from its checkpoint and gives the same
+fingerprint), checkpoints of another run refused, and NaN/Inf during optimisation reported per point."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import SHAPE, make_tiny_keras3
+from ipguard_tf.checkpoint import CheckpointError
+from ipguard_tf.fingerprint import POINT_FIELDS, load_fingerprint
+from ipguard_tf.methods import CWL2, IPGuard
+from ipguard_tf.models import as_classifier
+
+
+def _extract(model_path, out, *extra):
+    return [sys.executable, "-m", "ipguard_tf.cli", "extract", "--model", str(model_path), "--init", "R", "--n", "500",
+            "--k", "30", "--seed", "1", "--out", str(out), *extra]
+
+
+def test_killed_extract_resumes_to_the_same_fingerprint(tmp_path):
+    model_path = tmp_path / "target.keras"
+    make_tiny_keras3(0).save(model_path)
+    env = dict(os.environ, IPGUARD_NO_PROGRESS="1")
+    ref = subprocess.run(_extract(model_path, tmp_path / "ref.npz", "--no-checkpoint"), capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    out, ckpt = tmp_path / "fp.npz", tmp_path / "fp.npz.checkpoint.npz"
+    proc = subprocess.Popen(_extract(model_path, out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: as a power cut or an OOM kill would do
+    proc.wait()
+    assert ckpt.exists() and not out.exists(), "the run was not interrupted mid-search"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
+    res = subprocess.run(_extract(model_path, out, "--checkpoint-every", "0"), capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "resumed at iteration" in res.stderr
+    it = int(res.stderr.split("resumed at iteration")[1].split()[0])
+    assert 0 < it < 1000
+    a, b = load_fingerprint(tmp_path / "ref.npz"), load_fingerprint(out)
+    for k in POINT_FIELDS:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert not ckpt.exists()  # removed once the fingerprint is written
+
+
+def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, tiny_model, tiny_data):
+    ckpt = tmp_path / "c.npz"
+    kw = dict(max_iter=1, binary_search_steps=3, seed=2)
+    a = CWL2(**kw).generate(tiny_model, 12, tiny_data, checkpoint=ckpt, checkpoint_every=0)
+    assert ckpt.exists()
+    with np.load(ckpt) as z:
+        assert len([f for f in z.files if f.endswith("/w")]) == 3  # one entry per binary-search step
+    m = CWL2(**kw)
+    b = m.generate(tiny_model, 12, tiny_data, checkpoint=ckpt)  # everything restored
+    assert m._checkpoint.resumed
+    for k in POINT_FIELDS:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        CWL2(**dict(kw, seed=3)).generate(tiny_model, 12, tiny_data, checkpoint=ckpt)
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        IPGuard(seed=2).generate(tiny_model, 12, tiny_data, checkpoint=ckpt)
+
+
+def test_nonfinite_points_are_stopped_and_reported(tiny_model, caplog):
+    base = as_classifier(tiny_model)
+
+    def logits(x):  # NaN wherever the first pixel exceeds 0.9 (log of a negative number)
+        z = base.logits(x)
+        return z + 0.0 * tf.math.log(0.9 - x[:, :1, 0, 0])
+
+    clf = as_classifier(logits, output="logits", input_shape=SHAPE, num_classes=4)
+    x0 = np.random.default_rng(0).random((40,) + SHAPE, dtype=np.float32)
+    x0[:, 0, 0, 0] = np.where(np.arange(40) % 5 == 0, 0.95, 0.5)
+    fp = IPGuard(k=0.5, max_iter=50, init="T").generate(clf, 40, x0)
+    bad = fp.metadata["nonfinite_points"]
+    assert bad and all(fp.x[i, 0, 0, 0] > 0.9 for i in bad)
+    assert not fp.converged[bad].any()
+    assert np.all(np.isfinite(fp.x))
+    good = np.setdiff1d(np.arange(40), bad)
+    assert np.all(fp.iterations[good] > 0) and np.all(fp.distortion[good] > 0)  # the others went on
+    assert any("NaN or infinite" in r.message for r in caplog.records)
