@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mirrored", action="store_true",
                    help="spread the points over all GPUs with tf.distribute.MirroredStrategy")
     e.add_argument("--out", required=True, help="fingerprint file to write (.npz)")
+    e.add_argument("--unsafe", action="store_true",
+                   help="allow model files whose loading runs code (Keras Lambda layers, pickles); off by default")
     e.add_argument("--checkpoint", default=None,
                    help="file where the search state is saved while it runs; a re-run after an interruption resumes "
                         "from it and gives the same fingerprint (default OUT.checkpoint.npz; removed when done)")
@@ -141,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--input-scale", type=_float(0.0, strict=True), default=None,
                    help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.add_argument("--unsafe", action="store_true",
+                   help="allow suspect files whose loading runs code (Keras Lambda layers, pickles, skops files with "
+                        "foreign types); off by default: a suspect is someone else's file")
 
     z = sub.add_parser("zoo", help="build or list a suspect zoo")
     zsub = z.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", parser_class=_Parser)
@@ -180,7 +185,7 @@ def cmd_extract(args) -> int:
     from .methods import build_method
     from .models import as_classifier
 
-    clf = _resolve_model(args.model, args.weights, args.input_scale)
+    clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
     init = args.init if args.init is not None else ("R" if args.method == "random" else C.DEFAULT_INIT)
     batch_size = args.batch_size
     if args.dataset == "imagenet":
@@ -227,7 +232,7 @@ def _mirrored():
     return strategy
 
 
-def _resolve_model(spec: str, weights: str, input_scale: float):
+def _resolve_model(spec: str, weights: str, input_scale: float, unsafe: bool = False):
     """A model argument: ``imagenet:NAME`` (Keras Applications, see ipguard_tf.imagenet) or a file/folder."""
     from .imagenet import as_imagenet_classifier, parse_model_spec
     from .models import as_classifier
@@ -235,7 +240,7 @@ def _resolve_model(spec: str, weights: str, input_scale: float):
     name = parse_model_spec(spec)
     if name is not None:
         return as_imagenet_classifier(name, None if weights.lower() == "none" else weights)
-    return as_classifier(spec, input_scale=input_scale)
+    return as_classifier(spec, input_scale=input_scale, unsafe=unsafe)
 
 
 def cmd_verify(args) -> int:
@@ -264,7 +269,7 @@ def cmd_verify(args) -> int:
                 roles.append(rec["role"])
                 del model
         else:
-            clf = _resolve_model(s, args.weights, args.input_scale)
+            clf = _resolve_model(s, args.weights, args.input_scale, args.unsafe)
             results.append(verify(fp, clf, args.threshold, name=s, batch_size=args.batch_size))
             roles.append(None)
             del clf

@@ -349,26 +349,48 @@ def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classif
                       name=name or type(est).__name__, source=source, batch_size=batch_size)
 
 
-def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = None) -> Any:
-    """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model.
+def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = None, unsafe: bool = False) -> Any:
+    """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model, or a
+    ``.skops`` file into a scikit-learn estimator.
+
+    Suspect files are untrusted (see :mod:`ipguard_tf.safety`): a file whose loading could run code (Keras
+    ``Lambda`` layers, pickles, skops files naming types outside scikit-learn/NumPy) is refused with
+    :class:`~ipguard_tf.safety.UnsafeModelError` unless ``unsafe`` is True; Keras' ``safe_mode`` stays on
+    otherwise.
 
     ``.keras`` is read with Keras 3 (falling back to tf_keras for Keras 2 ``.keras`` files); ``.h5`` with
     tf_keras first (its native Keras 2 format) and then Keras 3's legacy reader; a SavedModel directory with
     tf_keras (Keras 2 SavedModels carry their Keras metadata), else as a raw ``tf.saved_model`` whose
     ``serving_default`` signature is wrapped as a callable.
     """
+    from .safety import PICKLE_SUFFIXES, check_model_file
+
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file {p} does not exist")
+    check_model_file(p, unsafe)
     errors = []
     suffix = p.suffix.lower()
+    if suffix == ".skops":
+        from .zoo.forest import load_forest
+
+        return load_forest(p, unsafe=unsafe)
+    if suffix in PICKLE_SUFFIXES:  # only with unsafe=True (check_model_file refuses them otherwise)
+        import joblib
+
+        return joblib.load(p)
+    if unsafe:
+        import keras
+
+        keras.config.enable_unsafe_deserialization()
     if p.is_dir():
         if not (p / "saved_model.pb").exists():
             raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
         try:
             import tf_keras
 
-            loaded = tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects)
+            loaded = tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects,
+                                                safe_mode=not unsafe)
             if _is_tf_keras_model(loaded):
                 return loaded
             errors.append("tf_keras: no Keras metadata")
@@ -382,12 +404,13 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
         import keras
 
         def k3():
-            return keras.saving.load_model(str(p), compile=False, custom_objects=custom_objects)
+            return keras.saving.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=not unsafe)
 
         def k2():
             import tf_keras
 
-            return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects)
+            return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects,
+                                              safe_mode=not unsafe)
 
         for loader in ((k3, k2) if suffix == ".keras" else (k2, k3)):
             try:
@@ -395,7 +418,7 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
             except Exception as exc:
                 errors.append(f"{loader.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     else:
-        raise ModelError(f"{p}: unknown model format (expected .keras, .h5 or a SavedModel folder)")
+        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .skops or a SavedModel folder)")
     raise ModelError(f"cannot load model {p}: " + "; ".join(errors)[:400])
 
 
@@ -432,12 +455,14 @@ def as_classifier(
     name: Optional[str] = None,
     batch_size: int = DEFAULT_PREDICT_BATCH,
     custom_objects: Optional[dict] = None,
+    unsafe: bool = False,
 ) -> Classifier:
     """Adapt ``model`` (Keras 2/3 model, model file path, scikit-learn estimator or callable) to a Classifier.
 
     ``output`` says what a plain callable returns (``auto`` probes it on two random inputs); ``input_scale``
     and ``preprocess`` map [0, 1] inputs to what the model expects; ``resize_to`` (H, W) resizes inputs
-    bilinearly first (paper Section 5.1.2 resizes fingerprints to each suspect's input size).
+    bilinearly first (paper Section 5.1.2 resizes fingerprints to each suspect's input size). ``unsafe``
+    allows model files whose loading could run code (see :func:`load_model_file`).
     """
     if isinstance(model, Classifier):
         return model
@@ -447,7 +472,7 @@ def as_classifier(
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
         name = name or Path(model).name
-        model = load_model_file(model, custom_objects)
+        model = load_model_file(model, custom_objects, unsafe=unsafe)
     if isinstance(model, _RawSavedModel):
         input_shape = input_shape or model.input_shape
         c = _from_callable(model, output=output, input_shape=input_shape, num_classes=num_classes, name=name,

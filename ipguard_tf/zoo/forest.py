@@ -31,15 +31,21 @@ def save_forest(rf, path: Union[str, Path]) -> None:
     atomic_write_bytes(path, sio.dumps(rf))
 
 
-def load_forest(path: Union[str, Path]):
-    """Load a skops file, refusing any type outside scikit-learn's trees/ensembles and NumPy."""
+def load_forest(path: Union[str, Path], unsafe: bool = False):
+    """Load a skops file, refusing any type outside scikit-learn's trees/ensembles and NumPy unless ``unsafe``."""
     import skops.io as sio
 
+    from ..safety import UnsafeModelError
+
     data = Path(path).read_bytes()
-    untrusted = sio.get_untrusted_types(data=data)
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__})") from None
     bad = [t for t in untrusted if not t.startswith(_ALLOWED_PREFIXES)]
-    if bad:
-        raise ModelError(f"{path}: refusing to load types {bad}")
+    if bad and not unsafe:
+        raise UnsafeModelError(f"{path} names types outside scikit-learn and NumPy ({', '.join(bad[:3])}), which "
+                               "could run code when loaded; re-run with --unsafe only if you trust its author")
     return sio.loads(data, trusted=untrusted)
 
 

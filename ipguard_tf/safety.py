@@ -1,0 +1,110 @@
+"""Untrusted suspect files: refuse what could run code when loaded, unless the user says ``--unsafe``.
+
+A suspect model is, by the paper's threat model, someone else's file. Loading some model files runs code:
+
+* Keras ``Lambda`` layers carry Python code (bytecode or a source string). Keras 3 refuses them in
+  ``safe_mode`` (kept on), but tf_keras (Keras 2) loads them silently from ``.h5`` files and SavedModels;
+* pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) run arbitrary code by design;
+* skops files are safe only while the types they name are trusted.
+
+:func:`check_model_file` inspects a file *without loading it* (the Keras config is JSON inside the ``.keras``
+zip, an attribute of the ``.h5`` file, or strings in a SavedModel's ``keras_metadata.pb``) and raises
+:class:`UnsafeModelError` with an explanation; ``unsafe=True`` skips the check and turns Keras' safe mode off.
+A SavedModel without Keras metadata is a TensorFlow graph (no Python code) and is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, List, Union
+
+from .errors import ModelError
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+_HINT = "re-run with --unsafe (unsafe=True) only if you trust the file's author"
+
+
+class UnsafeModelError(ModelError):
+    """A model file could run code when loaded and ``unsafe`` was not given."""
+
+
+def _walk(cfg: Any) -> Iterator[dict]:
+    if isinstance(cfg, dict):
+        yield cfg
+        for v in cfg.values():
+            yield from _walk(v)
+    elif isinstance(cfg, list):
+        for v in cfg:
+            yield from _walk(v)
+
+
+def code_layers(config: Any) -> List[str]:
+    """Names of the layers in a Keras model config whose deserialisation would run Python code."""
+    found = []
+    for d in _walk(config):
+        if d.get("class_name") == "Lambda":
+            found.append(str((d.get("config") or {}).get("name", "?")))
+        elif isinstance(d.get("class_name"), str) and d.get("class_name") in ("__lambda__", "__bytecode__"):
+            found.append("<python function>")
+    return found
+
+
+def _keras_config(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        meta = path / "keras_metadata.pb"
+        if not meta.exists():
+            return None  # a plain TensorFlow graph
+        raw = meta.read_bytes()
+        # the metadata proto holds one JSON document per saved layer/model; look at every JSON object in it
+        objs, start = [], raw.find(b"{")
+        while start != -1:
+            depth, end = 0, start
+            for end in range(start, len(raw)):
+                c = raw[end:end + 1]
+                depth += c == b"{"
+                depth -= c == b"}"
+                if depth == 0:
+                    break
+            try:
+                objs.append(json.loads(raw[start:end + 1].decode("utf-8")))
+                start = raw.find(b"{", end + 1)
+            except (UnicodeDecodeError, ValueError):
+                start = raw.find(b"{", start + 1)
+        return objs
+    if suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return json.loads(z.read("config.json").decode("utf-8"))
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, UnicodeDecodeError):
+            raise ModelError(f"cannot load model {path}: not a readable .keras file (no valid config.json)") from None
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as h:
+                cfg = h.attrs.get("model_config")
+        except OSError:
+            raise ModelError(f"cannot load model {path}: not a readable HDF5 file") from None
+        if cfg is None:
+            return None  # weights only: nothing to deserialise
+        try:
+            return json.loads(cfg.decode("utf-8") if isinstance(cfg, bytes) else str(cfg))
+        except ValueError:
+            raise ModelError(f"{path}: its model_config is not valid JSON") from None
+    return None
+
+
+def check_model_file(path: Union[str, Path], unsafe: bool = False) -> None:
+    """Raise :class:`UnsafeModelError` if loading ``path`` could run code (see the module docstring)."""
+    if unsafe:
+        return
+    p = Path(path)
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsafeModelError(f"{p} is a pickle file: loading it runs arbitrary code; {_HINT}")
+    layers = code_layers(_keras_config(p))
+    if layers:
+        raise UnsafeModelError(f"{p} contains Lambda layer(s) {', '.join(sorted(set(layers))[:5])} whose Python code "
+                               f"would run when loaded; {_HINT}")
