@@ -54,10 +54,10 @@ def _float(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        if v != v or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
+        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
             rng = f"{'>' if strict else '>='} {lo}" if lo is not None else ""
             rng += f" and <= {hi}" if hi is not None else ""
-            raise argparse.ArgumentTypeError(f"expected a number {rng.strip()}, got {s!r}")
+            raise argparse.ArgumentTypeError(f"expected a finite number {rng.strip()}, got {s!r}")
         return v
 
     return parse

@@ -174,9 +174,36 @@ def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
     if _digest(arrays, meta_bytes) != stored:
         raise FingerprintFileError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt")
     try:
-        return Fingerprint(**arrays, metadata=meta, sha256=stored)
+        fp = Fingerprint(**arrays, metadata=meta, sha256=stored)
     except ValueError as exc:
         raise FingerprintFileError(f"{path}: {exc}") from None
+    problem = check_points(fp)
+    if problem:
+        raise FingerprintFileError(f"{path}: {problem}")
+    return fp
+
+
+def check_points(fp: Fingerprint) -> str:
+    """'' when the points make sense, else what is wrong: no points, non-finite or out-of-[0, 1] points,
+    labels outside the classes the metadata names."""
+    if len(fp) == 0:
+        return "the fingerprint has no points"
+    if fp.x.ndim < 2:
+        return f"points have shape {fp.x.shape}, expected (n, ...)"
+    if not np.all(np.isfinite(fp.x)):
+        return "points contain NaN or infinite values"
+    if fp.x.min() < 0.0 or fp.x.max() > 1.0:
+        return f"points lie in [{fp.x.min():.4g}, {fp.x.max():.4g}], outside [0, 1]"
+    c = fp.metadata.get("num_classes")
+    if not isinstance(c, int) or isinstance(c, bool) or c < 2:
+        return f"metadata num_classes is {c!r}, expected an integer >= 2"
+    if fp.y.min() < 0 or fp.y.max() >= c:
+        return f"labels lie in [{fp.y.min()}, {fp.y.max()}], outside the {c} classes"
+    shape = fp.metadata.get("input_shape")
+    if shape is not None and (not isinstance(shape, list) or (
+            all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))):
+        return f"metadata input_shape {shape!r} does not match points of shape {list(fp.x.shape[1:])}"
+    return ""
 
 
 def zlib_error():

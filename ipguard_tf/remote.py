@@ -73,7 +73,11 @@ def resolve_endpoint(url: str, protocol: Optional[str] = None) -> Tuple[str, str
     """
     if protocol is not None and protocol not in PROTOCOLS:
         raise RemoteError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    parts = urlsplit(str(url).strip())
+    try:
+        parts = urlsplit(str(url).strip())
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as exc:
+        raise RemoteError(f"suspect URL {url!r} is malformed ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RemoteError(f"suspect URL must start with http:// or https:// and name a host, got {url!r}")
     path = parts.path
