@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         for r in runs:
             if r["key"] in timing:
                 r["seconds_timing_pass"] = timing[r["key"]]
-    cfg = dict(cfg, missing_runs=missing)
+    cfg = dict(cfg, missing_runs=missing, timing_pass_points_identical=sweep.reproducible)
     report.write_all(out, runs, suspects, zoo, cfg, json.loads(Path(args.published).read_text()))
     write_json(out / "run.json", run_record({"config": cfg, "config_file": args.config}))
     return 0

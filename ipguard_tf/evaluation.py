@@ -78,6 +78,16 @@ def summarize(rates: Dict[str, float], roles: Dict[str, str]) -> Dict[str, Any]:
             "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None}
 
 
+def points_sha256(fp: Fingerprint) -> str:
+    """SHA-256 of a fingerprint's points and labels (what a matching rate depends on; not the metadata)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (fp.x, fp.y):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def run_key(method: str, strategy: str, setting: Optional[float], seed: int) -> str:
     s = "none" if setting is None else f"{setting:g}"
     return f"{method}_{strategy}_{s}_seed{seed}"
@@ -98,6 +108,8 @@ class Sweep:
         self.dataset = dataset
         self.method_params = method_params or {}
         self.progress = progress
+        #: per run key timed again: were the regenerated points bit-identical to the cached ones?
+        self.reproducible: Dict[str, Optional[bool]] = {}
 
     def is_cached(self, method: str, strategy: str, setting: Optional[float], seed: int) -> bool:
         return (self.folder / "fp" / f"{run_key(method, strategy, setting, seed)}.npz").exists()
@@ -123,7 +135,17 @@ class Sweep:
         rpath = self.folder / "rates" / f"{key}.json"
         cached = json.loads(rpath.read_text()) if rpath.exists() else {"rates": {}}
         fp = self.fingerprint(method, strategy, setting, seed)
+        # cached rates count only for the fingerprint they were measured on (a fresh clone regenerates the
+        # fingerprints; should one come out different, its suspects are verified again)
+        digest = points_sha256(fp)
+        if cached.get("points_sha256") not in (None, digest):
+            log.warning("%s: cached matching rates belong to other fingerprint points; verifying again", key)
+            cached = {"rates": {}}
+        backfill = cached.get("points_sha256") is None and bool(cached["rates"])
+        cached["points_sha256"] = digest
         missing = [s for s in self.suspects if s.name not in cached["rates"]]
+        if backfill and not missing:
+            atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
         if missing:
             t0 = time.perf_counter()
             cached["rates"].update(matching_rates(fp, missing))
@@ -148,7 +170,10 @@ class Sweep:
             m = build_method(method, init=r["strategy"][0], label=r["strategy"][1], seed=r["seed"],
                              progress=False, **params)
             t0 = time.perf_counter()
-            m.generate(self.target, self.n, self.train_x)
+            fp = m.generate(self.target, self.n, self.train_x)
             out[r["key"]] = time.perf_counter() - t0
-            log.info("timing pass: %s %.1f s", r["key"], out[r["key"]])
+            cached = self.folder / "fp" / f"{r['key']}.npz"
+            same = points_sha256(fp) == points_sha256(load_fingerprint(cached)) if cached.exists() else None
+            self.reproducible[r["key"]] = same
+            log.info("timing pass: %s %.1f s (points identical to the sweep's: %s)", r["key"], out[r["key"]], same)
         return out

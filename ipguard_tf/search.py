@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -75,6 +76,8 @@ class SearchResult:
     loss: np.ndarray  #: loss at the last evaluation of the point
     nonfinite: np.ndarray  #: the loss or gradient became NaN/inf; the point was stopped there
     stats: Dict[str, float] = field(default_factory=dict)
+    #: (active points, iterations) of every graph call, for comparing with a bare forward+backward pass
+    segments: list = field(default_factory=list)
 
 
 class AdamSearch:
@@ -279,6 +282,8 @@ class AdamSearch:
                 it, computed, wasted = int(scalars["it"]), int(scalars["computed"]), int(scalars["wasted"])
                 log.info("%s: resumed at iteration %d of %d (%d points still running)", self.desc, it,
                          self.max_iter, int((~state["done"]).sum()))
+        segments = []
+        loop_start = time.perf_counter()
         with progress_bar(total=self.max_iter, desc=self.desc, enabled=self.progress, unit="it", initial=it) as bar:
             while it < self.max_iter and not state["done"].all():
                 active = np.flatnonzero(~state["done"])
@@ -287,6 +292,7 @@ class AdamSearch:
                 subctx = {k: tf.constant(v[active]) for k, v in ctx.items()}
                 out, s, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), tf.constant(steps, tf.int32))
                 s = int(s)
+                segments.append((len(active), s))
                 computed += s * len(active)
                 wasted += int(wst)
                 for k, v in out.items():
@@ -298,6 +304,7 @@ class AdamSearch:
                     self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted})
                 if s == 0:
                     break
+        loop_seconds = time.perf_counter() - loop_start
         if key is not None:
             self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted}, force=True)
         # final evaluation of every point at its stored w: the loss and success there
@@ -310,9 +317,11 @@ class AdamSearch:
         state["best_score"][better] = score[better]
         # (frozen points keep the success they were frozen with)
         state["success"] |= (succ & ~state["done"]) if self.problem.stop_on_success else succ
-        stats = {"iterations_run": float(it), "sample_steps": float(computed), "wasted_sample_steps": float(wasted)}
+        stats = {"iterations_run": float(it), "sample_steps": float(computed), "wasted_sample_steps": float(wasted),
+                 "loop_seconds": loop_seconds}
         if state["nonfinite"].any():
             log.warning("%s: %d point(s) stopped because their loss or gradient became NaN or infinite",
                         self.desc, int(state["nonfinite"].sum()))
         return SearchResult(x=x, best_x=state["best_x"], best_score=state["best_score"], success=state["success"],
-                            iterations=state["iters"], loss=loss, nonfinite=state["nonfinite"], stats=stats)
+                            iterations=state["iters"], loss=loss, nonfinite=state["nonfinite"], stats=stats,
+                            segments=segments)

@@ -103,13 +103,15 @@ class IPGuard(FingerprintMethod):
         self._searcher = AdamSearch(clf.logits, IPGuardProblem(self.k), learning_rate=self._lr, max_iter=self.max_iter,
                                     segment=self.segment, jit_compile=self.jit_compile, progress=self.progress,
                                     desc=f"IPGuard-{self.strategy} k={self.k:g}", checkpoint=self._checkpoint)
-        self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0}
+        self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0, "loop_seconds": 0.0}
+        self.segments = []  # (active points, iterations) per graph call, in order (see AdamSearch)
 
     _lr: Optional[float] = None
 
     def _search(self, clf, x0, src, tgt):
         r = self._searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0})
-        for k in ("sample_steps", "wasted_sample_steps"):
+        for k in ("sample_steps", "wasted_sample_steps", "loop_seconds"):
             self._stats[k] += r.stats[k]
+        self.segments += r.segments
         return {"x": r.x, "iterations": r.iterations, "objective": r.loss, "converged": r.success,
                 "nonfinite": r.nonfinite}
