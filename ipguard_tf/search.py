@@ -15,9 +15,9 @@ successful point, as CW-L2 does). :class:`AdamSearch` runs Adam on all points of
   goes unreported;
 * with a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` the whole state is saved between segments and a
   run with the same inputs resumes from it (see :mod:`ipguard_tf.checkpoint`);
-* the inner loop runs ``segment`` iterations inside one ``tf.function`` (no retracing: the batch dimension is
-  ``None`` in its signature); between segments, finished points are dropped from the batch so that they stop
-  costing compute.
+* the inner loop runs ``segment`` iterations inside one ``tf.function``, unrolled (see ``segment`` below for
+  why not a ``tf.while_loop``), with no retracing (the batch dimension is ``None`` in its signature); between
+  segments, finished points are dropped from the batch so that they stop costing compute.
 
 Nothing here pins a device: on a GPU the same graph runs there.
 """
@@ -170,74 +170,79 @@ class AdamSearch:
             return tf.reshape(a, [-1] + [1] * (len(ref.shape) - 1))
 
         def segment(state, ctx, it0, steps):
+            # The steps are unrolled (a Python loop while tracing), not a tf.while_loop: on a 2-core CPU a
+            # while-loop body ran at one of two speeds, fixed per traced graph and about 1.6x apart (10 vs 16 ms
+            # a step for the Fashion-MNIST target at 100 points), while the unrolled graph always ran at the
+            # fast one (experiments/results/bench). A segment therefore always runs its `steps` iterations; a
+            # point that finishes inside it stops updating at once, and is dropped before the next segment.
             wasted = tf.constant(0, tf.int64)
-            s = tf.constant(0)
-            keys = sorted(state)
+            st = dict(state)
+            for s in range(steps):
+                st, wasted = body(s, wasted, st, ctx, it0)
+            return st, tf.constant(steps), wasted
 
-            def cond(s, wasted, *vals):
-                st = dict(zip(keys, vals))
-                return tf.logical_and(s < steps, tf.logical_not(tf.reduce_all(st["done"])))
+        def body(s, wasted, st, ctx, it0):
+            w = st["w"]
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                x = problem.to_input(w, ctx)
+                logits = logits_fn(x)
+                loss, succ, score = problem.loss(x, logits, ctx)
+                total = tf.reduce_sum(loss)
+            grad = tape.gradient(total, w)
+            done = st["done"]
+            wasted = wasted + tf.reduce_sum(tf.cast(done, tf.int64))
+            live = tf.logical_not(done)
+            finite = tf.logical_and(tf.math.is_finite(loss), tf.reduce_all(
+                tf.math.is_finite(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1))
+            bad = tf.logical_and(live, tf.logical_not(finite))
+            nonfinite = tf.logical_or(st["nonfinite"], bad)
+            done = tf.logical_or(done, bad)
+            live = tf.logical_not(done)
+            grad = tf.where(bcast(finite, grad), grad, tf.zeros_like(grad))
+            succ = tf.logical_and(succ, live)
+            better = tf.logical_and(succ, score < st["best_score"])
+            best_x = tf.where(bcast(better, x), x, st["best_x"])
+            best_score = tf.where(better, score, st["best_score"])
+            success = tf.logical_or(st["success"], succ)
+            loss_rec = tf.where(live, loss, st["loss"])
+            if stop_on_success:
+                done = tf.logical_or(done, succ)
+            prev = st["prev"]
+            if abort_early:
+                it = it0 + s
+                check = tf.equal(it % abort_every, 0)  # as the reference: from iteration 0 on
+                stalled = tf.logical_and(check, loss > prev * 0.9999)
+                done = tf.logical_or(done, tf.logical_and(live, stalled))
+                prev = tf.where(tf.logical_and(check, live), loss, prev)
+            upd = tf.logical_not(done)
+            updf = tf.cast(upd, w.dtype)
+            t = st["t"] + tf.cast(upd, tf.float32)
+            m = tf.where(bcast(upd, w), b1 * st["m"] + (1 - b1) * grad, st["m"])
+            v = tf.where(bcast(upd, w), b2 * st["v"] + (1 - b2) * tf.square(grad), st["v"])
+            tt = tf.maximum(t, 1.0)
+            mhat = m / bcast(1 - tf.pow(b1, tt), m)
+            vhat = v / bcast(1 - tf.pow(b2, tt), v)
+            step = lr * mhat / (tf.sqrt(vhat) + eps)
+            w_new = problem.project(w - step * bcast(updf, w), ctx)
+            w_new = tf.where(bcast(upd, w), w_new, w)
+            iters = st["iters"] + tf.cast(upd, tf.int32)
+            new = dict(st, w=w_new, m=m, v=v, t=t, done=done, iters=iters, best_x=best_x,
+                       best_score=best_score, success=success, prev=prev, loss=loss_rec, nonfinite=nonfinite)
+            return new, wasted
 
-            def body(s, wasted, *vals):
-                st = dict(zip(keys, vals))
-                w = st["w"]
-                with tf.GradientTape() as tape:
-                    tape.watch(w)
-                    x = problem.to_input(w, ctx)
-                    logits = logits_fn(x)
-                    loss, succ, score = problem.loss(x, logits, ctx)
-                    total = tf.reduce_sum(loss)
-                grad = tape.gradient(total, w)
-                done = st["done"]
-                wasted = wasted + tf.reduce_sum(tf.cast(done, tf.int64))
-                live = tf.logical_not(done)
-                finite = tf.logical_and(tf.math.is_finite(loss), tf.reduce_all(
-                    tf.math.is_finite(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1))
-                bad = tf.logical_and(live, tf.logical_not(finite))
-                nonfinite = tf.logical_or(st["nonfinite"], bad)
-                done = tf.logical_or(done, bad)
-                live = tf.logical_not(done)
-                grad = tf.where(bcast(finite, grad), grad, tf.zeros_like(grad))
-                succ = tf.logical_and(succ, live)
-                better = tf.logical_and(succ, score < st["best_score"])
-                best_x = tf.where(bcast(better, x), x, st["best_x"])
-                best_score = tf.where(better, score, st["best_score"])
-                success = tf.logical_or(st["success"], succ)
-                loss_rec = tf.where(live, loss, st["loss"])
-                if stop_on_success:
-                    done = tf.logical_or(done, succ)
-                prev = st["prev"]
-                if abort_early:
-                    it = it0 + s
-                    check = tf.equal(it % abort_every, 0)  # as the reference: from iteration 0 on
-                    stalled = tf.logical_and(check, loss > prev * 0.9999)
-                    done = tf.logical_or(done, tf.logical_and(live, stalled))
-                    prev = tf.where(tf.logical_and(check, live), loss, prev)
-                upd = tf.logical_not(done)
-                updf = tf.cast(upd, w.dtype)
-                t = st["t"] + tf.cast(upd, tf.float32)
-                m = tf.where(bcast(upd, w), b1 * st["m"] + (1 - b1) * grad, st["m"])
-                v = tf.where(bcast(upd, w), b2 * st["v"] + (1 - b2) * tf.square(grad), st["v"])
-                tt = tf.maximum(t, 1.0)
-                mhat = m / bcast(1 - tf.pow(b1, tt), m)
-                vhat = v / bcast(1 - tf.pow(b2, tt), v)
-                step = lr * mhat / (tf.sqrt(vhat) + eps)
-                w_new = problem.project(w - step * bcast(updf, w), ctx)
-                w_new = tf.where(bcast(upd, w), w_new, w)
-                iters = st["iters"] + tf.cast(upd, tf.int32)
-                new = dict(st, w=w_new, m=m, v=v, t=t, done=done, iters=iters, best_x=best_x,
-                           best_score=best_score, success=success, prev=prev, loss=loss_rec, nonfinite=nonfinite)
-                return (s + 1, wasted) + tuple(new[k] for k in keys)
+        graphs: Dict[int, Any] = {}  # one graph per segment length (the last segment may be shorter)
 
-            out = tf.while_loop(cond, body, (s, wasted) + tuple(state[k] for k in keys))
-            s, wasted = out[0], out[1]
-            return dict(zip(keys, out[2:])), s, wasted
-
-        fn = tf.function(
-            segment,
-            input_signature=[state_spec, ctx_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
-            jit_compile=self.jit_compile,
-        )
+        def fn(state, ctx, it0, steps: int):
+            with _BUILD_LOCK:
+                if steps not in graphs:
+                    graphs[steps] = tf.function(
+                        lambda st, cx, i0: segment(st, cx, i0, steps),
+                        input_signature=[state_spec, ctx_spec, tf.TensorSpec([], tf.int32)],
+                        jit_compile=self.jit_compile,
+                    )
+                graph = graphs[steps]
+            return graph(state, ctx, it0)
 
         def evaluate(w, ctx):
             x = problem.to_input(w, ctx)
@@ -290,7 +295,7 @@ class AdamSearch:
                 steps = min(self.segment, self.max_iter - it)
                 sub = {k: tf.constant(v[active]) for k, v in state.items()}
                 subctx = {k: tf.constant(v[active]) for k, v in ctx.items()}
-                out, s, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), tf.constant(steps, tf.int32))
+                out, s, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), steps)
                 s = int(s)
                 segments.append((len(active), s))
                 computed += s * len(active)
