@@ -11,20 +11,20 @@ from ipguard_tf.safety import UnsafeModelError
 
 
 
+def _lambda_model(K):
+    """A small model with a Lambda layer, in Keras 3 (K = keras) or Keras 2 (K = tf_keras)."""
+    inp = K.Input(SHAPE)
+    x = K.layers.Flatten()(K.layers.Lambda(lambda t: t * 1.0)(inp))
+    return K.Model(inp, K.layers.Dense(4)(x))
+
+
 def _lambda_models(tmp_path):
     import keras
     import tf_keras
 
-    inp = keras.Input(SHAPE)
-    x = keras.layers.Lambda(lambda t: t * 1.0)(inp)
-    x = keras.layers.Flatten()(x)
-    k3 = keras.Model(inp, keras.layers.Dense(4)(x))
+    k3, k2 = _lambda_model(keras), _lambda_model(tf_keras)
     k3.save(tmp_path / "lam.keras")
     k3.save(tmp_path / "lam3.h5")
-    i2 = tf_keras.Input(SHAPE)
-    y = tf_keras.layers.Lambda(lambda t: t * 1.0)(i2)
-    y = tf_keras.layers.Flatten()(y)
-    k2 = tf_keras.Model(i2, tf_keras.layers.Dense(4)(y))
     k2.save(tmp_path / "lam2.h5")
     k2.save(tmp_path / "lam2_savedmodel")
     return ["lam.keras", "lam3.h5", "lam2.h5", "lam2_savedmodel"]
