@@ -99,10 +99,11 @@ class SearchCheckpoint:
             return None if e is None else ({k: v.copy() for k, v in e[0].items()}, dict(e[1]))
 
     def put(self, key: str, arrays: Dict[str, np.ndarray], scalars: Dict[str, Any], *, force: bool = False) -> None:
-        """Record an entry's state; write the file when ``force`` or ``every`` seconds have passed."""
+        """Save an entry's state when ``force`` or ``every`` seconds have passed since the last save; otherwise
+        do nothing (no copy: this is called after every segment of a search, on its hot path)."""
         with self._lock:
-            self._entries[key] = ({k: np.array(v, copy=True) for k, v in arrays.items()}, dict(scalars))
             if force or time.monotonic() - self._last_save >= self.every:
+                self._entries[key] = ({k: np.array(v, copy=True) for k, v in arrays.items()}, dict(scalars))
                 self._write()
 
     def _write(self) -> None:

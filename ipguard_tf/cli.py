@@ -250,6 +250,8 @@ def cmd_verify(args) -> int:
 
     if not args.suspect and not args.suspect_url:
         raise ValueError("verify needs at least one --suspect or --suspect-url")
+    if args.progress_file and len(args.suspect_url) > 1:
+        raise ValueError("--progress-file names one file; give it with a single --suspect-url")
     fp = load_fingerprint(args.fingerprint)
     if args.input_scale is None:
         args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
@@ -303,8 +305,6 @@ def _verify_url(args, fp, url: str):
         protocol=args.protocol, output=args.output, batch_size=args.batch_size or R.DEFAULT_REMOTE_BATCH,
         timeout=args.timeout or R.DEFAULT_TIMEOUT, retries=R.DEFAULT_RETRIES if args.retries is None else args.retries,
         max_rps=args.max_rps, query_budget=args.query_budget)
-    if args.progress_file and len(args.suspect_url) > 1:
-        raise ValueError("--progress-file names one file; give it with a single --suspect-url")
     path = Path(args.progress_file) if args.progress_file else R.default_progress_path(args.fingerprint, suspect.endpoint)
     return R.verify_remote(fp, suspect, args.threshold, progress_path=path, name=url, progress=not args.quiet)
 

@@ -345,7 +345,7 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
     answered, in batches, saving the answers to ``progress_path`` after each batch, and return the
     :class:`~ipguard_tf.verification.Verification`. The progress file is removed when all points are answered.
     """
-    from .verification import Verification, verdict
+    from .verification import Verification
 
     if not 0.0 <= threshold <= 1.0:
         raise RemoteError(f"threshold must lie in [0, 1], got {threshold}")
@@ -354,7 +354,7 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
         raise RemoteError("the fingerprint has no points")
     if suspect.num_classes is not None and int(fp.y.max()) >= suspect.num_classes:
         raise RemoteError("fingerprint labels exceed the number of classes")
-    key = {"fingerprint_sha256": getattr(fp, "sha256", None), "endpoint": suspect.endpoint,
+    key = {"fingerprint_sha256": fp.sha256, "endpoint": suspect.endpoint,
            "protocol": suspect.protocol, "output": suspect.output, "input_scale": suspect.input_scale}
     labels = _load_progress(progress_path, key, n) if progress_path is not None else np.full(n, -1, np.int64)
     todo = np.flatnonzero(labels < 0)
@@ -372,8 +372,6 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
         suspect.close()
     if progress_path is not None and progress_path.exists():
         progress_path.unlink()
-    m = int(np.count_nonzero(labels == fp.y))
-    rate = m / n
     log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
              suspect.points_sent, suspect.retried)
-    return Verification(name or suspect.url, m, n, rate, threshold, verdict(rate, threshold))
+    return Verification.of(name or suspect.url, labels, fp.y, threshold)

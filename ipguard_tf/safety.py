@@ -8,7 +8,7 @@ A suspect model is, by the paper's threat model, someone else's file. Loading so
 * skops files are safe only while the types they name are trusted.
 
 :func:`check_model_file` inspects a file *without loading it* (the Keras config is JSON inside the ``.keras``
-zip, an attribute of the ``.h5`` file, or strings in a SavedModel's ``keras_metadata.pb``) and raises
+zip, an attribute of the ``.h5`` file, or JSON documents in a SavedModel's ``keras_metadata.pb`` proto) and raises
 :class:`UnsafeModelError` with an explanation; ``unsafe=True`` skips the check and turns Keras' safe mode off.
 A SavedModel without Keras metadata is a TensorFlow graph (no Python code) and is allowed.
 """
@@ -57,23 +57,15 @@ def _keras_config(path: Path) -> Any:
         meta = path / "keras_metadata.pb"
         if not meta.exists():
             return None  # a plain TensorFlow graph
-        raw = meta.read_bytes()
-        # the metadata proto holds one JSON document per saved layer/model; look at every JSON object in it
-        objs, start = [], raw.find(b"{")
-        while start != -1:
-            depth, end = 0, start
-            for end in range(start, len(raw)):
-                c = raw[end:end + 1]
-                depth += c == b"{"
-                depth -= c == b"}"
-                if depth == 0:
-                    break
-            try:
-                objs.append(json.loads(raw[start:end + 1].decode("utf-8")))
-                start = raw.find(b"{", end + 1)
-            except (UnicodeDecodeError, ValueError):
-                start = raw.find(b"{", start + 1)
-        return objs
+        from google.protobuf.message import DecodeError
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        proto = saved_metadata_pb2.SavedMetadata()
+        try:
+            proto.ParseFromString(meta.read_bytes())
+            return [json.loads(node.metadata) for node in proto.nodes]  # one JSON document per saved object
+        except (DecodeError, ValueError):  # (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
+            raise ModelError(f"cannot load model {path}: its keras_metadata.pb is unreadable") from None
     if suffix == ".keras":
         try:
             with zipfile.ZipFile(path) as z:

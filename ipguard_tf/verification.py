@@ -28,6 +28,13 @@ class Verification:
     threshold: float
     verdict: int
 
+    @classmethod
+    def of(cls, suspect: str, labels: np.ndarray, fingerprint_labels: np.ndarray, threshold: float) -> "Verification":
+        """The outcome for a suspect that gave ``labels`` on points labelled ``fingerprint_labels``."""
+        m = int(np.count_nonzero(np.asarray(labels) == np.asarray(fingerprint_labels)))
+        n = len(fingerprint_labels)
+        return cls(suspect, m, n, m / n, threshold, verdict(m / n, threshold))
+
     def as_dict(self) -> dict:
         return {"suspect": self.suspect, "matching_rate": self.matching_rate, "verdict": self.verdict,
                 "matches": self.matches, "n": self.n, "threshold": self.threshold}
@@ -66,6 +73,4 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: float = DEFAULT_TH
                          f"{classes}, so it cannot be a copy of it (nor be compared point by point)")
     labels = np.concatenate(run_sharded(distribute, len(fingerprint),
                                         lambda idx: clf.predict_labels(fingerprint.x[idx], batch_size)))
-    m = int(np.count_nonzero(labels == fingerprint.y))
-    rate = m / len(fingerprint)
-    return Verification(name or clf.name, m, len(fingerprint), rate, threshold, verdict(rate, threshold))
+    return Verification.of(name or clf.name, labels, fingerprint.y, threshold)
