@@ -183,7 +183,6 @@ def cmd_extract(args) -> int:
     from .data import load_dataset
     from .fingerprint import save_fingerprint
     from .methods import build_method
-    from .models import as_classifier
 
     clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
     init = args.init if args.init is not None else ("R" if args.method == "random" else C.DEFAULT_INIT)

@@ -5,7 +5,6 @@ error (exit status 2 for the CLI), never a traceback, an internal error or a wro
 import io
 import json
 import threading
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np

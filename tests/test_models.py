@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CLASSES, SHAPE, make_tiny_keras3, make_tiny_tf_keras
+from conftest import SHAPE, make_tiny_keras3, make_tiny_tf_keras
 from ipguard_tf import IPGuard, as_classifier, verify
 from ipguard_tf.errors import ModelError
 from ipguard_tf.models import keras_logits_model

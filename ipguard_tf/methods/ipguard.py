@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from ..constants import DEFAULT_K, MAX_ITERATIONS
