@@ -214,3 +214,21 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     assert {"robustness", "uniqueness", "aruc", "auc", "gap"} <= set(res["summary"])
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out)]) == 0
     assert "ARUC" in capsys.readouterr().out
+
+    # verifying a zoo holds one suspect in memory at a time: when a member is loaded, no earlier one is alive
+    import gc
+    import weakref
+
+    alive, held_at_load = [], []
+    real_load = B.load_member
+
+    def tracked(*args, **kwargs):
+        gc.collect()
+        held_at_load.append(sum(r() is not None for r in alive))
+        model = real_load(*args, **kwargs)
+        alive.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(B, "load_member", tracked)
+    assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
+    assert len(held_at_load) == len(m["models"]) and held_at_load == [0] * len(held_at_load)
