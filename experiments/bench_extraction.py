@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from ipguard_tf import as_classifier  # noqa: E402
-from ipguard_tf.bench import eager_per_point_ipguard, forward_backward_seconds  # noqa: E402
+from ipguard_tf.bench import eager_per_point_ipguard, forward_backward_seconds, same_batch_floor  # noqa: E402
 from ipguard_tf.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
 from ipguard_tf.results import run_record, write_csv, write_json  # noqa: E402
@@ -52,6 +52,18 @@ def timed(fn, reps):
     return statistics.median(times), times, out
 
 
+def timed_batched(clf, n, x, reps, **kw):
+    """Time IPGuard batched; also return the last run's graph calls (active points, iterations)."""
+    last = {}
+
+    def run():
+        last["method"] = IPGuard(**kw)
+        return last["method"].generate(clf, n, x)
+
+    med, ts, fp = timed(run, reps)
+    return med, ts, fp, last["method"].segments
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -60,11 +72,11 @@ def main() -> int:
     ap.add_argument("--k", type=float, default=1.0)
     ap.add_argument("--cw-reference", action="store_true", help="also CW-L2 at 10,000 iterations a step")
     ap.add_argument("--art-cw", action="store_true",
-                    help="also time ART's CarliniL2Method (very slow here: about 30 min for 10 points)")
+                    help="also time ART's CarliniL2Method (very slow here: about 15 min for 10 points)")
     ap.add_argument("--resnet50-n", type=int, default=4, help="points for the ResNet50 rows (0: skip them)")
     ap.add_argument("--resnet50-iter", type=int, default=20, help="iteration cap for the ResNet50 rows")
     ap.add_argument("--art-cw-reps", type=int, default=1,
-                    help="repetitions of ART's CarliniL2Method (default 1: one costs about 30 min here)")
+                    help="repetitions of ART's CarliniL2Method (default 1: one costs about 15 min here)")
     ap.add_argument("--out", default="experiments/results/bench")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -87,13 +99,7 @@ def main() -> int:
     kw = dict(k=args.k, init="T", label="L", seed=0)
     # warm-up: traces the graphs once, as a user's second call would find them
     IPGuard(max_iter=5, **kw).generate(clf, n, ds.x_train)
-    holder = {}
-
-    def batched():
-        holder["m"] = IPGuard(**kw)
-        return holder["m"].generate(clf, n, ds.x_train)
-
-    med, ts, fp = timed(batched, reps)
+    med, ts, fp, segments = timed_batched(clf, n, ds.x_train, reps, **kw)
     st = fp.metadata["stats"]
     add("IPGuard batched (library default)", med, ts, n,
         {"sample_steps": st["sample_steps"], "wasted_fraction": round(st["wasted_sample_steps"] / st["sample_steps"], 4),
@@ -106,13 +112,13 @@ def main() -> int:
     print(f"  floor: forward+backward of {n} points {floor * 1e3:.2f} ms; IPGuard per batch step "
           f"{per_step * 1e3:.2f} ms ({per_step / floor:.2f}x the floor); "
           f"{100 * st['wasted_sample_steps'] / st['sample_steps']:.1f} % of sample-steps on converged points")
-    same = same_batch_floor(clf.logits, ds.x_train, holder["m"].segments)
-    loop = holder["m"]._stats["loop_seconds"]
+    same = same_batch_floor(clf.logits, ds.x_train, segments)
+    loop = st["loop_seconds"]
     print(f"  same batches: search loop {loop:.2f} s against {same:.2f} s of bare forward+backward passes of the "
           f"batches it ran ({loop / same:.2f}x the floor per computed sample-step)")
     # what batching buys where a step costs the same for 1 or n points (a GPU far from saturation): the
     # one-at-a-time search runs every sample-step as its own step, the batched one runs `iterations` steps
-    iterations = sum(steps for _, steps in holder["m"].segments)
+    iterations = sum(steps for _, steps in segments)
     floor1 = forward_backward_seconds(clf.logits, ds.x_train[:1])
     print(f"  one point: forward+backward {floor1 * 1e3:.2f} ms, so a batch of {n} costs {floor / floor1:.1f} "
           f"single-point passes on this CPU; the batched search ran {iterations} steps for "
@@ -166,14 +172,6 @@ def main() -> int:
     return 0
 
 
-def same_batch_floor(logits_fn, pool, segments) -> float:
-    """Seconds of bare forward+backward passes for the batches a search ran: sum of iterations x floor(size)."""
-    per_size = {}
-    for b, steps in segments:
-        per_size[b] = per_size.get(b, 0) + steps
-    return sum(steps * forward_backward_seconds(logits_fn, pool[:b], repeats=10) for b, steps in per_size.items())
-
-
 def _resnet50(args, add, rows):
     """ResNet50 (weights=None) at 224x224: batched vs one at a time vs XLA, and the floor."""
     from ipguard_tf.imagenet import as_imagenet_classifier
@@ -184,20 +182,14 @@ def _resnet50(args, add, rows):
     kw = dict(k=args.k, init="T", label="L", seed=0, max_iter=it)
     label = f"ResNet50 weights=None, {it} it."
     IPGuard(**dict(kw, max_iter=2)).generate(clf, rn, x)
-    holder = {}
-
-    def batched():
-        holder["m"] = IPGuard(**kw)
-        return holder["m"].generate(clf, rn, x)
-
-    med, ts, fp = timed(batched, args.reps)
+    med, ts, fp, segments = timed_batched(clf, rn, x, args.reps, **kw)
     add("IPGuard batched (library default)", med, ts, rn, {"converged": fp.n_converged,
                                                            "sample_steps": fp.metadata["stats"]["sample_steps"]},
         model_name=label, n_for=rn)
     base = rows[-1]["seconds_for_n"]
     floor = forward_backward_seconds(clf.logits, x, repeats=5)
-    same = same_batch_floor(clf.logits, x, holder["m"].segments)
-    loop = holder["m"]._stats["loop_seconds"]
+    same = same_batch_floor(clf.logits, x, segments)
+    loop = fp.metadata["stats"]["loop_seconds"]
     rows[-1].update({"floor_ms": round(floor * 1e3, 3), "loop_s": round(loop, 3), "same_batch_floor_s": round(same, 3),
                      "loop_over_same_batch_floor": round(loop / same, 3)})
     print(f"  ResNet50 floor: forward+backward of {rn} points {floor * 1e3:.0f} ms; search loop {loop:.2f} s against "

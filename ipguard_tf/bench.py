@@ -5,13 +5,14 @@
   ``tf.Variable``, and the model evaluated several times per step (the loss with its gradient, then the logits
   again to test the stopping rule). Same objective (Eq. 5), learning rate, iteration cap and stopping rule as
   the library, so only the execution strategy differs.
-* :func:`forward_backward_seconds`: the floor, one bare forward + backward pass of a batch through the model.
+* :func:`forward_backward_seconds`: the floor, one bare forward + backward pass of a batch through the model;
+  :func:`same_batch_floor`: the floor for the batches a search actually ran (its ``segments`` record).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterable, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -63,3 +64,13 @@ def forward_backward_seconds(logits_fn: Callable, x: np.ndarray, repeats: int = 
         fb(xt).numpy()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def same_batch_floor(logits_fn: Callable, pool: np.ndarray, segments: Iterable[Tuple[int, int]]) -> float:
+    """Seconds of bare forward+backward passes for the batches a search ran: the sum over its graph calls
+    (``(active points, iterations)``, as :attr:`ipguard_tf.search.SearchResult.segments` records them) of
+    iterations x the floor of a batch of that size, taken from the first rows of ``pool``."""
+    per_size: Dict[int, int] = {}
+    for b, steps in segments:
+        per_size[b] = per_size.get(b, 0) + steps
+    return sum(steps * forward_backward_seconds(logits_fn, pool[:b], repeats=10) for b, steps in per_size.items())

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from . import constants as C
@@ -54,7 +56,7 @@ def _float(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
+        if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
             rng = f"{'>' if strict else '>='} {lo}" if lo is not None else ""
             rng += f" and <= {hi}" if hi is not None else ""
             raise argparse.ArgumentTypeError(f"expected a finite number {rng.strip()}, got {s!r}")
@@ -215,8 +217,8 @@ def cmd_extract(args) -> int:
     fp.metadata["command"] = "ipguard " + " ".join(args.argv)
     fp.metadata["input_scale"] = args.input_scale
     digest = save_fingerprint(fp, args.out)
-    if ckpt is not None and os.path.exists(ckpt):
-        os.unlink(ckpt)
+    if ckpt is not None:
+        Path(ckpt).unlink(missing_ok=True)
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0
@@ -292,8 +294,6 @@ def cmd_verify(args) -> int:
 
 def _verify_url(args, fp, url: str):
     """Verify one suspect behind a prediction API (see ipguard_tf.remote)."""
-    from pathlib import Path
-
     from . import remote as R
 
     shape = fp.metadata.get("input_shape") or list(fp.x.shape[1:])

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-
 from .constants import DEFAULT_THRESHOLD, N_POINTS
 from .models import save_keras_atomic
 

@@ -370,8 +370,8 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
                 bar.update(len(idx))
     finally:
         suspect.close()
-    if progress_path is not None and progress_path.exists():
-        progress_path.unlink()
+    if progress_path is not None:
+        progress_path.unlink(missing_ok=True)
     log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
              suspect.points_sent, suspect.retried)
     return Verification.of(name or suspect.url, labels, fp.y, threshold)

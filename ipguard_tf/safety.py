@@ -46,7 +46,7 @@ def code_layers(config: Any) -> List[str]:
     for d in _walk(config):
         if d.get("class_name") == "Lambda":
             found.append(str((d.get("config") or {}).get("name", "?")))
-        elif isinstance(d.get("class_name"), str) and d.get("class_name") in ("__lambda__", "__bytecode__"):
+        elif d.get("class_name") in ("__lambda__", "__bytecode__"):
             found.append("<python function>")
     return found
 

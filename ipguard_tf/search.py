@@ -179,7 +179,7 @@ class AdamSearch:
             st = dict(state)
             for s in range(steps):
                 st, wasted = body(s, wasted, st, ctx, it0)
-            return st, tf.constant(steps), wasted
+            return st, wasted
 
         def body(s, wasted, st, ctx, it0):
             w = st["w"]
@@ -295,20 +295,17 @@ class AdamSearch:
                 steps = min(self.segment, self.max_iter - it)
                 sub = {k: tf.constant(v[active]) for k, v in state.items()}
                 subctx = {k: tf.constant(v[active]) for k, v in ctx.items()}
-                out, s, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), steps)
-                s = int(s)
-                segments.append((len(active), s))
-                computed += s * len(active)
+                out, wst = seg_fn(sub, subctx, tf.constant(it, tf.int32), steps)
+                segments.append((len(active), steps))
+                computed += steps * len(active)
                 wasted += int(wst)
                 for k, v in out.items():
                     state[k][active] = v.numpy()
-                it += s
-                bar.update(s)
+                it += steps
+                bar.update(steps)
                 bar.set_postfix(active=int((~state["done"]).sum()))
                 if key is not None:
                     self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted})
-                if s == 0:
-                    break
         loop_seconds = time.perf_counter() - loop_start
         if key is not None:
             self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted}, force=True)
