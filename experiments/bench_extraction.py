@@ -40,7 +40,7 @@ from ipguard_tf import as_classifier  # noqa: E402
 from ipguard_tf.bench import eager_per_point_ipguard, forward_backward_seconds, same_batch_floor  # noqa: E402
 from ipguard_tf.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
-from ipguard_tf.results import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.io_utils import run_record, write_csv, write_json  # noqa: E402
 
 
 def timed(fn, reps):
@@ -54,14 +54,8 @@ def timed(fn, reps):
 
 def timed_batched(clf, n, x, reps, **kw):
     """Time IPGuard batched; also return the last run's graph calls (active points, iterations)."""
-    last = {}
-
-    def run():
-        last["method"] = IPGuard(**kw)
-        return last["method"].generate(clf, n, x)
-
-    med, ts, fp = timed(run, reps)
-    return med, ts, fp, last["method"].segments
+    med, ts, fp = timed(lambda: IPGuard(**kw).generate(clf, n, x), reps)
+    return med, ts, fp, [tuple(s) for s in fp.metadata["segments"]]
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ipguard_tf import report  # noqa: E402
 from ipguard_tf.data import load_dataset  # noqa: E402
 from ipguard_tf.evaluation import Sweep, load_zoo_suspects  # noqa: E402
-from ipguard_tf.results import run_record, write_json  # noqa: E402
+from ipguard_tf.io_utils import run_record, write_json  # noqa: E402
 from ipguard_tf.zoo.builder import load_member  # noqa: E402
 
 

@@ -13,7 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "IPGuard": "methods", "RandomPoints": "methods", "FGSM": "methods", "IGSM": "methods", "CWL2": "methods", "build_method": "methods", "ipguard_objective": "methods", "METHODS": "methods",
+    "IPGuard": "methods", "RandomPoints": "methods", "FGSM": "methods", "IGSM": "methods", "CWL2": "methods", "build_method": "methods", "ipguard_objective": "methods",
+    "ParameterError": "errors",
     "Fingerprint": "fingerprint", "load_fingerprint": "fingerprint", "save_fingerprint": "fingerprint",
     "Classifier": "models", "as_classifier": "models",
     "verify": "verification", "matching_rate": "verification", "Verification": "verification",

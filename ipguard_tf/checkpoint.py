@@ -26,8 +26,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import IPGuardError
-from .fingerprint import atomic_write_bytes
+from .errors import IPGuardError, ParameterError
+from .io_utils import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class SearchCheckpoint:
 
     def __init__(self, path: Union[str, Path], run_id: str, every: float = 60.0) -> None:
         if not every >= 0:
-            raise ValueError(f"checkpoint interval must be >= 0 seconds, got {every!r}")
+            raise ParameterError(f"checkpoint interval must be >= 0 seconds, got {every!r}")
         self.path = Path(path)
         self.run_id = run_id
         self.every = float(every)

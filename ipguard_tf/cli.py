@@ -1,8 +1,11 @@
-"""The ``ipguard`` command: ``extract``, ``verify`` and ``demo``.
+"""The ``ipguard`` command: ``extract``, ``verify``, ``zoo`` and ``demo``.
 
-Errors a user can cause (bad arguments, missing or corrupt files, wrong shapes) print one line on stderr and
-exit with status 2; ``--debug`` shows the traceback instead. Heavy imports (TensorFlow) happen only after the
-arguments have been parsed, so argument errors are immediate.
+Errors a user can cause (bad arguments, missing or corrupt files, wrong shapes: every
+:class:`~ipguard_tf.errors.IPGuardError`, and file-system errors) print one line on stderr and exit with status
+2. Anything else is a bug: it prints one line saying so and exits with status 1; ``--debug`` shows the traceback
+instead. ``--method`` and its hyperparameter options come from the method registry
+(:mod:`ipguard_tf.registry`). Heavy imports (TensorFlow) happen only after the arguments have been parsed, so
+``--help`` and argument errors are immediate.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from . import constants as C
+from . import registry
+from .data import LOADERS
+from .io_utils import format_table
 
 log = logging.getLogger("ipguard_tf")
 
@@ -65,41 +71,83 @@ def _float(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
     return parse
 
 
+def _registry_number(pairs: Sequence[Tuple[registry.MethodSpec, registry.Param]]):
+    """The argparse type of a hyperparameter flag: its kind, finite, and within the loosest range of the
+    methods that share it (each method's constructor then checks its own range)."""
+    params = [p for _, p in pairs]
+    kind = params[0].kind
+    lows = [p.minimum for p in params]
+    lo = None if any(v is None for v in lows) else min(lows)
+    strict = lo is not None and all(p.strict for p in params if p.minimum == lo)
+    highs = [p.maximum for p in params]
+    hi = None if any(v is None for v in highs) else max(highs)
+    if kind is int:
+        if lo is None or hi is not None:
+            raise TypeError("integer hyperparameter flags take a minimum and no maximum")
+        return _int(int(lo) + (1 if strict else 0))
+    return _float(lo, hi, strict)
+
+
+def _registry_help(pairs: Sequence[Tuple[registry.MethodSpec, registry.Param]]) -> str:
+    """``help (default D)``, or per method where methods differ in what the flag means or its default."""
+    def shown(p: registry.Param) -> str:
+        if p.shown is not None:
+            return p.shown
+        return f"{p.default:g}" if isinstance(p.default, float) else str(p.default)
+
+    groups: dict = {}
+    for spec, p in pairs:
+        groups.setdefault(p.help, {}).setdefault(shown(p), []).append(spec.display)
+    parts = []
+    for text, defaults in groups.items():
+        who = "" if len(groups) == 1 else " / ".join(n for names in defaults.values() for n in names) + ": "
+        if len(defaults) == 1:
+            parts.append(f"{who}{text} (default {next(iter(defaults))})")
+        else:
+            parts.append(f"{who}{text} (default " + "; ".join(f"{d} for {', '.join(n)}" for d, n in
+                                                               defaults.items()) + ")")
+    return "; ".join(parts)
+
+
+def _flag_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _add_method_options(e: argparse.ArgumentParser) -> None:
+    """``--method`` and one option per hyperparameter flag of the registered methods."""
+    e.add_argument("--method", default="ipguard", choices=registry.names(),
+                   help="fingerprinting method (default ipguard): " + "; ".join(
+                       f"{s.name}: {s.summary}" for s in registry.specs()))
+    for flag, pairs in registry.cli_flags().items():
+        p = pairs[0][1]
+        kw: dict = {"default": None, "dest": _flag_dest(flag), "help": _registry_help(pairs)}
+        if p.kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif p.kind is str:
+            kw["choices"] = list(p.choices or ())
+        else:
+            kw["type"] = _registry_number(pairs)
+        e.add_argument(flag, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ipguard", description="IPGuard fingerprinting of Keras classifiers (Cao, Jia, Gong, AsiaCCS 2021).")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    datasets = list(LOADERS)
 
     e = sub.add_parser("extract", help="extract a fingerprint from a target model")
     e.add_argument("--model", required=True,
                    help="target model: .keras, .h5, SavedModel folder, or imagenet:NAME (Keras Applications)")
     e.add_argument("--weights", default="imagenet",
                    help="for imagenet:NAME models: 'imagenet' (Keras download/cache), a folder of weight files, or none")
-    e.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "imagenet"],
+    e.add_argument("--dataset", default="fashion_mnist", choices=datasets,
                    help="training data for the T initialisation and the input domain (default fashion_mnist)")
     e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
-    e.add_argument("--method", default="ipguard", choices=["ipguard", "random", "fgsm", "igsm", "cw"],
-                   help="fingerprinting method (default ipguard)")
-    e.add_argument("--k", type=_float(0.0), default=None,
-                   help=f"IPGuard margin k (default {C.DEFAULT_K:g}) or CW-L2 confidence kappa (default 0)")
-    e.add_argument("--epsilon", type=_float(0.0, 1.0), default=None,
-                   help=f"FGSM/IGSM L-infinity bound (default {C.DEFAULT_EPSILON:g})")
-    e.add_argument("--alpha", type=_float(0.0, 1.0, strict=True), default=C.IGSM_ALPHA, help="IGSM step (default 1/255)")
-    e.add_argument("--init", choices=list(C.INIT_STRATEGIES), default=None,
-                   help="T: random training example, R: uniform random point (default T; R for --method random)")
-    e.add_argument("--label", choices=list(C.LABEL_STRATEGIES), default=C.DEFAULT_LABEL,
-                   help="R: random target label, L: least-likely label")
+    _add_method_options(e)
     e.add_argument("--n", type=_positive_int, default=C.N_POINTS, help=f"number of points (default {C.N_POINTS})")
-    e.add_argument("--seed", type=_nonneg_int, default=0)
-    e.add_argument("--lr", type=_float(0.0, strict=True), default=None,
-                   help="Adam learning rate (default: 0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size)")
-    e.add_argument("--max-iter", type=_nonneg_int, default=C.MAX_ITERATIONS,
-                   help="iteration cap (IPGuard, IGSM; CW-L2: per binary-search step)")
-    e.add_argument("--cw-steps", type=_positive_int, default=C.CW_BINARY_SEARCH_STEPS,
-                   help="CW-L2 binary-search steps (default 9)")
-    e.add_argument("--batch-size", type=_positive_int, default=None, help="points optimised together (default all)")
     e.add_argument("--input-scale", type=_float(0.0, strict=True), default=1.0,
                    help="multiply [0,1] inputs by this before the model (e.g. 255)")
     e.add_argument("--mirrored", action="store_true",
@@ -111,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file where the search state is saved while it runs; a re-run after an interruption resumes "
                         "from it and gives the same fingerprint (default OUT.checkpoint.npz; removed when done)")
     e.add_argument("--checkpoint-every", type=_float(0.0), default=60.0, metavar="SECONDS",
-                   help="seconds between checkpoint saves (default 60; 0: after every 10 iterations)")
+                   help="seconds between checkpoint saves (default 60; 0: after every graph call)")
     e.add_argument("--no-checkpoint", action="store_true", help="do not save or resume a checkpoint")
 
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
@@ -153,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     zsub = z.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", parser_class=_Parser)
     zsub.required = True
     zb = zsub.add_parser("build", help="build (or resume building) a zoo")
-    zb.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "imagenet"])
+    zb.add_argument("--dataset", default="fashion_mnist", choices=datasets)
     zb.add_argument("--weights", default="imagenet",
                     help="ImageNet: pretrained weights ('imagenet' or a folder of Keras weight files)")
     zb.add_argument("--profile", default="quick", choices=["quick", "paper"],
@@ -172,45 +220,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _table(rows: List[dict], cols: List[tuple]) -> str:
-    heads = [h for h, _, _ in cols]
-    cells = [[fmt.format(r[k]) if r.get(k) is not None else "-" for _, k, fmt in cols] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+def method_params(args: argparse.Namespace) -> dict:
+    """The hyperparameters given on the command line for ``args.method`` (flags left out take the method's
+    defaults); a flag that belongs to other methods only is a :class:`ParameterError`."""
+    from .errors import ParameterError
+
+    spec = registry.get(args.method)
+    params = {}
+    for flag, pairs in registry.cli_flags().items():
+        value = getattr(args, _flag_dest(flag))
+        if value is None:
+            continue
+        mine = [p for s, p in pairs if s is spec]
+        if not mine:
+            raise ParameterError(f"{flag} does not apply to --method {spec.name} (it is a parameter of "
+                                 f"{', '.join(s.name for s, _ in pairs)})")
+        params[mine[0].name] = value
+    return params
 
 
 def cmd_extract(args) -> int:
     from .data import load_dataset
+    from .errors import ParameterError
     from .fingerprint import save_fingerprint
-    from .methods import build_method
 
+    spec = registry.get(args.method)
+    params = method_params(args)
+    init = params.get("init", spec.param("init").default)
     clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
-    init = args.init if args.init is not None else ("R" if args.method == "random" else C.DEFAULT_INIT)
-    batch_size = args.batch_size
     if args.dataset == "imagenet":
         from .imagenet import IMAGENET_BATCH, load_imagenet_images
 
         if init == "T" and not args.data_dir:
-            raise ValueError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
-        train_x = load_imagenet_images(args.data_dir, args.n, args.seed) if init == "T" else None
-        batch_size = batch_size or IMAGENET_BATCH
+            raise ParameterError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
+        train_x = load_imagenet_images(args.data_dir, args.n, params.get("seed", 0)) if init == "T" else None
+        params.setdefault("batch_size", IMAGENET_BATCH)
     else:
         train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
-    params = dict(init=init, label=args.label, seed=args.seed, batch_size=batch_size, progress=not args.quiet,
-                  distribute=_mirrored() if args.mirrored else None)
-    eps = C.DEFAULT_EPSILON if args.epsilon is None else args.epsilon
-    if args.method == "ipguard":
-        params.update(k=C.DEFAULT_K if args.k is None else args.k, learning_rate=args.lr, max_iter=args.max_iter)
-    elif args.method == "cw":
-        params.update(kappa=0.0 if args.k is None else args.k, learning_rate=args.lr, max_iter=max(1, args.max_iter),
-                      binary_search_steps=args.cw_steps)
-    elif args.method == "fgsm":
-        params.update(epsilon=eps)
-    elif args.method == "igsm":
-        params.update(epsilon=eps, alpha=args.alpha, max_iter=args.max_iter)
-    method = build_method(args.method, **params)
+    method = registry.build(args.method, progress=not args.quiet, distribute=_mirrored() if args.mirrored else None,
+                            **params)
     ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
     fp = method.generate(clf, args.n, train_x, dataset=args.dataset, checkpoint=ckpt,
                          checkpoint_every=args.checkpoint_every)
@@ -245,14 +293,15 @@ def _resolve_model(spec: str, weights: str, input_scale: float, unsafe: bool = F
 
 
 def cmd_verify(args) -> int:
+    from .errors import ParameterError
     from .fingerprint import load_fingerprint
     from .verification import verify
     from .zoo.builder import is_zoo
 
     if not args.suspect and not args.suspect_url:
-        raise ValueError("verify needs at least one --suspect or --suspect-url")
+        raise ParameterError("verify needs at least one --suspect or --suspect-url")
     if args.progress_file and len(args.suspect_url) > 1:
-        raise ValueError("--progress-file names one file; give it with a single --suspect-url")
+        raise ParameterError("--progress-file names one file; give it with a single --suspect-url")
     fp = load_fingerprint(args.fingerprint)
     if args.input_scale is None:
         args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
@@ -283,7 +332,7 @@ def cmd_verify(args) -> int:
     else:
         rows = [dict(r.as_dict(), role=role or "") for r, role in zip(results, roles)]
         cols = [("suspect", "suspect", "{}")] + ([("role", "role", "{}")] if any(roles) else [])
-        print(_table(rows, cols + [("matching_rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
+        print(format_table(rows, cols + [("matching_rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
         print(f"threshold {args.threshold:g}; verdict 1 = verified as a copy of the fingerprinted model")
         if summary:
             print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
@@ -316,10 +365,7 @@ def _zoo_summary(results, roles):
     neg = [r.matching_rate for r, role in zip(results, roles) if role == "negative"]
     if not pos or not neg:
         return None
-    t = results[0].threshold
-    return {"n_positive": len(pos), "n_negative": len(neg), "threshold": t,
-            "robustness": metrics.robustness(pos, t), "uniqueness": metrics.uniqueness(neg, t),
-            "aruc": metrics.aruc(pos, neg), "auc": metrics.auc(pos, neg), "gap": metrics.gap(pos, neg)}
+    return metrics.summary(pos, neg, results[0].threshold)
 
 
 def cmd_zoo(args) -> int:
@@ -331,7 +377,7 @@ def cmd_zoo(args) -> int:
         print(f"zoo {args.out}: {len(m['models'])} models ({len(m.get('rejected', []))} pruning levels rejected)")
         return 0
     rows = table2_rows(args.zoo)
-    print(_table(rows, [("type", "type", "{}"), ("classifier", "classifier", "{}"), ("detail", "detail", "{}"),
+    print(format_table(rows, [("type", "type", "{}"), ("classifier", "classifier", "{}"), ("detail", "detail", "{}"),
                         ("test accuracy", "accuracy", "{}"), ("models", "count", "{}")]))
     return 0
 
@@ -361,17 +407,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ipguard: interrupted\n")
         return 130
-    except (IPGuardError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (IPGuardError, OSError) as exc:  # the user's mistake, or the file system's
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         sys.stderr.write(f"ipguard: error: {msg}\n")
         return EXIT_USER_ERROR
-    except Exception as exc:  # never a traceback for the user
+    except Exception as exc:  # a bug: said as such, in one line; --debug shows the traceback
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        sys.stderr.write(f"ipguard: internal error: {type(exc).__name__}: {msg[:300]} (rerun with --debug)\n")
+        sys.stderr.write(f"ipguard: internal error (a bug, please report it): {type(exc).__name__}: {msg[:300]} "
+                         "(rerun with --debug for the traceback)\n")
         return EXIT_INTERNAL
 
 

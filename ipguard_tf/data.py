@@ -172,6 +172,16 @@ LOADERS: Dict[str, Callable[[Optional[str]], Dataset]] = {
 }
 
 
+#: how tables and titles name each dataset
+DISPLAY_NAMES: Dict[str, str] = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                                 "imagenet": "ImageNet"}
+
+
+def display_name(name: str) -> str:
+    """``fashion_mnist`` -> ``Fashion-MNIST`` (an unknown name is returned as it is)."""
+    return DISPLAY_NAMES.get(name, name)
+
+
 def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
     """Load a dataset by name (one of :data:`LOADERS`)."""
     if name not in LOADERS:

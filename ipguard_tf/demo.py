@@ -122,13 +122,13 @@ def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None
 def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
              seed: int = 0, progress: bool = True) -> int:
     """``ipguard demo``: run :func:`compute_demo` and print its table."""
-    from .cli import _table
+    from .io_utils import format_table
 
     t0 = time.perf_counter()
     method, fp, rows, _ = compute_demo(workdir, pretrained, data_dir, seed, progress)
     print(f"IPGuard-{method.strategy}, k = {DEMO_K:g}, n = {len(fp)} ({fp.n_converged} converged), "
           f"threshold {DEFAULT_THRESHOLD:g}, Fashion-MNIST, seed {seed}")
-    print(_table(rows, [("suspect", "suspect", "{}"), ("kind", "kind", "{}"), ("test acc", "accuracy", "{:.4f}"),
+    print(format_table(rows, [("suspect", "suspect", "{}"), ("kind", "kind", "{}"), ("test acc", "accuracy", "{:.4f}"),
                         ("matching rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -17,16 +17,13 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from . import metrics
-from .fingerprint import Fingerprint, atomic_write_bytes, load_fingerprint, save_fingerprint
-from .methods import build_method
+from . import metrics, registry
+from .fingerprint import Fingerprint, load_fingerprint, save_fingerprint
+from .io_utils import atomic_write_bytes
 from .models import Classifier, as_classifier
+from .verification import matching_rate
 
 log = logging.getLogger(__name__)
-
-#: which constructor argument a method's swept "setting" is
-SETTING_PARAM = {"ipguard": "k", "cw": "kappa", "fgsm": "epsilon", "igsm": "epsilon", "random": None}
-
 
 @dataclass
 class Suspect:
@@ -65,17 +62,13 @@ def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Option
 
 def matching_rates(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:
     """Matching rate of each suspect on the fingerprint (all n points, as the method produced them)."""
-    return {s.name: float(np.mean(s.classifier.predict_labels(fp.x) == fp.y)) for s in suspects}
+    return {s.name: matching_rate(fp.y, s.classifier.predict_labels(fp.x)) for s in suspects}
 
 
 def summarize(rates: Dict[str, float], roles: Dict[str, str]) -> Dict[str, Any]:
     """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1."""
-    pos = [r for n, r in rates.items() if roles[n] == "positive"]
-    neg = [r for n, r in rates.items() if roles[n] == "negative"]
-    perfect = metrics.perfect_thresholds(pos, neg)
-    return {"aruc": metrics.aruc(pos, neg), "auc": metrics.auc(pos, neg), "gap": metrics.gap(pos, neg),
-            "min_positive": min(pos), "max_negative": max(neg), "n_positive": len(pos), "n_negative": len(neg),
-            "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None}
+    return metrics.summary([r for n, r in rates.items() if roles[n] == "positive"],
+                           [r for n, r in rates.items() if roles[n] == "negative"])
 
 
 def points_sha256(fp: Fingerprint) -> str:
@@ -119,15 +112,21 @@ class Sweep:
         path = self.folder / "fp" / f"{key}.npz"
         if path.exists():
             return load_fingerprint(path)
-        params = dict(self.method_params.get(method, {}))
-        if SETTING_PARAM[method]:
-            params[SETTING_PARAM[method]] = setting
-        m = build_method(method, init=strategy[0], label=strategy[1], seed=seed, progress=self.progress, **params)
+        m = self.method(method, strategy, setting, seed, progress=self.progress)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
         fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset, checkpoint=ckpt)
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
+
+    def method(self, method: str, strategy: str, setting: Optional[float], seed: int, progress: bool = False):
+        """The method of one sweep point: the config's parameters for it, the strategy, the seed and the setting
+        as its swept hyperparameter (the registry says which one that is)."""
+        params = dict(self.method_params.get(method, {}))
+        swept = registry.get(method).setting
+        if swept:
+            params[swept] = setting
+        return registry.build(method, init=strategy[0], label=strategy[1], seed=seed, progress=progress, **params)
 
     def run(self, method: str, strategy: str, setting: Optional[float], seed: int = 0) -> Dict[str, Any]:
         """One sweep point: the fingerprint (cached), every suspect's matching rate (cached), the summary."""
@@ -164,11 +163,7 @@ class Sweep:
         """Generate each given run's fingerprint again (uncached), sequentially; return seconds per run key."""
         out = {}
         for method, r in best.items():
-            params = dict(self.method_params.get(method, {}))
-            if SETTING_PARAM[method]:
-                params[SETTING_PARAM[method]] = r["setting"]
-            m = build_method(method, init=r["strategy"][0], label=r["strategy"][1], seed=r["seed"],
-                             progress=False, **params)
+            m = self.method(method, r["strategy"], r["setting"], r["seed"])
             t0 = time.perf_counter()
             fp = m.generate(self.target, self.n, self.train_x)
             out[r["key"]] = time.perf_counter() - t0

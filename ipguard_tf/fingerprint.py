@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from .errors import FingerprintFileError
+from .io_utils import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +87,6 @@ def _digest(arrays: Dict[str, np.ndarray], meta_bytes: bytes) -> str:
         h.update(a.tobytes())
     h.update(meta_bytes)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_fingerprint(fp: Fingerprint, path: Union[str, Path]) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, ParameterError
 from .models import Classifier
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def preprocess_fn(mode: str) -> Callable:
     from keras.applications import imagenet_utils
 
     if mode not in ("caffe", "tf", "torch"):
-        raise ValueError(f"mode must be caffe, tf or torch, not {mode!r}")
+        raise ParameterError(f"mode must be caffe, tf or torch, not {mode!r}")
     return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
 
 
@@ -223,7 +223,7 @@ def preprocess_kernel(mode: str) -> Tuple[np.ndarray, np.ndarray]:
         for c in range(3):
             k[0, 0, c, c] = 1.0 / std[c]
         return k, -mean / std
-    raise ValueError(f"mode must be caffe, tf or torch, not {mode!r}")
+    raise ParameterError(f"mode must be caffe, tf or torch, not {mode!r}")
 
 
 def pixel_model(name: str, weights: Optional[str] = None, K: Any = None):

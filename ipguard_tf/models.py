@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from .constants import DATA_MAX, DATA_MIN
-from .errors import ModelError
+from .errors import ModelError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def _from_callable(fn: Callable, *, output: str, input_shape, num_classes, name,
         def base(x):
             return tf.convert_to_tensor(fn(x))
     else:
-        raise ValueError(f"output must be auto, logits, probs or labels, not {output!r}")
+        raise ParameterError(f"output must be auto, logits, probs or labels, not {output!r}")
     return Classifier(logits_fn=_scaled(base, input_scale, preprocess), input_shape=input_shape,
                       num_classes=num_classes, name=name or getattr(fn, "__name__", "callable"), source=source,
                       resize_to=resize_to, batch_size=batch_size)
@@ -356,41 +356,42 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
     Suspect files are untrusted (see :mod:`ipguard_tf.safety`): a file whose loading could run code (Keras
     ``Lambda`` layers, pickles, skops files naming types outside scikit-learn/NumPy) is refused with
     :class:`~ipguard_tf.safety.UnsafeModelError` unless ``unsafe`` is True; Keras' ``safe_mode`` stays on
-    otherwise.
+    otherwise. ``unsafe`` applies to this one load only (:func:`~ipguard_tf.safety.keras_safe_mode`): later loads
+    in the same process are as safe as ever.
 
     ``.keras`` is read with Keras 3 (falling back to tf_keras for Keras 2 ``.keras`` files); ``.h5`` with
     tf_keras first (its native Keras 2 format) and then Keras 3's legacy reader; a SavedModel directory with
     tf_keras (Keras 2 SavedModels carry their Keras metadata), else as a raw ``tf.saved_model`` whose
     ``serving_default`` signature is wrapped as a callable.
     """
-    from .safety import PICKLE_SUFFIXES, check_model_file
+    from .safety import PICKLE_SUFFIXES, check_model_file, keras_safe_mode, load_skops
 
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file {p} does not exist")
     check_model_file(p, unsafe)
-    errors = []
     suffix = p.suffix.lower()
     if suffix == ".skops":
-        from .zoo.forest import load_forest
-
-        return load_forest(p, unsafe=unsafe)
+        return load_skops(p, unsafe=unsafe)
     if suffix in PICKLE_SUFFIXES:  # only with unsafe=True (check_model_file refuses them otherwise)
         import joblib
 
         return joblib.load(p)
-    if unsafe:
-        import keras
+    if not p.is_dir() and suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .skops or a SavedModel folder)")
+    if p.is_dir() and not (p / "saved_model.pb").exists():
+        raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
+    with keras_safe_mode(not unsafe):  # this load only: never a process-wide switch
+        return _load_keras_file(p, custom_objects, safe=not unsafe)
 
-        keras.config.enable_unsafe_deserialization()
+
+def _load_keras_file(p: Path, custom_objects: Optional[dict], safe: bool) -> Any:
+    errors = []
     if p.is_dir():
-        if not (p / "saved_model.pb").exists():
-            raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
         try:
             import tf_keras
 
-            loaded = tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects,
-                                                safe_mode=not unsafe)
+            loaded = tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=safe)
             if _is_tf_keras_model(loaded):
                 return loaded
             errors.append("tf_keras: no Keras metadata")
@@ -400,25 +401,22 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
             return _RawSavedModel(str(p))
         except Exception as exc:
             errors.append(f"tf.saved_model: {exc}")
-    elif suffix in (".keras", ".h5", ".hdf5"):
+    else:
         import keras
 
         def k3():
-            return keras.saving.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=not unsafe)
+            return keras.saving.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=safe)
 
         def k2():
             import tf_keras
 
-            return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects,
-                                              safe_mode=not unsafe)
+            return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=safe)
 
-        for loader in ((k3, k2) if suffix == ".keras" else (k2, k3)):
+        for loader in ((k3, k2) if p.suffix.lower() == ".keras" else (k2, k3)):
             try:
                 return loader()
             except Exception as exc:
                 errors.append(f"{loader.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    else:
-        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .skops or a SavedModel folder)")
     raise ModelError(f"cannot load model {p}: " + "; ".join(errors)[:400])
 
 
@@ -467,7 +465,7 @@ def as_classifier(
     if isinstance(model, Classifier):
         return model
     if input_scale <= 0:
-        raise ValueError(f"input_scale must be positive, got {input_scale}")
+        raise ParameterError(f"input_scale must be positive, got {input_scale}")
     source = ""
     if isinstance(model, (str, os.PathLike)):
         source = str(model)

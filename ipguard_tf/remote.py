@@ -40,7 +40,8 @@ import numpy as np
 
 from .constants import DEFAULT_THRESHOLD
 from .errors import IPGuardError
-from .fingerprint import Fingerprint, atomic_write_bytes
+from .fingerprint import Fingerprint
+from .io_utils import atomic_write_bytes
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -345,10 +346,10 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
     answered, in batches, saving the answers to ``progress_path`` after each batch, and return the
     :class:`~ipguard_tf.verification.Verification`. The progress file is removed when all points are answered.
     """
-    from .verification import Verification
+    from .verification import Verification, check_statistic, check_threshold
 
-    if not 0.0 <= threshold <= 1.0:
-        raise RemoteError(f"threshold must lie in [0, 1], got {threshold}")
+    threshold = check_threshold(threshold)
+    check_statistic(fp)
     n = len(fp)
     if n == 0:
         raise RemoteError("the fingerprint has no points")

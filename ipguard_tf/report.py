@@ -12,26 +12,23 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import metrics
-from .fingerprint import atomic_write_bytes
-from .results import write_csv
+from . import metrics, registry
+from .io_utils import atomic_write_bytes, markdown_table as _md, write_csv
 
 log = logging.getLogger(__name__)
 
-METHODS = ["random", "fgsm", "igsm", "cw", "ipguard"]
-NAMES = {"random": "Random", "fgsm": "FGSM", "igsm": "IGSM", "cw": "CW-L2", "ipguard": "IPGuard"}
-SETTING_NAME = {"random": "-", "fgsm": "epsilon", "igsm": "epsilon", "cw": "kappa", "ipguard": "k"}
+
+def _methods(best) -> List[str]:
+    """The methods present, in registry order (the order of every table and figure)."""
+    return [m for m in registry.names() if m in best]
 
 
-def _md(rows: List[List[Any]], head: List[str]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.2f}"
-        return "-" if v is None else str(v)
+def _name(method: str) -> str:
+    return registry.get(method).display
 
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+
+def _setting(method: str) -> str:
+    return registry.get(method).setting_label
 
 
 def best_runs(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -67,21 +64,23 @@ def write_all(out: Path, runs: List[Dict[str, Any]], suspects, zoo: Path, cfg: D
 
 
 def _table2(out: Path, zoo: Optional[Path]) -> None:
-    from .zoo.builder import is_zoo, table2_rows
+    from .data import display_name
+    from .zoo.builder import is_zoo, read_manifest, table2_rows
 
     if zoo is None or not is_zoo(zoo):
         return
     rows = table2_rows(zoo)
-    atomic_write_bytes(out / "table2.md", ("# Table 2: test accuracies (Fashion-MNIST zoo)\n\n" + _md(
+    dataset = display_name(read_manifest(zoo).get("dataset", ""))
+    atomic_write_bytes(out / "table2.md", (f"# Table 2: test accuracies ({dataset} zoo)\n\n" + _md(
         [[r["type"], r["classifier"], r["detail"], r["accuracy"], r["count"]] for r in rows],
         ["type", "classifier", "detail", "test accuracy", "models"])).encode())
 
 
 def _table4(out: Path, best, published) -> None:
     paper = published.get("table4_aruc", {}).get("cifar10", {})
-    rows = [{"method": NAMES[m], "best_aruc": round(best[m]["aruc"], 4), "strategy": best[m]["strategy"],
+    rows = [{"method": _name(m), "best_aruc": round(best[m]["aruc"], 4), "strategy": best[m]["strategy"],
              "setting": best[m]["setting"], "auc": round(best[m]["auc"], 4), "gap": round(best[m]["gap"], 4),
-             "paper_cifar10": paper.get(m)} for m in METHODS if m in best]
+             "paper_cifar10": paper.get(m)} for m in _methods(best)]
     write_csv(out / "table4.csv", rows, list(rows[0]) if rows else ["method"])
     atomic_write_bytes(out / "table4.md", ("# Table 4: best ARUC per method\n\n" + _md(
         [[r["method"], r["best_aruc"], r["strategy"], r["setting"], r["auc"], r["gap"], r["paper_cifar10"]]
@@ -90,7 +89,7 @@ def _table4(out: Path, best, published) -> None:
 
 
 def _matching_rates(out: Path, best, suspects) -> None:
-    methods = [m for m in METHODS if m in best]
+    methods = _methods(best)
     rows = []
     for s in suspects:
         rows.append({"suspect": s.name, "role": s.role, "label": s.label,
@@ -107,17 +106,17 @@ def _matching_rates(out: Path, best, suspects) -> None:
         md.append([f"{fam} (x{len(names)})"] + [
             f"[{min(best[m]['rates'][n] for n in names):.2f}, {max(best[m]['rates'][n] for n in names):.2f}]"
             for m in methods])
-    settings = ", ".join(f"{NAMES[m]}-{best[m]['strategy']} {SETTING_NAME[m]}={best[m]['setting']}" for m in methods)
+    settings = ", ".join(f"{_name(m)}-{best[m]['strategy']} {_setting(m)}={best[m]['setting']}" for m in methods)
     atomic_write_bytes(out / "matching_rates.md", (
         "# Tables 5-7: matching rates at each method's best-ARUC setting\n\n" + settings + "\n\n"
-        + _md(md, ["suspect"] + [NAMES[m] for m in methods])).encode())
+        + _md(md, ["suspect"] + [_name(m) for m in methods])).encode())
 
 
 def _table8(out: Path, best, published) -> None:
     paper = published.get("table8_seconds_100_points", {}).get("cifar10", {})
-    rows = [{"method": NAMES[m], "seconds": best[m].get("seconds_timing_pass", best[m]["seconds"]),
+    rows = [{"method": _name(m), "seconds": best[m].get("seconds_timing_pass", best[m]["seconds"]),
              "n": best[m]["n"], "strategy": best[m]["strategy"], "setting": best[m]["setting"],
-             "paper_cifar10_seconds": paper.get(m)} for m in METHODS if m in best]
+             "paper_cifar10_seconds": paper.get(m)} for m in _methods(best)]
     write_csv(out / "table8.csv", rows, list(rows[0]) if rows else ["method"])
 
 
@@ -127,21 +126,22 @@ def _figures(out: Path, runs, best, suspects) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for fig_no, m in ((3, "fgsm"), (4, "igsm"), (5, "cw"), (6, "ipguard")):
+    for spec in registry.specs():
+        m, fig_no = spec.name, spec.figure
         rs = [r for r in runs if r["method"] == m]
-        if not rs:
+        if fig_no is None or not rs:
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         for strat in ("TR", "TL", "RR", "RL"):
             pts = sorted((r["setting"], r["aruc"]) for r in rs if r["strategy"] == strat)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{NAMES[m]}-{strat}")
-        if m in ("cw", "ipguard"):
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{spec.display}-{strat}")
+        if spec.log_setting:
             ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlabel(SETTING_NAME[m])
+        ax.set_xlabel(spec.setting_label)
         ax.set_ylabel("ARUC")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"Figure {fig_no}: impact of {SETTING_NAME[m]} on ARUC ({NAMES[m]})", fontsize=8)
+        ax.set_title(f"Figure {fig_no}: impact of {spec.setting_label} on ARUC ({spec.display})", fontsize=8)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"fig{fig_no}_{m}.png", dpi=120)
@@ -157,7 +157,7 @@ def _figures(out: Path, runs, best, suspects) -> None:
         ax.fill_between(taus, 0, np.minimum(R, U), alpha=0.2, label=f"ARUC = {r['aruc']:.2f}")
         ax.set_xlabel("matching-rate threshold")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{NAMES[m]}-{r['strategy']} {SETTING_NAME[m]}={r['setting']}", fontsize=8)
+        ax.set_title(f"{_name(m)}-{r['strategy']} {_setting(m)}={r['setting']}", fontsize=8)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"fig2_{m}.png", dpi=120)
@@ -186,14 +186,14 @@ def evaluate_claims(runs, best, published) -> List[Dict[str, Any]]:
         gap = min(a["ipguard"], a["cw"]) - max(a[m] for m in weak)
         claims.append({"claim": "FGSM, IGSM and Random are clearly lower",
                        "criterion": "the best of them is at least 0.1 below the lower of IPGuard and CW-L2",
-                       "measured": ", ".join(f"{NAMES[m]} {a[m]:.2f}" for m in weak) + f"; margin {gap:.2f}",
+                       "measured": ", ".join(f"{_name(m)} {a[m]:.2f}" for m in weak) + f"; margin {gap:.2f}",
                        "paper_cifar10": "Random 0.35, FGSM 0.63, IGSM 0.59", "holds": gap >= 0.1})
     for m in ("ipguard", "cw"):
         if m in a:
             bs = best_strategy(runs, m)
             per = {s: max((r["aruc"] for r in runs if r["method"] == m and r["strategy"] == s), default=None)
                    for s in ("TR", "TL", "RR", "RL")}
-            claims.append({"claim": f"-TL is the best strategy for {NAMES[m]}",
+            claims.append({"claim": f"-TL is the best strategy for {_name(m)}",
                            "criterion": "the strategy of the highest ARUC over all settings is TL (ties count)",
                            "measured": ", ".join(f"{s} {v:.2f}" for s, v in per.items() if v is not None),
                            "paper_cifar10": "TL best for CW-L2 and IPGuard",

@@ -9,12 +9,14 @@ A suspect model is, by the paper's threat model, someone else's file. Loading so
 
 :func:`check_model_file` inspects a file *without loading it* (the Keras config is JSON inside the ``.keras``
 zip, an attribute of the ``.h5`` file, or JSON documents in a SavedModel's ``keras_metadata.pb`` proto) and raises
-:class:`UnsafeModelError` with an explanation; ``unsafe=True`` skips the check and turns Keras' safe mode off.
+:class:`UnsafeModelError` with an explanation; ``unsafe=True`` skips the check and turns Keras' safe mode off
+for that one load (:func:`keras_safe_mode`), never for the process.
 A SavedModel without Keras metadata is a TensorFlow graph (no Python code) and is allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -28,6 +30,24 @@ _HINT = "re-run with --unsafe (unsafe=True) only if you trust the file's author"
 
 class UnsafeModelError(ModelError):
     """A model file could run code when loaded and ``unsafe`` was not given."""
+
+
+@contextlib.contextmanager
+def keras_safe_mode(safe: bool) -> Iterator[None]:
+    """Keras 3's and tf_keras' safe-mode flags set to ``safe`` for the block only, then restored (each library's
+    own ``SafeModeScope``; both flags are thread-local). ``keras.config.enable_unsafe_deserialization()`` would
+    switch Keras 3's flag off for the whole process, so that every later deserialisation (``model_from_json``,
+    ``deserialize_keras_object``, the legacy ``.h5`` reader) ran Lambda code whatever ``safe_mode`` it was
+    given. Setting the flag to True in safe loads also makes tf_keras' legacy ``.h5`` reader refuse Lambda
+    layers, which it otherwise loads silently."""
+    with contextlib.ExitStack() as stack:
+        for module in ("keras.src.saving.serialization_lib", "tf_keras.src.saving.serialization_lib"):
+            try:
+                scope = __import__(module, fromlist=["SafeModeScope"]).SafeModeScope
+            except (ImportError, AttributeError):  # another version: the loaders' own safe_mode argument remains
+                continue
+            stack.enter_context(scope(safe))
+        yield
 
 
 def _walk(cfg: Any) -> Iterator[dict]:
@@ -100,3 +120,25 @@ def check_model_file(path: Union[str, Path], unsafe: bool = False) -> None:
     if layers:
         raise UnsafeModelError(f"{p} contains Lambda layer(s) {', '.join(sorted(set(layers))[:5])} whose Python code "
                                f"would run when loaded; {_HINT}")
+
+
+#: the types a skops file may name without ``unsafe`` (what the zoo's random forests need)
+SKOPS_TRUSTED_PREFIXES = ("sklearn.ensemble.", "sklearn.tree.", "numpy.", "builtins.")
+
+
+def load_skops(path: Union[str, Path], unsafe: bool = False):
+    """Load a skops file, refusing any type outside scikit-learn's trees/ensembles and NumPy unless ``unsafe``
+    (skops itself runs no code for the types it trusts)."""
+    import skops.io as sio
+
+    data = Path(path).read_bytes()
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__})") from None
+    bad = [t for t in untrusted if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
+    if bad and not unsafe:
+        raise UnsafeModelError(f"{path} names types outside scikit-learn and NumPy ({', '.join(bad[:3])}), which "
+                               "could run code when loaded; re-run with --unsafe only if you trust its author")
+    return sio.loads(data, trusted=untrusted)
+

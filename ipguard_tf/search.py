@@ -13,8 +13,8 @@ successful point, as CW-L2 does). :class:`AdamSearch` runs Adam on all points of
 * a point whose loss or gradient becomes NaN or infinite is stopped at once, left at its last finite
   position and flagged (``SearchResult.nonfinite``), so that one bad point neither poisons the others nor
   goes unreported;
-* with a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` the whole state is saved between segments and a
-  run with the same inputs resumes from it (see :mod:`ipguard_tf.checkpoint`);
+* with a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` given to :meth:`AdamSearch.run`, the whole state is
+  saved between segments and a run with the same inputs resumes from it (see :mod:`ipguard_tf.checkpoint`);
 * the inner loop runs ``segment`` iterations inside one ``tf.function``, unrolled (see ``segment`` below for
   why not a ``tf.while_loop``), with no retracing (the batch dimension is ``None`` in its signature); between
   segments, finished points are dropped from the batch so that they stop costing compute.
@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from .constants import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
+from .errors import ParameterError
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class AdamSearch:
         segment: iterations per graph call between compactions of the batch.
         jit_compile: compile the inner loop with XLA.
         progress: show a progress bar (``desc`` labels it).
-        checkpoint: a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` to save to and resume from.
+
+    The searcher holds only these settings (and its compiled graphs): :meth:`run` keeps all state of a run in
+    locals, so one searcher may serve several runs, one after another or at once (shard threads).
     """
 
     def __init__(
@@ -110,14 +113,13 @@ class AdamSearch:
         jit_compile: bool = False,
         progress: bool = False,
         desc: str = "search",
-        checkpoint: Any = None,
     ) -> None:
         if learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+            raise ParameterError(f"learning_rate must be positive, got {learning_rate}")
         if max_iter < 0:
-            raise ValueError(f"max_iter must be >= 0, got {max_iter}")
+            raise ParameterError(f"max_iter must be >= 0, got {max_iter}")
         if segment < 1:
-            raise ValueError(f"segment must be >= 1, got {segment}")
+            raise ParameterError(f"segment must be >= 1, got {segment}")
         self.logits_fn = logits_fn
         self.problem = problem
         self.lr = float(learning_rate)
@@ -130,7 +132,6 @@ class AdamSearch:
         self.desc = desc
         self._own_cache: dict = {}
         self.jit_compile = jit_compile
-        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------------------------------------------
     def _cache_key(self, w_shape, x_shape):
@@ -252,8 +253,9 @@ class AdamSearch:
         return fn, tf.function(evaluate, input_signature=[bw, ctx_spec])
 
     # ------------------------------------------------------------------------------------------------------
-    def run(self, w0: np.ndarray, ctx: Dict[str, np.ndarray]) -> SearchResult:
-        """Optimise all points of ``w0`` (shape [B, ...]) with per-point context arrays ``ctx``."""
+    def run(self, w0: np.ndarray, ctx: Dict[str, np.ndarray], checkpoint: Any = None) -> SearchResult:
+        """Optimise all points of ``w0`` (shape [B, ...]) with per-point context arrays ``ctx``; save to and
+        resume from ``checkpoint`` (a :class:`~ipguard_tf.checkpoint.SearchCheckpoint`) if given."""
         n = len(w0)
         w0 = np.asarray(w0, np.float32)
         ctx = {
@@ -274,13 +276,13 @@ class AdamSearch:
         wasted = 0
         it = 0
         key = None
-        if self.checkpoint is not None:
+        if checkpoint is not None:
             from .checkpoint import content_key
 
             key = content_key(w0, *(ctx[k] for k in sorted(ctx)), type(self.problem).__name__,
                               sorted(vars(self.problem).items()), self.lr, self.max_iter, self.abort_early,
                               self.segment, self.b1, self.b2, self.eps)
-            saved = self.checkpoint.get(key)
+            saved = checkpoint.get(key)
             if saved is not None:
                 arrays, scalars = saved
                 state.update(arrays)
@@ -305,10 +307,10 @@ class AdamSearch:
                 bar.update(steps)
                 bar.set_postfix(active=int((~state["done"]).sum()))
                 if key is not None:
-                    self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted})
+                    checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted})
         loop_seconds = time.perf_counter() - loop_start
         if key is not None:
-            self.checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted}, force=True)
+            checkpoint.put(key, state, {"it": it, "computed": computed, "wasted": wasted}, force=True)
         # final evaluation of every point at its stored w: the loss and success there
         x, loss, succ, score = eval_fn(tf.constant(state["w"]), {k: tf.constant(v) for k, v in ctx.items()})
         x, loss, succ, score = x.numpy(), loss.numpy(), succ.numpy(), score.numpy()

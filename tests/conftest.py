@@ -43,6 +43,18 @@ def make_tiny_tf_keras(weights, softmax: bool = True):
     return m
 
 
+#: test files that take minutes, longest first (measured with --durations, see README "Tests"). `./run test`
+#: runs the suite on two workers, one file at a time each, in collection order: starting these first lets the
+#: two workers finish together instead of one waiting for the ImageNet zoo at the end.
+HEAVY_FIRST = ("test_imagenet_zoo.py", "test_imagenet.py", "test_zoo.py", "test_art_crosscheck.py",
+               "test_resume.py", "test_regression.py", "test_demo.py", "test_distribute.py", "test_remote.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: order kept within
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     return make_tiny_keras3(0)

@@ -155,3 +155,35 @@ def test_every_method_extracts_and_verifies_at_one(method, extra, model_files, t
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", target, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["matching_rate"] == 1.0
+
+
+def test_internal_bugs_are_not_reported_as_user_mistakes(monkeypatch, capsys, tmp_path):
+    """A user mistake (an IPGuardError, e.g. a ParameterError) is exit 2; anything else is a bug: exit 1, said as
+    such in one line, and --debug shows its traceback."""
+    import ipguard_tf.cli as cli
+
+    def bug(args):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(cli, "cmd_verify", bug)
+    argv = ["verify", "--fingerprint", str(tmp_path / "f.npz"), "--suspect", "s"]
+    assert main(["-q"] + argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error" in err[0] and "ValueError" in err[0] and "--debug" in err[0]
+    with pytest.raises(ValueError, match="broadcast"):
+        main(["-q", "--debug"] + argv)
+
+    from ipguard_tf.errors import ParameterError
+
+    def mistake(args):
+        raise ParameterError("threshold must lie in [0, 1], got 3")
+
+    monkeypatch.setattr(cli, "cmd_verify", mistake)
+    assert main(["-q"] + argv) == 2
+    _one_line_error(capsys, 2, "threshold must lie in [0, 1]")
+
+
+def test_flag_of_another_method_is_refused(model_files, tmp_path, capsys):
+    code = main(["-q", "extract", "--model", str(model_files / "target.keras"), "--method", "fgsm", "--max-iter", "5",
+                 "--n", "2", "--out", str(tmp_path / "f.npz")])
+    _one_line_error(capsys, code, "--max-iter does not apply to --method fgsm")

@@ -63,3 +63,17 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     partial = [r for r in runs if r["method"] != "cw"]
     claims = report.evaluate_claims(partial, report.best_runs(partial), pub)
     assert any(c["holds"] is None for c in claims), "claims needing CW-L2 are marked not evaluated"
+
+
+@pytest.mark.parametrize("dataset, title", [("cifar10", "CIFAR-10 zoo"), ("fashion_mnist", "Fashion-MNIST zoo"),
+                                            ("imagenet", "ImageNet zoo")])
+def test_table2_names_the_zoo_dataset(tmp_path, dataset, title):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    recs = [{"name": "target", "role": "target", "family": "target", "test_accuracy": 0.9},
+            {"name": "ftll", "role": "positive", "family": "FTLL", "test_accuracy": 0.89},
+            {"name": "n1", "role": "negative", "family": "lenet5", "test_accuracy": 0.7}]
+    (zoo / "manifest.json").write_text(json.dumps({"schema": "ipguard_tf.zoo/1", "dataset": dataset, "models": recs}))
+    report._table2(tmp_path / "out", zoo)
+    text = (tmp_path / "out" / "table2.md").read_text()
+    assert text.splitlines()[0] == f"# Table 2: test accuracies ({title})"

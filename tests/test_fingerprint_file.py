@@ -109,12 +109,12 @@ def test_atomic_write_keeps_old_file_on_failure(fp, tmp_path, monkeypatch):
     p = tmp_path / "fp.npz"
     save_fingerprint(fp, p)
     before = p.read_bytes()
-    import ipguard_tf.fingerprint as F
+    import ipguard_tf.io_utils as io_utils
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(F.os, "replace", boom)
+    monkeypatch.setattr(io_utils.os, "replace", boom)
     with pytest.raises(OSError):
         save_fingerprint(fp, p)
     assert p.read_bytes() == before

@@ -133,3 +133,31 @@ def test_default_learning_rates():
     assert default_learning_rate((28, 28, 1)) == LEARNING_RATE_SMALL
     assert default_learning_rate((32, 32, 3)) == LEARNING_RATE_SMALL
     assert default_learning_rate((224, 224, 3)) == LEARNING_RATE_IMAGENET
+
+
+def test_generate_twice_on_one_instance_with_a_checkpoint(tiny_model, tiny_data, tmp_path):
+    """The checkpoint's run identity is computed from the resolved hyperparameters, so a second generate() on
+    the same instance (after an interruption, say) resumes the same checkpoint instead of refusing it."""
+    ckpt = tmp_path / "c.npz"
+    m = IPGuard(k=K, max_iter=30, seed=1)  # learning_rate None: resolved from the input size
+    a = m.generate(tiny_model, 6, tiny_data, checkpoint=ckpt, checkpoint_every=0)
+    assert ckpt.exists()
+    b = m.generate(tiny_model, 6, tiny_data, checkpoint=ckpt)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.metadata["params"]["learning_rate"] == LEARNING_RATE_SMALL == b.metadata["params"]["learning_rate"]
+
+
+@pytest.mark.parametrize("make", [lambda: IPGuard(k=K, learning_rate=0.01, max_iter=20, batch_size=4),
+                                  lambda: build_method("cw", max_iter=5, binary_search_steps=2, batch_size=4),
+                                  lambda: build_method("igsm", max_iter=5), lambda: build_method("fgsm"),
+                                  lambda: build_method("random")])
+def test_generate_leaves_the_method_as_constructed(make, tiny_model, tiny_data, tmp_path):
+    """Methods and the search talk through arguments and return values only: generate() sets no attribute, and
+    the base sums the per-batch stats (10 points in batches of 4 here)."""
+    m = make()
+    before = dict(vars(m))
+    fp = m.generate(tiny_model, 10, tiny_data, checkpoint=tmp_path / "c.npz")
+    assert vars(m) == before
+    if "sample_steps" in fp.metadata["stats"]:
+        segments = fp.metadata["segments"]
+        assert fp.metadata["stats"]["sample_steps"] == sum(b * steps for b, steps in segments)

@@ -52,7 +52,7 @@ def test_killed_extract_resumes_to_the_same_fingerprint(tmp_path):
     assert not ckpt.exists()  # removed once the fingerprint is written
 
 
-def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, tiny_model, tiny_data):
+def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, tiny_model, tiny_data, caplog):
     ckpt = tmp_path / "c.npz"
     kw = dict(max_iter=1, binary_search_steps=3, seed=2)
     a = CWL2(**kw).generate(tiny_model, 12, tiny_data, checkpoint=ckpt, checkpoint_every=0)
@@ -60,8 +60,9 @@ def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, 
     with np.load(ckpt) as z:
         assert len([f for f in z.files if f.endswith("/w")]) == 3  # one entry per binary-search step
     m = CWL2(**kw)
-    b = m.generate(tiny_model, 12, tiny_data, checkpoint=ckpt)  # everything restored
-    assert m._checkpoint.resumed
+    with caplog.at_level("INFO", logger="ipguard_tf.checkpoint"):
+        b = m.generate(tiny_model, 12, tiny_data, checkpoint=ckpt)  # everything restored
+    assert "resuming from checkpoint" in caplog.text and "(3 search run(s) saved)" in caplog.text
     for k in POINT_FIELDS:
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
     with pytest.raises(CheckpointError, match="belongs to another run"):

@@ -70,3 +70,29 @@ def test_cli_refuses_with_one_line_and_accepts_unsafe(tmp_path, tiny_model, tiny
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Lambda" in err and "--unsafe" in err and "Traceback" not in err
     assert main(args + ["--unsafe", "--json"]) == 0
+
+
+def test_unsafe_applies_to_one_load_only(tmp_path, tiny_data):
+    """--unsafe lets one Lambda model load; Keras' safe mode is back on for every later load in the process:
+    our loader still refuses another Lambda model, and so does Keras itself (here through
+    deserialize_keras_object, which obeys the process-wide flag that keras.config.enable_unsafe_deserialization
+    would have switched off)."""
+    import json
+    import zipfile
+
+    import keras
+
+    _lambda_models(tmp_path)
+    clf = as_classifier(tmp_path / "lam.keras", unsafe=True)
+    assert clf.predict_labels(tiny_data[:3]).shape == (3,)
+    other = _lambda_model(keras)
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(UnsafeModelError, match="Lambda"):
+        as_classifier(tmp_path / "other.keras")
+    with zipfile.ZipFile(tmp_path / "other.keras") as z:
+        config = json.loads(z.read("config.json"))
+    with pytest.raises(ValueError, match="(?i)lambda"):
+        keras.saving.deserialize_keras_object(config)
+    from keras.src.saving import serialization_lib
+
+    assert serialization_lib.in_safe_mode() is not False

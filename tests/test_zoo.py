@@ -163,10 +163,10 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     trained_again = []
     orig_train = B.ZooBuilder._entry
 
-    def spy(self, name, info, make, suffix=".keras"):
+    def spy(self, name, *args, **kwargs):
         if self.record(name) is None:
             trained_again.append(name)
-        return orig_train(self, name, info, make, suffix)
+        return orig_train(self, name, *args, **kwargs)
 
     monkeypatch.setattr(B.ZooBuilder, "_entry", spy)
     m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
@@ -181,6 +181,21 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
         assert r["role"] in ("target", "positive", "negative") and "seed" in r and "test_accuracy" in r
         assert (out / r["file"]).exists()
     assert m["complete"]
+
+    # a member file without its record (a build killed between writing the two) is adopted, not made again:
+    # a forest too (its adoption once wrote it as a Keras model)
+    from ipguard_tf.zoo import forest as F
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    rf = next(r for r in manifest["models"] if r["name"] == "rf_seed01")
+    manifest["models"] = [r for r in manifest["models"] if r["name"] != "rf_seed01"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(F, "train_forest", lambda *a, **k: pytest.fail("an orphan file is adopted, not retrained"))
+    m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
+    adopted = next(r for r in m["models"] if r["name"] == "rf_seed01")
+    assert adopted["content_sha256"] == rf["content_sha256"] and adopted["file"] == "rf_seed01.skops"
+    assert len(B.load_member(out, "rf_seed01").estimators_) == 20
+    monkeypatch.undo()
 
     # zoo list prints Table 2 from the manifest
     assert main(["-q", "zoo", "list", str(out)]) == 0
@@ -232,3 +247,22 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(B, "load_member", tracked)
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
     assert len(held_at_load) == len(m["models"]) and held_at_load == [0] * len(held_at_load)
+
+
+@pytest.mark.parametrize("fn", [P.fine_tune_last_layer, P.retrain_last_layer])
+def test_last_layer_training_keeps_frozen_layers_frozen(fn, small_ds):
+    """Training only the last layer must give every other layer its own trainable flag back: a layer frozen by
+    design (the ImageNet models' fixed pixel_preprocess convolution) stays frozen in the copy."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(1, 1, trainable=False, name="pixel_preprocess")(inp)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(x)
+    out = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    new = fn(model, small_ds, epochs=1, verbose=0)
+    assert [l.trainable for l in new.layers] == [l.trainable for l in model.layers]
+    assert not new.get_layer("pixel_preprocess").trainable and new.get_layer("conv").trainable
+    np.testing.assert_array_equal(new.get_layer("pixel_preprocess").get_weights()[0],
+                                  model.get_layer("pixel_preprocess").get_weights()[0])

@@ -1,9 +1,17 @@
 """One interface for every fingerprinting method.
 
-Hyperparameters go to the constructor and are validated there (``ValueError`` naming the parameter); the
-target model and the data go to :meth:`FingerprintMethod.generate`, which draws the initial points and target
-labels (paper Section 5.1.4, Table 3 suffixes -TR, -TL, -RR, -RL), runs the method's search in batches, labels
-the result with the target and returns a :class:`~ipguard_tf.fingerprint.Fingerprint`.
+Hyperparameters go to the constructor and are checked there against the method's declaration in the registry
+(:mod:`ipguard_tf.registry`; :class:`~ipguard_tf.errors.ParameterError` naming the parameter); the target model
+and the data go to :meth:`FingerprintMethod.generate`, which draws the initial points and target labels (paper
+Section 5.1.4, Table 3 suffixes -TR, -TL, -RR, -RL), runs the method's search in batches (and shards, under
+``tf.distribute``), labels the result with the target and returns a :class:`~ipguard_tf.fingerprint.Fingerprint`.
+
+The contract between :meth:`~FingerprintMethod.generate` and a method is explicit: :meth:`_prepare` receives
+the classifier and the resolved hyperparameters and returns a *plan* (e.g. the search graph); :meth:`_search`
+receives the plan, one batch (or shard) of starting points and the checkpoint, and returns a
+:class:`SearchOutput` (points, per-point records, stats, graph calls). Nothing is passed through attributes:
+a method instance holds only its hyperparameters, so calling ``generate`` again, or from several shard
+threads at once, cannot mix state. The base concatenates the outputs and sums their stats.
 
 Randomness: one ``numpy.random.Generator`` seeded with ``seed`` draws, in this fixed order, the training
 examples (T) or the uniform points (R), then the random target labels (R). The draws do not depend on the
@@ -15,21 +23,14 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..constants import (
-    DEFAULT_INIT,
-    DEFAULT_LABEL,
-    IMAGENET_SIZE_MIN_SIDE,
-    INIT_STRATEGIES,
-    LABEL_STRATEGIES,
-    LEARNING_RATE_IMAGENET,
-    LEARNING_RATE_SMALL,
-    N_POINTS,
-)
+from .. import registry
+from ..constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL, N_POINTS
 from ..env_info import utc_now, versions
 from ..errors import DataError, ModelError
 from ..fingerprint import Fingerprint
@@ -38,6 +39,8 @@ from ..sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
+_N = registry.Param("n", int, N_POINTS, minimum=1)
+
 
 def default_learning_rate(input_shape) -> float:
     """The paper's Adam learning rate for an input shape: 0.001 for 28x28/32x32, 0.1 for ImageNet size."""
@@ -45,54 +48,75 @@ def default_learning_rate(input_shape) -> float:
     return LEARNING_RATE_IMAGENET if side > IMAGENET_SIZE_MIN_SIDE else LEARNING_RATE_SMALL
 
 
-def _check_choice(name: str, value: str, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+@dataclass
+class SearchOutput:
+    """What :meth:`FingerprintMethod._search` returns for one batch (or shard) of points, in their order.
 
+    ``x`` the points found; ``iterations`` per point; ``objective`` the method's final objective (NaN where it
+    has none); ``converged`` whether the search reached its goal; ``nonfinite`` whether its loss or gradient
+    became NaN/inf (the base puts such a point back at its start); ``stats`` counters that add up over
+    batches (sample-steps, loop seconds); ``segments`` the search's graph calls as (active points,
+    iterations), in order."""
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    x: np.ndarray
+    iterations: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    nonfinite: Optional[np.ndarray] = None
+    stats: Dict[str, float] = field(default_factory=dict)
+    segments: List[Tuple[int, int]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.nonfinite is None:
+            self.nonfinite = np.zeros(len(self.x), bool)
 
-def _check_float(name: str, value: Any, minimum: float, *, strict: bool = False, maximum: Optional[float] = None) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v) or (v <= minimum if strict else v < minimum) or (maximum is not None and v > maximum):
-        rng = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-        raise ValueError(f"{name} must be a finite number {rng}, got {value!r}")
-    return v
+    @classmethod
+    def concat(cls, parts: Sequence["SearchOutput"]) -> "SearchOutput":
+        """The outputs of consecutive batches as one: arrays concatenated, stats summed, segments chained."""
+        stats: Dict[str, float] = {}
+        for p in parts:
+            for k, v in p.stats.items():
+                stats[k] = stats.get(k, 0.0) + float(v)
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts])
+                      for k in ("x", "iterations", "objective", "converged", "nonfinite")},
+                   stats=stats, segments=[s for p in parts for s in p.segments])
 
 
 class FingerprintMethod(ABC):
-    """Base class: strategy handling, batching, labelling and bookkeeping shared by all methods.
+    """Base class: hyperparameter checks, strategies, batching, labelling and bookkeeping shared by all methods.
 
-    Args:
-        init: ``"T"`` (random training example) or ``"R"`` (uniform in [0, 1]^d) initial points.
-        label: ``"R"`` (random label, never the initial label i) or ``"L"`` (least-likely logit) target labels.
-        seed: seed of all random draws.
-        batch_size: points searched together in one batch (``None``: all n at once). Lower it for large
-            models whose activations for n points do not fit in memory.
-        progress: show progress bars.
-        distribute: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy()`` over several GPUs). The points of
-            each batch are split into one contiguous shard per replica device and searched there concurrently;
-            since every point's search is independent, the fingerprint is the same as on one device.
+    Every method takes the common hyperparameters (see :func:`ipguard_tf.registry.common_params`):
+
+    * ``init``: ``"T"`` (random training example) or ``"R"`` (uniform in [0, 1]^d) initial points;
+    * ``label``: ``"R"`` (random label, never the initial label i) or ``"L"`` (least-likely logit) targets;
+    * ``seed``: seed of all random draws;
+    * ``batch_size``: points searched together in one batch (``None``: all n at once). Lower it for large
+      models whose activations for n points do not fit in memory.
+
+    and two runtime options that are not hyperparameters (not recorded, no effect on the points):
+
+    * ``progress``: show progress bars;
+    * ``distribute``: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy()`` over several GPUs). The points
+      of each batch are split into one contiguous shard per replica device and searched there concurrently;
+      since every point's search is independent, the fingerprint is the same as on one device.
+
+    A subclass sets ``name`` to its registry name and implements :meth:`_search` (and :meth:`_prepare` if it
+    builds something once per :meth:`generate`); its hyperparameters are declared in its
+    :class:`~ipguard_tf.registry.MethodSpec`, set as attributes of the same names by this constructor.
     """
 
     name = "base"
 
-    def __init__(self, *, init: str = DEFAULT_INIT, label: str = DEFAULT_LABEL, seed: int = 0,
-                 batch_size: Optional[int] = None, progress: bool = False, distribute: Any = None) -> None:
-        self.init = _check_choice("init", init, INIT_STRATEGIES)
-        self.label = _check_choice("label", label, LABEL_STRATEGIES)
-        self.seed = _check_int("seed", seed, 0)
-        self.batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+    def __init__(self, *, progress: bool = False, distribute: Any = None, **params: Any) -> None:
+        for key, value in registry.get(self.name).check(params).items():
+            setattr(self, key, value)
         self.progress = bool(progress)
         self.distribute = distribute
+
+    @property
+    def spec(self) -> registry.MethodSpec:
+        """This method's declaration in the registry."""
+        return registry.get(self.name)
 
     @property
     def strategy(self) -> str:
@@ -100,28 +124,29 @@ class FingerprintMethod(ABC):
         return self.init + self.label
 
     def params(self) -> Dict[str, Any]:
-        """Every hyperparameter (recorded in the fingerprint metadata)."""
-        return {"init": self.init, "label": self.label, "seed": self.seed, "batch_size": self.batch_size}
+        """Every hyperparameter, as given (``learning_rate`` may be ``None``: chosen from the model)."""
+        return {p.name: getattr(self, p.name) for p in self.spec.params}
+
+    def resolved_params(self, clf: Classifier) -> Dict[str, Any]:
+        """Every hyperparameter as used on ``clf`` (recorded in the fingerprint metadata): a ``None`` learning
+        rate becomes the paper's value for the input size (Section 5.1.3)."""
+        p = self.params()
+        if "learning_rate" in p and p["learning_rate"] is None:
+            p["learning_rate"] = default_learning_rate(clf.input_shape)
+        return p
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def _prepare(self, clf: Classifier) -> None:
-        """Called once per :meth:`generate` before the batches (e.g. to build the search graph)."""
+    def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> Any:
+        """Called once per :meth:`generate` before the batches, with the resolved hyperparameters; returns the
+        plan handed to every :meth:`_search` call (e.g. the search graph). Must not change ``self``."""
+        return None
 
     @abstractmethod
-    def _search(self, clf: Classifier, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> Dict[str, np.ndarray]:
-        """Search from ``x0`` with initial labels ``src`` and targets ``tgt``.
-
-        Returns per-point arrays: ``x``, ``iterations``, ``objective``, ``converged``.
-        """
-
-    def _needs_logits(self) -> bool:
-        return True
-
-    _checkpoint: Any = None
-
-    def _search_distributed(self, clf: Classifier, x0, src, tgt) -> Dict[str, np.ndarray]:
-        outs = run_sharded(self.distribute, len(x0), lambda idx: self._search(clf, x0[idx], src[idx], tgt[idx]))
-        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    def _search(self, clf: Classifier, plan: Any, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, *,
+                checkpoint: Any = None) -> SearchOutput:
+        """Search from ``x0`` with initial labels ``src`` and targets ``tgt`` (one batch or shard); save to and
+        resume from ``checkpoint`` (a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` or None) if the method
+        iterates. May run concurrently with other shards: it must not change ``self``."""
 
     # -- the one public call ---------------------------------------------------------------------------------
     def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -158,13 +183,13 @@ class FingerprintMethod(ABC):
         (``nonfinite_points``) and a warning.
 
         ``checkpoint`` names a file where the gradient searches save their state every ``checkpoint_every``
-        seconds; calling ``generate`` again with the same arguments after an interruption resumes from it
-        and gives the same fingerprint (see :mod:`ipguard_tf.checkpoint`). The caller deletes the file once
-        the fingerprint is saved.
+        seconds; calling ``generate`` again with the same arguments after an interruption (on this instance or
+        a new one) resumes from it and gives the same fingerprint (see :mod:`ipguard_tf.checkpoint`). The
+        caller deletes the file once the fingerprint is saved.
         """
-        n = _check_int("n", n, 1)
+        n = _N.check(n)
         clf = as_classifier(model)
-        if self._needs_logits() and not clf.has_logits:
+        if self.spec.needs_logits and not clf.has_logits:
             raise ModelError(f"{self.name} needs a model with logits; {clf.name} only returns labels")
         rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()
@@ -172,24 +197,27 @@ class FingerprintMethod(ABC):
         logits0 = clf.predict_logits(x0)
         src = np.argmax(logits0, axis=1).astype(np.int64)
         tgt = self.target_labels(logits0, src, rng)
-        self._checkpoint = None
+        params = self.resolved_params(clf)
+        ckpt = None
         if checkpoint is not None:
             from ..checkpoint import SearchCheckpoint, content_key
 
-            run_id = content_key(clf.weights_sha256 or clf.name, self.name, self.params(), n, x0, src, tgt)
-            self._checkpoint = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)
-        self._prepare(clf)
+            run_id = content_key(clf.weights_sha256 or clf.name, self.name, params, n, x0, src, tgt)
+            ckpt = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)
+        plan = self._prepare(clf, params)
         bs = self.batch_size or n
-        parts = []
+        parts: List[SearchOutput] = []
         for s in range(0, n, bs):
-            parts.append(self._search_distributed(clf, x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]))
-        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        x = res["x"].astype(np.float32)
-        converged = res["converged"].astype(bool)
-        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | res.get("nonfinite", np.zeros(n, bool))
+            xb, sb, tb = x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]
+            parts += run_sharded(self.distribute, len(xb), lambda idx, xb=xb, sb=sb, tb=tb: self._search(
+                clf, plan, xb[idx], sb[idx], tb[idx], checkpoint=ckpt))
+        res = SearchOutput.concat(parts)
+        x = res.x.astype(np.float32)
+        converged = res.converged.astype(bool)
+        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | res.nonfinite.astype(bool)
         for i in np.flatnonzero(bad):
             log.warning("%s: point %d: NaN or infinite values during the search (after %d iterations); it is put "
-                        "back at its initial point and flagged converged=False", self.name, i, int(res["iterations"][i]))
+                        "back at its initial point and flagged converged=False", self.name, i, int(res.iterations[i]))
         x[bad] = x0[bad]
         converged &= ~bad
         x = np.clip(x, 0.0, 1.0)
@@ -201,7 +229,8 @@ class FingerprintMethod(ABC):
                         "flagged converged=False", self.name, int((~converged).sum()), n)
         meta = {
             "method": self.name,
-            "params": self.params(),
+            "statistic": self.spec.statistic.name,
+            "params": params,
             "strategy": self.strategy,
             "n": n,
             "n_converged": int(converged.sum()),
@@ -213,8 +242,9 @@ class FingerprintMethod(ABC):
             "versions": versions(),
             "created": utc_now(),
             "seconds": round(seconds, 3),
-            "stats": {k: float(v) for k, v in getattr(self, "_stats", {}).items()},
+            "stats": res.stats,
+            "segments": [list(s) for s in res.segments],
             "nonfinite_points": [int(i) for i in np.flatnonzero(bad)],
         }
-        return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res["iterations"],
-                           objective=res["objective"], converged=converged, distortion=distortion, metadata=meta)
+        return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res.iterations,
+                           objective=res.objective, converged=converged, distortion=distortion, metadata=meta)

@@ -13,12 +13,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from ..constants import CW_BINARY_SEARCH_STEPS, CW_INITIAL_CONST, IGSM_ALPHA, MAX_ITERATIONS
 from ..models import Classifier
 from ..progress import progress_bar
 from ..search import AdamSearch, SearchProblem
-from .base import FingerprintMethod, _check_float, _check_int, default_learning_rate
-from .ipguard import _max_excluding
+from .base import FingerprintMethod, SearchOutput
+from .ipguard import _max_excluding, search_stats
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +32,10 @@ class RandomPoints(FingerprintMethod):
 
     name = "random"
 
-    def __init__(self, *, init: str = "R", **kw: Any) -> None:
-        super().__init__(init=init, **kw)
-
-    def _needs_logits(self) -> bool:
-        return False
-
-    def _search(self, clf, x0, src, tgt):
+    def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)
-        return {"x": x0, "iterations": np.zeros(n, np.int64), "objective": np.full(n, np.nan, np.float32),
-                "converged": np.ones(n, bool)}
+        return SearchOutput(x=x0, iterations=np.zeros(n, np.int64), objective=np.full(n, np.nan, np.float32),
+                            converged=np.ones(n, bool))
 
 
 def targeted_sign_gradient(logits_fn, x: tf.Tensor, tgt: tf.Tensor) -> tf.Tensor:
@@ -61,29 +54,22 @@ def fgsm_step(logits_fn, x: tf.Tensor, tgt: tf.Tensor, step: float) -> tf.Tensor
 class FGSM(FingerprintMethod):
     """Targeted FGSM (Goodfellow et al. 2015; paper Eq. 1): one signed-gradient step of size ``epsilon``.
 
-    ``converged`` records whether the target labels the result y*.
+    ``converged`` records whether the target labels the result y*. Hyperparameter (see
+    :mod:`ipguard_tf.registry`): ``epsilon``, the step (default :data:`~ipguard_tf.constants.DEFAULT_EPSILON`).
     """
 
     name = "fgsm"
+    epsilon: float
 
-    def __init__(self, epsilon: float = 0.1, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.epsilon = _check_float("epsilon", epsilon, 0.0, maximum=1.0)
-        self._fn = None
+    def _prepare(self, clf: Classifier, params: Dict[str, Any]):
+        eps = params["epsilon"]
+        return tf.function(lambda x, t: fgsm_step(clf.logits, x, t, eps), reduce_retracing=True)
 
-    def params(self) -> Dict[str, Any]:
-        return {**super().params(), "epsilon": self.epsilon}
-
-    def _prepare(self, clf: Classifier) -> None:
-        eps = self.epsilon
-        self._fn = tf.function(lambda x, t: fgsm_step(clf.logits, x, t, eps), reduce_retracing=True)
-
-    def _search(self, clf, x0, src, tgt):
-        x = self._fn(tf.constant(x0), tf.constant(tgt, tf.int32)).numpy()
-        ok = clf.predict_labels(x) == tgt
+    def _search(self, clf, step, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
+        x = step(tf.constant(x0), tf.constant(tgt, tf.int32)).numpy()
         n = len(x0)
-        return {"x": x, "iterations": np.ones(n, np.int64), "objective": np.full(n, np.nan, np.float32),
-                "converged": ok}
+        return SearchOutput(x=x, iterations=np.ones(n, np.int64), objective=np.full(n, np.nan, np.float32),
+                            converged=clf.predict_labels(x) == tgt)
 
 
 class IGSM(FingerprintMethod):
@@ -92,24 +78,17 @@ class IGSM(FingerprintMethod):
     Each iteration takes an FGSM step of size ``alpha`` (paper: 1/255, the smallest step for 8-bit images), then
     projects onto the L-infinity ball of radius ``epsilon`` around the start and onto [0, 1]. A point stops as
     soon as the target labels it y* (checked before each step), or after ``max_iter`` iterations (paper: 1,000).
-    All points run together in one ``tf.function``; a stopped point is no longer changed.
+    All points run together in one ``tf.function``; a stopped point is no longer changed. Hyperparameters (see
+    :mod:`ipguard_tf.registry`): ``epsilon``, ``alpha``, ``max_iter``.
     """
 
     name = "igsm"
+    epsilon: float
+    alpha: float
+    max_iter: int
 
-    def __init__(self, epsilon: float = 0.1, *, alpha: float = IGSM_ALPHA, max_iter: int = MAX_ITERATIONS,
-                 **kw: Any) -> None:
-        super().__init__(**kw)
-        self.epsilon = _check_float("epsilon", epsilon, 0.0, maximum=1.0)
-        self.alpha = _check_float("alpha", alpha, 0.0, strict=True, maximum=1.0)
-        self.max_iter = _check_int("max_iter", max_iter, 0)
-        self._fn = None
-
-    def params(self) -> Dict[str, Any]:
-        return {**super().params(), "epsilon": self.epsilon, "alpha": self.alpha, "max_iter": self.max_iter}
-
-    def _prepare(self, clf: Classifier) -> None:
-        eps, alpha, max_iter = self.epsilon, self.alpha, self.max_iter
+    def _prepare(self, clf: Classifier, params: Dict[str, Any]):
+        eps, alpha, max_iter = params["epsilon"], params["alpha"], params["max_iter"]
         logits_fn = clf.logits
 
         def run(x0, tgt):
@@ -131,13 +110,13 @@ class IGSM(FingerprintMethod):
             _, x, done, iters = tf.while_loop(cond, body, (0, x0, tf.zeros([n], tf.bool), tf.zeros([n], tf.int32)))
             return x, iters
 
-        self._fn = tf.function(run, reduce_retracing=True)
+        return tf.function(run, reduce_retracing=True)
 
-    def _search(self, clf, x0, src, tgt):
-        x, iters = self._fn(tf.constant(x0), tf.constant(tgt, tf.int32))
+    def _search(self, clf, run, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
+        x, iters = run(tf.constant(x0), tf.constant(tgt, tf.int32))
         x = x.numpy()
-        return {"x": x, "iterations": iters.numpy().astype(np.int64),
-                "objective": np.full(len(x0), np.nan, np.float32), "converged": clf.predict_labels(x) == tgt}
+        return SearchOutput(x=x, iterations=iters.numpy().astype(np.int64),
+                            objective=np.full(len(x0), np.nan, np.float32), converged=clf.predict_labels(x) == tgt)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -195,43 +174,27 @@ class CWL2(FingerprintMethod):
     is returned at its initial point with ``converged=False``. The Adam loop is :class:`AdamSearch`, the same
     one IPGuard uses.
 
-    Args:
-        kappa: confidence margin (the paper's k for CW-L2).
-        learning_rate: ``None``: 0.001 for 28x28/32x32, 0.1 for ImageNet size (paper Section 5.1.3).
+    Hyperparameters (see :mod:`ipguard_tf.registry`): ``kappa`` (the confidence margin, the paper's k for
+    CW-L2), ``learning_rate`` (``None``: 0.001 for 28x28/32x32, 0.1 for ImageNet size, paper Section 5.1.3),
+    ``max_iter``, ``binary_search_steps``, ``initial_const``, ``abort_early``, ``segment``, ``jit_compile``.
     """
 
     name = "cw"
+    kappa: float
+    learning_rate: Optional[float]
+    max_iter: int
+    binary_search_steps: int
+    initial_const: float
+    abort_early: bool
+    segment: int
+    jit_compile: bool
 
-    def __init__(self, kappa: float = 0.0, *, learning_rate: Optional[float] = None, max_iter: int = MAX_ITERATIONS,
-                 binary_search_steps: int = CW_BINARY_SEARCH_STEPS, initial_const: float = CW_INITIAL_CONST,
-                 abort_early: bool = True, segment: int = 10, jit_compile: bool = False, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.kappa = _check_float("kappa", kappa, 0.0)
-        self.learning_rate = None if learning_rate is None else _check_float("learning_rate", learning_rate, 0.0,
-                                                                             strict=True)
-        self.max_iter = _check_int("max_iter", max_iter, 1)
-        self.binary_search_steps = _check_int("binary_search_steps", binary_search_steps, 1)
-        self.initial_const = _check_float("initial_const", initial_const, 0.0, strict=True)
-        self.abort_early = bool(abort_early)
-        self.segment = _check_int("segment", segment, 1)
-        self.jit_compile = bool(jit_compile)
-        self._lr: Optional[float] = None
-        self._searcher: Optional[AdamSearch] = None
-        self._stats: Dict[str, float] = {}
+    def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
+        return AdamSearch(clf.logits, CWProblem(params["kappa"]), learning_rate=params["learning_rate"],
+                          max_iter=params["max_iter"], abort_early=params["abort_early"], segment=params["segment"],
+                          jit_compile=params["jit_compile"], progress=False)
 
-    def params(self) -> Dict[str, Any]:
-        return {**super().params(), "kappa": self.kappa, "learning_rate": self._lr, "max_iter": self.max_iter,
-                "binary_search_steps": self.binary_search_steps, "initial_const": self.initial_const,
-                "abort_early": self.abort_early}
-
-    def _prepare(self, clf: Classifier) -> None:
-        self._lr = self.learning_rate if self.learning_rate is not None else default_learning_rate(clf.input_shape)
-        self._searcher = AdamSearch(clf.logits, CWProblem(self.kappa), learning_rate=self._lr, max_iter=self.max_iter,
-                                    abort_early=self.abort_early, segment=self.segment, jit_compile=self.jit_compile,
-                                    progress=False, checkpoint=self._checkpoint)
-        self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0}
-
-    def _search(self, clf, x0, src, tgt):
+    def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)
         w0 = to_tanh_space(x0)
         x0t = from_tanh_space(tf.constant(w0)).numpy()  # the reference measures distance from this
@@ -242,11 +205,14 @@ class CWL2(FingerprintMethod):
         best_x = x0.copy()
         iters = np.zeros(n, np.int64)
         nonfinite = np.zeros(n, bool)
+        stats: Dict[str, float] = {}
+        segments: list = []
         with progress_bar(self.binary_search_steps, f"CW-L2-{self.strategy}", self.progress, "step") as bar:
             for _ in range(self.binary_search_steps):
-                r = self._searcher.run(w0, {"src": src, "tgt": tgt, "x0": x0t, "const": const})
-                for k in ("sample_steps", "wasted_sample_steps"):
-                    self._stats[k] += r.stats[k]
+                r = searcher.run(w0, {"src": src, "tgt": tgt, "x0": x0t, "const": const}, checkpoint=checkpoint)
+                for k, v in search_stats(r).items():
+                    stats[k] = stats.get(k, 0.0) + v
+                segments += r.segments
                 iters += r.iterations
                 nonfinite |= r.nonfinite
                 ok = r.success & np.isfinite(r.best_score)
@@ -261,6 +227,6 @@ class CWL2(FingerprintMethod):
                 const = np.where(bounded, (lower + upper) / 2.0, np.where(fail, const * 10.0, const))
                 bar.update(1)
         success = np.isfinite(best_l2)
-        return {"x": np.where(success.reshape((-1,) + (1,) * (x0.ndim - 1)), best_x, x0), "iterations": iters,
-                "objective": np.where(success, best_l2, np.nan).astype(np.float32), "converged": success,
-                "nonfinite": nonfinite & ~success}
+        return SearchOutput(x=np.where(success.reshape((-1,) + (1,) * (x0.ndim - 1)), best_x, x0), iterations=iters,
+                            objective=np.where(success, best_l2, np.nan).astype(np.float32), converged=success,
+                            nonfinite=nonfinite & ~success, stats=stats, segments=segments)

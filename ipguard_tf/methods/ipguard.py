@@ -7,10 +7,9 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from ..constants import DEFAULT_K, MAX_ITERATIONS
 from ..models import Classifier
 from ..search import AdamSearch, SearchProblem
-from .base import FingerprintMethod, _check_float, _check_int, default_learning_rate
+from .base import FingerprintMethod, SearchOutput
 
 log = logging.getLogger(__name__)
 
@@ -67,50 +66,36 @@ class IPGuard(FingerprintMethod):
     together, each with its own Adam state and frozen as soon as its objective is 0, which gives the paper's
     one-point-at-a-time result (each point's trajectory does not depend on the others), only faster.
 
-    Args:
-        k: logit margin of Eq. 5; trades robustness (large k) for uniqueness (small k). It must suit the
-            target's logit scale (see README, "Choice of k").
+    Hyperparameters (declared in :mod:`ipguard_tf.registry`, checked by the constructor):
+        k: logit margin of Eq. 5 (default :data:`~ipguard_tf.constants.DEFAULT_K`); trades robustness (large k)
+            for uniqueness (small k). It must suit the target's logit scale (see README, "Choice of k").
         learning_rate: Adam step; ``None`` picks the paper's value from the input size (0.001 for 28x28/32x32,
             0.1 for ImageNet size).
         max_iter: iteration cap per point (paper: 1,000).
         segment: iterations per graph call between removing finished points from the batch.
         jit_compile: XLA-compile the search loop (faster for some models, slower for small ones).
-        init, label, seed, batch_size, progress: see :class:`FingerprintMethod`.
+        init, label, seed, batch_size (and the runtime options progress, distribute): see
+            :class:`FingerprintMethod`.
     """
 
     name = "ipguard"
+    k: float
+    learning_rate: Optional[float]
+    max_iter: int
+    segment: int
+    jit_compile: bool
 
-    def __init__(self, k: float = DEFAULT_K, *, learning_rate: Optional[float] = None, max_iter: int = MAX_ITERATIONS,
-                 segment: int = 10, jit_compile: bool = False, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.k = _check_float("k", k, 0.0)
-        self.learning_rate = None if learning_rate is None else _check_float("learning_rate", learning_rate, 0.0, strict=True)
-        self.max_iter = _check_int("max_iter", max_iter, 0)
-        self.segment = _check_int("segment", segment, 1)
-        self.jit_compile = bool(jit_compile)
-        self._searcher: Optional[AdamSearch] = None
-        self._stats: Dict[str, float] = {}
+    def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
+        return AdamSearch(clf.logits, IPGuardProblem(params["k"]), learning_rate=params["learning_rate"],
+                          max_iter=params["max_iter"], segment=params["segment"], jit_compile=params["jit_compile"],
+                          progress=self.progress, desc=f"IPGuard-{self.strategy} k={params['k']:g}")
 
-    def params(self) -> Dict[str, Any]:
-        p = super().params()
-        p.update(k=self.k, learning_rate=self._lr, max_iter=self.max_iter, segment=self.segment,
-                 jit_compile=self.jit_compile)
-        return p
+    def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
+        r = searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0}, checkpoint=checkpoint)
+        return SearchOutput(x=r.x, iterations=r.iterations, objective=r.loss, converged=r.success,
+                            nonfinite=r.nonfinite, stats=search_stats(r), segments=r.segments)
 
-    def _prepare(self, clf: Classifier) -> None:
-        self._lr = self.learning_rate if self.learning_rate is not None else default_learning_rate(clf.input_shape)
-        self._searcher = AdamSearch(clf.logits, IPGuardProblem(self.k), learning_rate=self._lr, max_iter=self.max_iter,
-                                    segment=self.segment, jit_compile=self.jit_compile, progress=self.progress,
-                                    desc=f"IPGuard-{self.strategy} k={self.k:g}", checkpoint=self._checkpoint)
-        self._stats = {"sample_steps": 0.0, "wasted_sample_steps": 0.0, "loop_seconds": 0.0}
-        self.segments = []  # (active points, iterations) per graph call, in order (see AdamSearch)
 
-    _lr: Optional[float] = None
-
-    def _search(self, clf, x0, src, tgt):
-        r = self._searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0})
-        for k in ("sample_steps", "wasted_sample_steps", "loop_seconds"):
-            self._stats[k] += r.stats[k]
-        self.segments += r.segments
-        return {"x": r.x, "iterations": r.iterations, "objective": r.loss, "converged": r.success,
-                "nonfinite": r.nonfinite}
+def search_stats(r) -> Dict[str, float]:
+    """The counters of one :class:`~ipguard_tf.search.SearchResult` that add up over batches and shards."""
+    return {k: r.stats[k] for k in ("sample_steps", "wasted_sample_steps", "loop_seconds")}

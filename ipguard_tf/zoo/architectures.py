@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Sequence
 
 import keras
 
+from ..errors import ParameterError
+
 
 def _inp(K, input_shape):
     return K.Input(tuple(input_shape), name="image")
@@ -152,7 +154,7 @@ def wrn(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 100, *, dep
     """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis 2016), pre-activation blocks; WRN-22-4 is the paper's
     CIFAR-100 target ((22 - 4) / 6 = 3 blocks per stage, widths 64/128/256, 4.3 M parameters)."""
     if (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n + 4, got {depth}")
+        raise ParameterError(f"depth must be 6n + 4, got {depth}")
     n = (depth - 4) // 6
     L = K.layers
     inp = _inp(K, input_shape)
@@ -190,7 +192,7 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
 
         return pixel_model(name.split(":", 1)[1], None, K=K)
     if name not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {name!r}")
+        raise ParameterError(f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {name!r}")
     return ARCHITECTURES[name](input_shape, num_classes, K=K)
 
 

@@ -10,6 +10,11 @@ model. A model file present without a record (killed between the two writes) is 
 recorded. Pruning levels whose accuracy loss exceeded 3 % are recorded as ``rejected`` so that a resumed build
 does not retrain them.
 
+How a member is made is one table (:data:`MAKERS`, chosen by :func:`maker_of`), used both to build it and to
+rebuild it from its record; a record holds exactly what its maker passes on: ``recipe`` (trained models),
+``params`` (the keyword arguments of the post-processing or forest function), ``seed``, ``weights`` (ImageNet).
+Manifests of schema ``ipguard_tf.zoo/1`` are upgraded on reading (:func:`upgrade_manifest`).
+
 Models larger than ``repo_limit_mb`` (VGG16, random forests) are marked ``in_repo: false`` and listed in the
 folder's ``.gitignore``; :func:`load_member` rebuilds such a model on demand when its file is missing (training
 is deterministic, so the rebuilt file has the recorded SHA-256 on the same machine and library versions;
@@ -30,11 +35,12 @@ import numpy as np
 from ..constants import FP_STEP, MAX_ACCURACY_LOSS, WP_STEP
 from ..env_info import machine, utc_now, versions
 from ..errors import IPGuardError
-from ..fingerprint import atomic_write_bytes
+from ..io_utils import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "ipguard_tf.zoo/1"
+SCHEMA = "ipguard_tf.zoo/2"
+OLD_SCHEMAS = ("ipguard_tf.zoo/1",)
 MANIFEST = "manifest.json"
 
 
@@ -95,6 +101,27 @@ def content_sha256(model: Any) -> str:
     return weights_sha256(model)
 
 
+def upgrade_manifest(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """A manifest of an older schema in the current one (in place; returned). ``zoo/1`` -> ``zoo/2``: every
+    record's ``params`` become exactly the keyword arguments its maker passes (the post-processings' batch size
+    128, which was their default, made explicit; WP's architecture added; WP's ``tool`` and the forests'
+    ``features`` moved out of ``params`` into the record)."""
+    if manifest.get("schema") == "ipguard_tf.zoo/1":
+        for rec in manifest.get("models", []):
+            params = rec.get("params")
+            if params is None:
+                continue
+            if rec["family"] in ("FTLL", "FTAL", "RTLL", "RTAL", "WP", "FP"):
+                params.setdefault("batch_size", 128)
+            if rec["family"] == "WP":
+                rec["tool"] = params.pop("tool", "tfmot prune_low_magnitude")
+                params.setdefault("architecture", rec["architecture"])
+            if rec["family"] == "random_forest":
+                rec["features"] = params.pop("features", "flattened pixels")
+        manifest["schema"] = SCHEMA
+    return manifest
+
+
 def read_manifest(folder: Path) -> Dict[str, Any]:
     p = Path(folder) / MANIFEST
     if not p.exists():
@@ -103,9 +130,9 @@ def read_manifest(folder: Path) -> Dict[str, Any]:
         m = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ZooError(f"{p}: unreadable manifest ({exc})") from None
-    if m.get("schema") != SCHEMA:
-        raise ZooError(f"{p}: schema {m.get('schema')!r} is not {SCHEMA!r}")
-    return m
+    if not isinstance(m, dict) or m.get("schema") not in (SCHEMA,) + OLD_SCHEMAS:
+        raise ZooError(f"{p}: schema {m.get('schema') if isinstance(m, dict) else None!r} is not {SCHEMA!r}")
+    return upgrade_manifest(m)
 
 
 def is_zoo(path: Any) -> bool:
@@ -113,7 +140,7 @@ def is_zoo(path: Any) -> bool:
     if not (p.is_dir() and (p / MANIFEST).exists()):
         return False
     try:
-        return json.loads((p / MANIFEST).read_text()).get("schema") == SCHEMA
+        return json.loads((p / MANIFEST).read_text()).get("schema") in (SCHEMA,) + OLD_SCHEMAS
     except Exception:
         return False
 
@@ -150,6 +177,71 @@ def load_member_file(path: Path) -> Any:
     return keras.saving.load_model(str(path), compile=False)
 
 
+# -- how each member is made: one table for building and rebuilding ------------------------------------------------
+def _trained(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """A model trained from scratch with the recorded recipe and seed (target and trained negatives)."""
+    from .train import Recipe, train_model
+
+    return train_model(b._data(), Recipe(**rec["recipe"]), rec["seed"], verbose=b.verbose), {}
+
+
+def _pretrained(b: Optional["ZooBuilder"], rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """ImageNet: a Keras Applications model with its pretrained weights (target and negatives)."""
+    from ..imagenet import pixel_model
+
+    weights = rec.get("weights", b.weights if b is not None else None)
+    return pixel_model(rec["architecture"].split(":", 1)[1], weights), {}
+
+
+def _forest(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    from .forest import train_forest
+
+    return train_forest(b._data(), rec["seed"], **rec["params"]), {}
+
+
+def _postprocessed(function: str, measure: Optional[Callable[[Any, Any], Tuple[Any, Dict[str, Any]]]] = None):
+    """A post-processing of the target: ``postprocess.<function>(target, data, seed=..., **params)``;
+    ``measure(postprocess, result)`` splits the result into the model and what to record about it."""
+
+    def make(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+        from . import postprocess as P
+
+        out = getattr(P, function)(b._get("target"), b._data(), seed=rec["seed"], verbose=b.verbose, **rec["params"])
+        return measure(P, out) if measure is not None else (out, {})
+
+    return make
+
+
+#: family -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
+MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
+    "trained": _trained,
+    "pretrained": _pretrained,
+    "random_forest": _forest,
+    "FTLL": _postprocessed("fine_tune_last_layer"),
+    "FTAL": _postprocessed("fine_tune_all_layers"),
+    "RTLL": _postprocessed("retrain_last_layer"),
+    "RTAL": _postprocessed("retrain_all_layers"),
+    "WP": _postprocessed("weight_prune", lambda P, m: (m, {"measured_sparsity": P.measured_sparsity(m)})),
+    "FP": _postprocessed("filter_prune", lambda P, out: (out[0], {"pruned_filter_fractions": out[1]})),
+}
+
+
+def maker_of(rec: Dict[str, Any]) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
+    """The maker of a record: ``trained`` for records with a recipe, ``pretrained`` for ImageNet models taken as
+    published, else the one of its family."""
+    if "recipe" in rec:
+        return MAKERS["trained"]
+    if str(rec.get("architecture", "")).startswith("imagenet:") and rec.get("role") != "positive":
+        return MAKERS["pretrained"]
+    if rec["family"] not in MAKERS:
+        raise ZooError(f"cannot make a member of family {rec['family']!r}")
+    return MAKERS[rec["family"]]
+
+
+def _post_params(**extra: Any) -> Dict[str, Any]:
+    return dict(extra, batch_size=128)
+
+
 # -- the builder ----------------------------------------------------------------------------------------------------
 @dataclass
 class ZooBuilder:
@@ -164,6 +256,8 @@ class ZooBuilder:
     weights: Optional[str] = "imagenet"  # ImageNet only: pretrained weights of the target and the negatives
     dataset: Any = None
     manifest: Dict[str, Any] = field(default_factory=dict)
+    #: the target once loaded (the post-processings are pure: every positive is made from this one copy)
+    _target: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -227,44 +321,42 @@ class ZooBuilder:
                  rec["size_bytes"] / 1e6)
         return rec
 
-    def _entry(self, name: str, info: Dict[str, Any], make: Callable[[], Any], suffix: str = ".keras") -> Any:
-        """Return the member ``name``, building it with ``make`` unless recorded (or adopting an orphan file)."""
+    def _entry(self, name: str, info: Dict[str, Any], suffix: str = ".keras") -> None:
+        """Make member ``name`` from its record ``info`` (with the maker :func:`maker_of` gives) and store it,
+        unless it is recorded already; a file present without a record (a build killed between writing the
+        model and its record) is adopted: loaded, evaluated and recorded."""
         rec = self.record(name)
         path = self.out / f"{name}{suffix}"
         if rec is not None and path.exists():
-            return None  # built already; loaded lazily by whoever needs it
+            return  # built already; loaded lazily by whoever needs it
         if rec is None and path.exists():
             log.info("adopting %s (file present, no record)", path)
-            model = load_member_file(path)
-            self._store(name, model, dict(info))
-            return model
-        model = make()
-        self._store(name, model, dict(info), suffix)
-        return model
+            self._store(name, load_member_file(path), dict(info), suffix)
+            return
+        model, extra = maker_of(info)(self, info)
+        self._store(name, model, {**info, **extra}, suffix)
 
     def _get(self, name: str) -> Any:
-        """Load a recorded member (rebuilding it when its file is missing)."""
-        return load_member(self.out, name, builder=self)
+        """Load a recorded member (rebuilding it when its file is missing); the target is loaded once."""
+        if name != "target":
+            return load_member(self.out, name, builder=self)
+        if self._target is None:
+            self._target = load_member(self.out, name, builder=self)
+        return self._target
 
     # -- the zoo ----------------------------------------------------------------------------------------------
     def build(self, only_target: bool = False) -> Dict[str, Any]:
         """Build every missing member; return the manifest."""
-        from .train import get_recipe, train_model
+        from .train import get_recipe
 
         self._load_state()
-        v = self.verbose
         if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
-            from ..imagenet import pixel_model
-
             self.manifest["weights"] = self.weights
             self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
-                                   "weights": self.weights, "seed": 0},
-                        lambda: pixel_model("ResNet50", self.weights))
+                                   "weights": self.weights, "seed": 0})
         else:
-            recipe = get_recipe(self.dataset_name, self.arch)
             self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
-                                   "recipe": recipe.as_dict(), "seed": 0},
-                        lambda: train_model(self._data(), recipe, 0, verbose=v))
+                                   "recipe": get_recipe(self.dataset_name, self.arch).as_dict(), "seed": 0})
         if only_target:
             return self.manifest
         target_acc = self.record("target")["test_accuracy"]
@@ -277,64 +369,45 @@ class ZooBuilder:
     def _positives(self, target_acc: float) -> None:
         from . import postprocess as P
 
-        v = self.verbose
-        fam = [("ftll", "FTLL", P.fine_tune_last_layer, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_LAST}),
-               ("ftal", "FTAL", P.fine_tune_all_layers, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_ALL}),
-               ("rtll", "RTLL", P.retrain_last_layer, {"epochs": P.RTLL_EPOCHS, "learning_rate": P.FT_LR_LAST}),
-               ("rtal", "RTAL", P.retrain_all_layers, {"epochs": P.FT_EPOCHS, "learning_rate": P.FT_LR_LAST})]
-        for name, family, fn, params in fam:
+        for name, family, params in (
+                ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
+                ("ftal", "FTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_ALL)),
+                ("rtll", "RTLL", _post_params(epochs=P.RTLL_EPOCHS, learning_rate=P.FT_LR_LAST)),
+                ("rtal", "RTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST))):
             self._entry(name, {"role": "positive", "family": family, "architecture": self.arch, "params": params,
-                               "seed": 0},
-                        lambda fn=fn: fn(self._get("target"), self._data(), seed=0, verbose=v))
+                               "seed": 0})
+        retrain = dict(epochs=P.PRUNE_RETRAIN_EPOCHS, learning_rate=P.PRUNE_RETRAIN_LR)
         # WP: p = 0.1, 0.2, ... until the accuracy loss exceeds 3 %
-        steps = int(round(self.profile.max_wp / WP_STEP))
-        for i in range(1, steps + 1):
+        for i in range(1, int(round(self.profile.max_wp / WP_STEP)) + 1):
             p = round(i * WP_STEP, 10)
-            if not self._level("wp", f"wp_p{p:.1f}", "WP", {"sparsity": p}, target_acc,
-                               lambda p=p: self._wp(p)):
+            if not self._level(f"wp_p{p:.1f}", {"family": "WP", "sparsity": p, "tool": "tfmot prune_low_magnitude",
+                                                "params": _post_params(sparsity=p, architecture=self.arch, **retrain)},
+                               target_acc):
                 break
         for j in range(1, self.profile.max_fp_sixteenths + 1):
-            if not self._level("fp", f"fp_c{j:02d}of16", "FP", {"fraction": j * FP_STEP, "sixteenths": j},
-                               target_acc, lambda j=j: self._fp(j * FP_STEP)):
+            if not self._level(f"fp_c{j:02d}of16", {"family": "FP", "fraction": j * FP_STEP, "sixteenths": j,
+                                                    "params": _post_params(fraction=j * FP_STEP, **retrain)},
+                               target_acc):
                 break
 
-    def _wp(self, p: float):
-        from . import postprocess as P
-
-        model = P.weight_prune(self._get("target"), self._data(), p, architecture=self.arch, seed=0,
-                               verbose=self.verbose)
-        return model, {"measured_sparsity": P.measured_sparsity(model),
-                       "params": {"sparsity": p, "epochs": P.PRUNE_RETRAIN_EPOCHS,
-                                  "learning_rate": P.PRUNE_RETRAIN_LR, "tool": "tfmot prune_low_magnitude"}}
-
-    def _fp(self, c: float):
-        from . import postprocess as P
-
-        model, fractions = P.filter_prune(self._get("target"), self._data(), c, seed=0, verbose=self.verbose)
-        return model, {"pruned_filter_fractions": fractions,
-                       "params": {"fraction": c, "epochs": P.PRUNE_RETRAIN_EPOCHS,
-                                  "learning_rate": P.PRUNE_RETRAIN_LR}}
-
-    def _level(self, kind: str, name: str, family: str, level: Dict[str, Any], target_acc: float,
-               make: Callable[[], Tuple[Any, Dict[str, Any]]]) -> bool:
+    def _level(self, name: str, level: Dict[str, Any], target_acc: float) -> bool:
         """Build one pruning level; False when it (or an earlier run) found the accuracy loss above 3 %."""
         if self._rejected(name):
             return False
         rec = self.record(name)
         if rec is not None and (self.out / rec["file"]).exists():
             return True
-        model, extra = make()
+        info = {"role": "positive", "architecture": self.arch, "seed": 0, **level}
+        model, extra = maker_of(info)(self, info)
         acc = self._accuracy(model)
         if target_acc - acc > MAX_ACCURACY_LOSS:
             self.manifest.setdefault("rejected", []).append(
-                {"name": name, "family": family, **level, "test_accuracy": acc,
-                 "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}"})
+                {"name": name, **{k: v for k, v in level.items() if k not in ("params", "tool")},
+                 "test_accuracy": acc, "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}"})
             _write_manifest(self.out, self.manifest)
             log.info("zoo: %s rejected (accuracy %.4f, target %.4f)", name, acc, target_acc)
             return False
-        info = {"role": "positive", "family": family, "architecture": self.arch, **level, "seed": 0,
-                "test_accuracy": acc, **extra}
-        self._store(name, model, info)
+        self._store(name, model, {**info, **extra, "test_accuracy": acc})
         return True
 
     def _pretrained_negatives(self) -> None:
@@ -355,69 +428,37 @@ class ZooBuilder:
             log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member, acc)
 
     def _negatives(self) -> None:
-        from .forest import train_forest
-        from .train import get_recipe, train_model
+        from .forest import N_TREES
+        from .train import get_recipe
 
         if self.dataset_name == "imagenet":
             self._pretrained_negatives()
             return
 
-        v = self.verbose
-        recipe = get_recipe(self.dataset_name, self.arch)
-        for s in range(1, self.profile.same_arch + 1):
-            self._entry(f"same_arch_seed{s:02d}", {"role": "negative", "family": "same_arch",
-                                                   "architecture": self.arch, "recipe": recipe.as_dict(), "seed": s},
-                        lambda s=s: train_model(self._data(), recipe, s, verbose=v))
-        def arch_models(arch: str, count: int) -> None:
-            r = get_recipe(self.dataset_name, arch)
+        def trained(family: str, arch: str, count: int) -> None:
+            recipe = get_recipe(self.dataset_name, arch).as_dict()
             for s in range(1, count + 1):
-                self._entry(f"{arch}_seed{s:02d}", {"role": "negative", "family": arch, "architecture": arch,
-                                                    "recipe": r.as_dict(), "seed": s},
-                            lambda s=s, r=r: train_model(self._data(), r, s, verbose=v))
+                self._entry(f"{family}_seed{s:02d}", {"role": "negative", "family": family, "architecture": arch,
+                                                      "recipe": recipe, "seed": s})
 
-        arch_models("lenet5", self.profile.lenet5)
+        trained("same_arch", self.arch, self.profile.same_arch)
+        trained("lenet5", "lenet5", self.profile.lenet5)
         for s in range(1, self.profile.forests + 1):
             self._entry(f"rf_seed{s:02d}", {"role": "negative", "family": "random_forest", "architecture": "rf",
-                                            "params": {"n_estimators": 20, "features": "flattened pixels"},
-                                            "seed": s},
-                        lambda s=s: train_forest(self._data(), s), suffix=".skops")
-        arch_models("vgg16", self.profile.vgg16)  # slowest last
+                                            "features": "flattened pixels", "params": {"n_estimators": N_TREES},
+                                            "seed": s}, suffix=".skops")
+        trained("vgg16", "vgg16", self.profile.vgg16)  # slowest last
 
     def rebuild(self, name: str) -> Any:
-        """Rebuild one recorded member whose file is missing (deterministic training; SHA-256 compared)."""
+        """Rebuild one recorded member whose file is missing, with the maker and the parameters its record
+        holds (deterministic training: the content SHA-256 is compared with the recorded one)."""
         rec = self.record(name)
         if rec is None:
             raise ZooError(f"{self.out}: no member {name!r}")
-        from . import postprocess as P
-        from .forest import train_forest
-        from .train import get_recipe, train_model
-
-        ds, fam, seed = self._data(), rec["family"], rec.get("seed", 0)
-        if self.dataset_name == "imagenet" and (fam == "target" or rec.get("file") is None):
-            from ..imagenet import pixel_model
-
-            model = pixel_model(rec["architecture"].split(":", 1)[1], rec.get("weights", self.weights))
-            if rec.get("file") is None:
-                return model
-        elif fam in ("target", "same_arch", "lenet5", "vgg16"):
-            model = train_model(ds, get_recipe(self.dataset_name, rec["architecture"]), seed, verbose=self.verbose)
-        elif fam == "random_forest":
-            model = train_forest(ds, seed)
-        else:
-            target = self._get("target")
-            fns = {"FTLL": P.fine_tune_last_layer, "FTAL": P.fine_tune_all_layers, "RTLL": P.retrain_last_layer,
-                   "RTAL": P.retrain_all_layers}
-            if fam in fns:
-                model = fns[fam](target, ds, seed=seed, verbose=self.verbose)
-            elif fam == "WP":
-                model = P.weight_prune(target, ds, rec["sparsity"], architecture=self.arch, seed=seed,
-                                       verbose=self.verbose)
-            elif fam == "FP":
-                model, _ = P.filter_prune(target, ds, rec["fraction"], seed=seed, verbose=self.verbose)
-            else:
-                raise ZooError(f"cannot rebuild family {fam!r}")
-        path = self.out / rec["file"]
-        save_member(model, path)
+        model, _ = maker_of(rec)(self, rec)
+        if rec.get("file") is None:
+            return model
+        save_member(model, self.out / rec["file"])
         if content_sha256(model) != rec.get("content_sha256"):
             log.warning("rebuilt %s differs from the recorded model (content SHA-256); another machine or other "
                         "library versions?", name)
@@ -433,9 +474,7 @@ def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, d
     if rec is None:
         raise ZooError(f"{folder}: no member {name!r}")
     if rec.get("file") is None:  # pretrained (ImageNet negatives): built from its weights
-        from ..imagenet import pixel_model
-
-        return pixel_model(rec["architecture"].split(":", 1)[1], rec.get("weights"))
+        return _pretrained(builder, rec)[0]
     path = folder / rec["file"]
     if not path.exists():
         log.info("%s missing: rebuilding it", path)

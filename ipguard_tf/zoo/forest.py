@@ -8,18 +8,17 @@ from typing import Union
 
 import numpy as np
 
-from ..errors import ModelError
-from ..fingerprint import atomic_write_bytes
+from ..io_utils import atomic_write_bytes
+from ..safety import load_skops
 
 N_TREES = 20
-_ALLOWED_PREFIXES = ("sklearn.ensemble.", "sklearn.tree.", "numpy.", "builtins.")
 
 
-def train_forest(dataset, seed: int, n_jobs: int = -1):
+def train_forest(dataset, seed: int, n_estimators: int = N_TREES, n_jobs: int = -1):
     """A RandomForestClassifier (20 trees, otherwise scikit-learn defaults) on flattened training images."""
     from sklearn.ensemble import RandomForestClassifier
 
-    rf = RandomForestClassifier(n_estimators=N_TREES, random_state=seed, n_jobs=n_jobs)
+    rf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
     rf.fit(dataset.x_train.reshape(len(dataset.x_train), -1), dataset.y_train)
     rf.set_params(n_jobs=1)
     return rf
@@ -31,22 +30,8 @@ def save_forest(rf, path: Union[str, Path]) -> None:
     atomic_write_bytes(path, sio.dumps(rf))
 
 
-def load_forest(path: Union[str, Path], unsafe: bool = False):
-    """Load a skops file, refusing any type outside scikit-learn's trees/ensembles and NumPy unless ``unsafe``."""
-    import skops.io as sio
-
-    from ..safety import UnsafeModelError
-
-    data = Path(path).read_bytes()
-    try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:
-        raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__})") from None
-    bad = [t for t in untrusted if not t.startswith(_ALLOWED_PREFIXES)]
-    if bad and not unsafe:
-        raise UnsafeModelError(f"{path} names types outside scikit-learn and NumPy ({', '.join(bad[:3])}), which "
-                               "could run code when loaded; re-run with --unsafe only if you trust its author")
-    return sio.loads(data, trusted=untrusted)
+#: skops files are loaded by :func:`ipguard_tf.safety.load_skops` (types outside scikit-learn/NumPy refused)
+load_forest = load_skops
 
 
 def forest_accuracy(rf, x: np.ndarray, y: np.ndarray) -> float:

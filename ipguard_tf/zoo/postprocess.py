@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
+from ..errors import ParameterError
 from .architectures import twin
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def last_layer(model) -> Any:
     for layer in reversed(model.layers):
         if layer.weights:
             return layer
-    raise ValueError(f"model {model.name} has no layer with weights")
+    raise ParameterError(f"model {model.name} has no layer with weights")
 
 
 def _num_train(dataset) -> int:
@@ -69,10 +70,19 @@ def _fit(model, dataset, *, epochs: int, learning_rate: float, batch_size: int, 
                       verbose=verbose, callbacks=callbacks or [])
 
 
-def _train_last_only(model, on: bool) -> None:
+@contextlib.contextmanager
+def _train_last_only(model):
+    """Within the block only the last layer is trainable; afterwards every layer has its own flag back (a layer
+    frozen by design, e.g. the ImageNet models' fixed ``pixel_preprocess`` convolution, stays frozen)."""
     last = last_layer(model)
+    before = [layer.trainable for layer in model.layers]
     for layer in model.layers:
-        layer.trainable = (layer is last) if on else True
+        layer.trainable = layer is last
+    try:
+        yield
+    finally:
+        for layer, flag in zip(model.layers, before):
+            layer.trainable = flag
 
 
 def _reinit_last(model, seed: int) -> None:
@@ -87,9 +97,8 @@ def fine_tune_last_layer(model, dataset, *, epochs: int = FT_EPOCHS, learning_ra
     """FTLL: fine-tune only the last (fully connected) layer on the training data; all others frozen."""
     keras.utils.set_random_seed(seed)
     new = copy_model(model)
-    _train_last_only(new, True)
-    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
-    _train_last_only(new, False)
+    with _train_last_only(new):
+        _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
     return new
 
 
@@ -108,9 +117,8 @@ def retrain_last_layer(model, dataset, *, epochs: int = RTLL_EPOCHS, learning_ra
     keras.utils.set_random_seed(seed)
     new = copy_model(model)
     _reinit_last(new, seed)
-    _train_last_only(new, True)
-    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
-    _train_last_only(new, False)
+    with _train_last_only(new):
+        _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
     return new
 
 
@@ -151,7 +159,7 @@ def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: 
     against ``sparsity`` (to within 0.01) before returning.
     """
     if not 0.0 < sparsity < 1.0:
-        raise ValueError(f"sparsity must lie in (0, 1), got {sparsity}")
+        raise ParameterError(f"sparsity must lie in (0, 1), got {sparsity}")
     import tensorflow_model_optimization as tfmot  # sets TF_USE_LEGACY_KERAS=1 in this process
     import tf_keras
 
@@ -302,12 +310,12 @@ def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN
     Returns ``(model, fractions)`` with the measured pruned-filter fraction of each eligible layer.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+        raise ParameterError(f"fraction must lie in (0, 1), got {fraction}")
     keras.utils.set_random_seed(seed)
     new = copy_model(model)
     masks = filter_masks(new, fraction)
     if not masks:
-        raise ValueError(f"model {model.name} has no conv layer eligible for filter pruning")
+        raise ParameterError(f"model {model.name} has no conv layer eligible for filter pruning")
     apply_filter_masks(new, masks)
     _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
          callbacks=[_KeepPruned(masks)])

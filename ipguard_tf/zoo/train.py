@@ -16,6 +16,7 @@ from typing import Dict, Optional
 import keras
 import numpy as np
 
+from ..errors import ParameterError
 from .architectures import build_architecture
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def get_recipe(dataset: str, architecture: str) -> Recipe:
     try:
         return RECIPES[(dataset, architecture)]
     except KeyError:
-        raise ValueError(f"no training recipe for {architecture} on {dataset}") from None
+        raise ParameterError(f"no training recipe for {architecture} on {dataset}") from None
 
 
 def _optimizer(recipe: Recipe, learning_rate: Optional[float] = None):
@@ -69,7 +70,7 @@ def _optimizer(recipe: Recipe, learning_rate: Optional[float] = None):
         return keras.optimizers.Adam(lr)
     if recipe.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    raise ParameterError(f"unknown optimizer {recipe.optimizer!r}")
 
 
 def compile_for_training(model: keras.Model, recipe: Recipe, learning_rate: Optional[float] = None) -> None:
