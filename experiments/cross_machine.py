@@ -15,7 +15,8 @@ same bytes on both machines, so every difference comes from the points). VGG16 a
 left out: they are rebuilt on demand, and their rebuilt weights differ between CPUs too.
 
 Writes ``deltas.csv`` (run, suspect, reference rate, rate here, difference), ``runs.csv`` (per run: points
-identical?, converged here and there, largest difference), ``summary.json`` (the tolerance the regression test
+identical?, converged here and there, largest difference), ``README.md`` (the summary as a table),
+``summary.json`` (the tolerance the regression test
 uses: the largest |difference| over all IPGuard runs and suspects) and ``run.json`` (command, versions, machine);
 this machine's rates are cached under ``cache/rates`` (fingerprints under ``cache/fp``, not committed).
 """
@@ -34,7 +35,8 @@ import numpy as np  # noqa: E402
 
 from ipguard_tf.data import load_dataset  # noqa: E402
 from ipguard_tf.evaluation import Sweep, load_zoo_suspects, run_key  # noqa: E402
-from ipguard_tf.io_utils import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.env_info import platform_key  # noqa: E402
+from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 from ipguard_tf.zoo.builder import load_member, members  # noqa: E402
 
 
@@ -92,7 +94,30 @@ def main(argv=None) -> int:
                                      "over every IPGuard run of the sweep and every stored suspect")
     write_json(out / "summary.json", summary)
     write_json(out / "run.json", run_record({"args": vars(args), "config": cfg}))
+    _readme(out, summary, runs, ref_machine)
     return 0
+
+
+def _readme(out: Path, summary: dict, runs: list, ref_machine: dict) -> None:
+    rows = []
+    for method, s in summary["per_method"].items():
+        rs = [r for r in runs if r["method"] == method]
+        dconv = [abs(r["converged_here"] - r["converged_reference"]) for r in rs if r["converged_reference"] is not None]
+        q = s["quantiles_abs_difference"]
+        rows.append([method, s["runs"], s["runs_points_identical"], max(dconv) if dconv else None, s["pairs"],
+                     f"{s['mean_abs_difference']:.4f}", f"{q['0.5']:.2f}", f"{q['0.9']:.2f}", f"{q['0.99']:.2f}",
+                     f"{s['max_abs_difference']:.2f}"])
+    text = (f"# Fingerprints across machines\n\nMade by `{' '.join(['python'] + sys.argv)}` (run.json: command, "
+            f"versions, machine, platform). Here: {platform_key()['cpu']}; reference: {ref_machine.get('cpu')} "
+            "(the committed Fashion-MNIST sweep). Suspects: the " + str(len(summary["suspects"])) +
+            " models stored in the repository (the same bytes on both machines).\n\n"
+            + markdown_table(rows, ["method", "runs", "runs with bit-identical points", "largest converged-count difference",
+                                    "(run, suspect) pairs", "mean abs. rate difference", "median", "90 %", "99 %",
+                                    "max"])
+            + f"\nTolerance used by `tests/test_regression.py` on machines other than the reference's: "
+              f"{summary.get('tolerance')} ({summary.get('tolerance_note', '')}).\n\nPer run: `runs.csv`; per "
+              "(run, suspect): `deltas.csv`.\n")
+    atomic_write_bytes(out / "README.md", text.encode())
 
 
 def _reference_converged(ref: Path, seed: int) -> dict:

@@ -50,5 +50,39 @@ def machine() -> Dict[str, str]:
     }
 
 
+#: instruction-set flags that decide which CPU kernels TensorFlow (Eigen, oneDNN) runs, hence its rounding
+_KERNEL_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+                 "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def platform_key() -> Dict[str, object]:
+    """What must be equal for two runs to compute bit for bit the same numbers (see README, "Reproducibility"):
+    the CPU model, its kernel-relevant instruction-set flags, cache sizes (Eigen blocks matrix products by them)
+    and core count (reductions are split over threads), the oneDNN switch, and the versions of the numerical
+    libraries."""
+    flags, caches = [], {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    flags = [f for f in _KERNEL_FLAGS if f in present]
+                    break
+    except OSError:
+        pass
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for i in range(8):
+        try:
+            with open(f"{base}/index{i}/level") as a, open(f"{base}/index{i}/type") as b, \
+                    open(f"{base}/index{i}/size") as c:
+                caches[f"L{a.read().strip()}{b.read().strip()[0].lower()}"] = c.read().strip()
+        except OSError:
+            break
+    v = versions()
+    return {"cpu": machine()["cpu"], "cores": os.cpu_count(), "isa": flags, "caches": caches,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            **{k: v.get(k) for k in ("tensorflow", "keras", "numpy")}}
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

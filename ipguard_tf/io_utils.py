@@ -62,10 +62,11 @@ def write_csv(path: PathLike, rows: List[Dict[str, Any]], columns: Sequence[str]
 
 def run_record(config: Dict[str, Any]) -> Dict[str, Any]:
     """The provenance block stored beside every result: command, config, versions, machine, time."""
-    from .env_info import machine, utc_now, versions
+    from .env_info import machine, platform_key, utc_now, versions
 
     return {"command": "python " + " ".join(sys.argv) if sys.argv else "", "argv": sys.argv,
-            "config": config, "versions": versions(), "machine": machine(), "finished": utc_now()}
+            "config": config, "versions": versions(), "machine": machine(), "platform": platform_key(),
+            "finished": utc_now()}
 
 
 #: a column of :func:`format_table`: (heading, key in the row, format string)

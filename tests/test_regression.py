@@ -5,8 +5,12 @@ Tolerances (stated once here):
   ordering (IPGuard and CW-L2 above FGSM, IGSM and Random) kept. Skipped when no results directory exists.
 * Fashion-MNIST (SAC appendix Table 3, IPGuard column, AUC of stolen vs irrelevant models): fine-tuning and
   pruning AUC >= published - 0.05, on the committed results.
-* CI slice: IPGuard-TL at k = 1 recomputed from pretrained/ on a few suspects; every matching rate within 0.02
-  of the committed full run (float differences across machines may flip a point or two).
+* CI slice: IPGuard-TL at k = 1 recomputed from pretrained/ on a few suspects. What is promised (README,
+  "Reproducibility"): on the same platform (CPU model, kernel-relevant instruction sets, caches, cores, library
+  versions; :func:`ipguard_tf.env_info.platform_key`) the points are bit-identical, so where a committed
+  reference was made on this platform the points hash and every rate must be equal; on any other machine every
+  matching rate is within the tolerance measured between two CPUs (experiments/results/cross_machine: the
+  largest difference over all 24 IPGuard runs and 35 stored suspects, Intel Xeon vs AMD EPYC).
 """
 
 import json
@@ -64,16 +68,26 @@ def test_fashion_mnist_sac_table3_ipguard():
         assert auc(pos, neg) >= sac[attack] - 0.05, attack
 
 
+def _references():
+    """(results folder, its platform key or None) of every committed sweep that holds the CI slice's rates."""
+    out = []
+    for folder in (RESULTS / "fashion_mnist", RESULTS / "cross_machine"):
+        if (folder / "cache" / "rates" / "ipguard_TL_1_seed0.json").exists():
+            out.append((folder, json.loads((folder / "run.json").read_text()).get("platform")))
+    return out
+
+
 def test_ci_slice_recomputes_committed_numbers():
     cfg_path = ROOT / "experiments" / "configs" / "fashion_mnist_ci.json"
     cfg = json.loads(cfg_path.read_text())
-    committed = RESULTS / "fashion_mnist" / "cache" / "rates" / "ipguard_TL_1_seed0.json"
-    if not committed.exists():
-        pytest.skip(f"Fashion-MNIST results not committed yet ({committed})")
+    refs = _references()
+    if not refs:
+        pytest.skip("Fashion-MNIST results not committed yet")
     if not (os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
             or os.environ.get("IPGUARD_FASHION_MNIST_DIR")):
         pytest.skip("Fashion-MNIST not installed")
     from ipguard_tf.data import load_fashion_mnist
+    from ipguard_tf.env_info import platform_key
     from ipguard_tf.evaluation import Sweep, load_zoo_suspects
     from ipguard_tf.zoo.builder import load_member
 
@@ -85,6 +99,15 @@ def test_ci_slice_recomputes_committed_numbers():
     with tempfile.TemporaryDirectory() as tmp:
         r = Sweep(Path(tmp), load_member(zoo, "target"), ds.x_train, suspects, n=cfg["n"], progress=False,
                   method_params=cfg["method_params"]).run("ipguard", "TL", 1, cfg["seed"])
-    want = json.loads(committed.read_text())["rates"]
-    for name, rate in r["rates"].items():
-        assert abs(rate - want[name]) <= 0.02, (name, rate, want[name])
+        here = json.loads((Path(tmp) / "rates" / "ipguard_TL_1_seed0.json").read_text())["points_sha256"]
+    tolerance = json.loads((RESULTS / "cross_machine" / "summary.json").read_text())["tolerance"]
+    assert 0 < tolerance <= 0.1
+    me = platform_key()
+    for folder, platform in refs:
+        committed = json.loads((folder / "cache" / "rates" / "ipguard_TL_1_seed0.json").read_text())
+        want = committed["rates"]
+        if platform == me:  # the promise on one platform: bit-identical points, identical rates
+            assert here == committed["points_sha256"], f"points differ from {folder.name}'s on the same platform"
+            assert {n: want[n] for n in r["rates"]} == r["rates"]
+        for name, rate in r["rates"].items():
+            assert abs(rate - want[name]) <= tolerance + 1e-9, (folder.name, name, rate, want[name], tolerance)
