@@ -142,10 +142,7 @@ def _figures(out: Path, runs, best, suspects) -> None:
         ax.set_ylabel("ARUC")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"Figure {fig_no}: impact of {spec.setting_label} on ARUC ({spec.display})", fontsize=8)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / f"fig{fig_no}_{m}.png", dpi=120)
-        plt.close(fig)
+        _save_figure(plt, fig, ax, out / f"fig{fig_no}_{m}.png")
     roles = {s.name: s.role for s in suspects}
     for m, r in best.items():
         pos = [v for n, v in r["rates"].items() if roles[n] == "positive"]
@@ -158,10 +155,14 @@ def _figures(out: Path, runs, best, suspects) -> None:
         ax.set_xlabel("matching-rate threshold")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{_name(m)}-{r['strategy']} {_setting(m)}={r['setting']}", fontsize=8)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / f"fig2_{m}.png", dpi=120)
-        plt.close(fig)
+        _save_figure(plt, fig, ax, out / f"fig2_{m}.png")
+
+
+def _save_figure(plt, fig, ax, path: Path) -> None:
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def evaluate_claims(runs, best, published) -> List[Dict[str, Any]]:

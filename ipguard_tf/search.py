@@ -133,6 +133,14 @@ class AdamSearch:
         self._own_cache: dict = {}
         self.jit_compile = jit_compile
 
+    @classmethod
+    def from_params(cls, logits_fn: Callable[[tf.Tensor], tf.Tensor], problem: SearchProblem,
+                    params: Dict[str, Any], **kw: Any) -> "AdamSearch":
+        """The search a method's resolved hyperparameters describe (``learning_rate``, ``max_iter``, ``segment``,
+        ``jit_compile``); ``kw`` adds the rest (``abort_early``, ``progress``, ``desc``)."""
+        return cls(logits_fn, problem, learning_rate=params["learning_rate"], max_iter=params["max_iter"],
+                   segment=params["segment"], jit_compile=params["jit_compile"], **kw)
+
     # ------------------------------------------------------------------------------------------------------
     def _cache_key(self, w_shape, x_shape):
         return (_current_device(), type(self.problem).__name__, tuple(sorted(vars(self.problem).items())), tuple(w_shape),

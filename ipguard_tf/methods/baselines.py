@@ -190,9 +190,8 @@ class CWL2(FingerprintMethod):
     jit_compile: bool
 
     def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
-        return AdamSearch(clf.logits, CWProblem(params["kappa"]), learning_rate=params["learning_rate"],
-                          max_iter=params["max_iter"], abort_early=params["abort_early"], segment=params["segment"],
-                          jit_compile=params["jit_compile"], progress=False)
+        return AdamSearch.from_params(clf.logits, CWProblem(params["kappa"]), params,
+                                      abort_early=params["abort_early"], progress=False)
 
     def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)

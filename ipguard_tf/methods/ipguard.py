@@ -86,9 +86,8 @@ class IPGuard(FingerprintMethod):
     jit_compile: bool
 
     def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
-        return AdamSearch(clf.logits, IPGuardProblem(params["k"]), learning_rate=params["learning_rate"],
-                          max_iter=params["max_iter"], segment=params["segment"], jit_compile=params["jit_compile"],
-                          progress=self.progress, desc=f"IPGuard-{self.strategy} k={params['k']:g}")
+        return AdamSearch.from_params(clf.logits, IPGuardProblem(params["k"]), params, progress=self.progress,
+                                      desc=f"IPGuard-{self.strategy} k={params['k']:g}")
 
     def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         r = searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0}, checkpoint=checkpoint)

@@ -92,44 +92,44 @@ def _reinit_last(model, seed: int) -> None:
     last.set_weights(new)
 
 
-def fine_tune_last_layer(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_LAST,
-                         batch_size: int = 128, seed: int = 0, verbose: int = 1):
-    """FTLL: fine-tune only the last (fully connected) layer on the training data; all others frozen."""
+def _retrain_copy(model, dataset, *, reinit_last: bool, last_only: bool, epochs: int, learning_rate: float,
+                  batch_size: int, seed: int, verbose: int):
+    """A copy of ``model`` trained on the training data: its last layer re-initialised first if ``reinit_last``,
+    only the last layer trained if ``last_only`` (the input model is not touched)."""
     keras.utils.set_random_seed(seed)
     new = copy_model(model)
-    with _train_last_only(new):
+    if reinit_last:
+        _reinit_last(new, seed)
+    with _train_last_only(new) if last_only else contextlib.nullcontext():
         _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
     return new
 
 
-def fine_tune_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_ALL,
-                         batch_size: int = 128, seed: int = 0, verbose: int = 1):
-    """FTAL: fine-tune all layers on the training data."""
-    keras.utils.set_random_seed(seed)
-    new = copy_model(model)
-    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
-    return new
+def _retraining(name: str, doc: str, *, reinit_last: bool, last_only: bool, epochs: int, learning_rate: float):
+    """One of the four retraining post-processings as a pure function ``(model, dataset, **params) -> model``."""
+
+    def post_process(model, dataset, *, epochs: int = epochs, learning_rate: float = learning_rate,
+                     batch_size: int = 128, seed: int = 0, verbose: int = 1):
+        return _retrain_copy(model, dataset, reinit_last=reinit_last, last_only=last_only, epochs=epochs,
+                             learning_rate=learning_rate, batch_size=batch_size, seed=seed, verbose=verbose)
+
+    post_process.__name__ = post_process.__qualname__ = name
+    post_process.__doc__ = doc
+    return post_process
 
 
-def retrain_last_layer(model, dataset, *, epochs: int = RTLL_EPOCHS, learning_rate: float = FT_LR_LAST,
-                       batch_size: int = 128, seed: int = 0, verbose: int = 1):
-    """RTLL: re-initialise the last layer (Glorot uniform, zero bias) and train only it."""
-    keras.utils.set_random_seed(seed)
-    new = copy_model(model)
-    _reinit_last(new, seed)
-    with _train_last_only(new):
-        _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
-    return new
-
-
-def retrain_all_layers(model, dataset, *, epochs: int = FT_EPOCHS, learning_rate: float = FT_LR_LAST,
-                       batch_size: int = 128, seed: int = 0, verbose: int = 1):
-    """RTAL: re-initialise the last layer and train all layers."""
-    keras.utils.set_random_seed(seed)
-    new = copy_model(model)
-    _reinit_last(new, seed)
-    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose)
-    return new
+fine_tune_last_layer = _retraining(
+    "fine_tune_last_layer", "FTLL: fine-tune only the last (fully connected) layer on the training data; all "
+    "others frozen.", reinit_last=False, last_only=True, epochs=FT_EPOCHS, learning_rate=FT_LR_LAST)
+fine_tune_all_layers = _retraining(
+    "fine_tune_all_layers", "FTAL: fine-tune all layers on the training data.",
+    reinit_last=False, last_only=False, epochs=FT_EPOCHS, learning_rate=FT_LR_ALL)
+retrain_last_layer = _retraining(
+    "retrain_last_layer", "RTLL: re-initialise the last layer (Glorot uniform, zero bias) and train only it.",
+    reinit_last=True, last_only=True, epochs=RTLL_EPOCHS, learning_rate=FT_LR_LAST)
+retrain_all_layers = _retraining(
+    "retrain_all_layers", "RTAL: re-initialise the last layer and train all layers.",
+    reinit_last=True, last_only=False, epochs=FT_EPOCHS, learning_rate=FT_LR_LAST)
 
 
 # -- weight pruning (TF-MOT) --------------------------------------------------------------------------------------
