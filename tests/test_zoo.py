@@ -182,20 +182,6 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
         assert (out / r["file"]).exists()
     assert m["complete"]
 
-    # a member file without its record (a build killed between writing the two) is adopted, not made again:
-    # a forest too (its adoption once wrote it as a Keras model)
-    from ipguard_tf.zoo import forest as F
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    rf = next(r for r in manifest["models"] if r["name"] == "rf_seed01")
-    manifest["models"] = [r for r in manifest["models"] if r["name"] != "rf_seed01"]
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(F, "train_forest", lambda *a, **k: pytest.fail("an orphan file is adopted, not retrained"))
-    m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
-    adopted = next(r for r in m["models"] if r["name"] == "rf_seed01")
-    assert adopted["content_sha256"] == rf["content_sha256"] and adopted["file"] == "rf_seed01.skops"
-    assert len(B.load_member(out, "rf_seed01").estimators_) == 20
-    monkeypatch.undo()
 
     # zoo list prints Table 2 from the manifest
     assert main(["-q", "zoo", "list", str(out)]) == 0
@@ -247,6 +233,22 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(B, "load_member", tracked)
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
     assert len(held_at_load) == len(m["models"]) and held_at_load == [0] * len(held_at_load)
+
+    # a member file without its record (a build killed between writing the two) is adopted, not made again:
+    # a forest too (its adoption once wrote it as a Keras model)
+    from ipguard_tf.zoo import forest as F
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    flat = small_ds.x_test.reshape(len(small_ds.x_test), -1)
+    before = B.load_member(out, "rf_seed01").predict(flat)
+    manifest["models"] = [r for r in manifest["models"] if r["name"] != "rf_seed01"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(F, "train_forest", lambda *a, **k: pytest.fail("an orphan file is adopted, not retrained"))
+    m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
+    adopted = next(r for r in m["models"] if r["name"] == "rf_seed01")
+    assert adopted["file"] == "rf_seed01.skops" and adopted["role"] == "negative"
+    again = B.load_member(out, "rf_seed01")
+    assert len(again.estimators_) == 20 and np.array_equal(again.predict(flat), before)
 
 
 @pytest.mark.parametrize("fn", [P.fine_tune_last_layer, P.retrain_last_layer])
