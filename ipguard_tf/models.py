@@ -4,7 +4,9 @@ Accepted (see :func:`as_classifier`):
 
 * a Keras 3 model (``keras.Model``) or a Keras 2 model (``tf_keras.Model``; TF-MOT's pruned models are
   these), in memory;
-* a path to a Keras 3 ``.keras`` file, a Keras 2 ``.h5`` file, or a SavedModel directory;
+* a path to a Keras 3 ``.keras`` file, a Keras 2 ``.h5`` file, a SavedModel directory, or a TensorFlow Lite
+  ``.tflite`` file (float or int8; run by the TFLite interpreter, see :mod:`ipguard_tf.tflite`: labels and
+  scores, not differentiable);
 * a scikit-learn style estimator with ``predict`` (e.g. a random forest on flattened pixels): labels only;
 * any Python callable on a float32 batch returning logits, probabilities or integer labels.
 
@@ -126,7 +128,9 @@ class Classifier:
 
     Build one with :func:`as_classifier`. ``logits(x)`` is a TensorFlow function of a float32 NHWC batch and
     is differentiable; ``predict_labels`` and ``predict_logits`` work on numpy arrays in batches.
-    Label-only classifiers (``has_logits`` False) support only ``predict_labels`` (enough for Verify).
+    Label-only classifiers (``has_logits`` False) support only ``predict_labels`` (enough for Verify);
+    non-differentiable ones with scores (a TFLite model: ``output_fn``, ``output_kind`` "logits" or
+    "probabilities") also ``predict_scores``.
     """
 
     def __init__(
@@ -134,6 +138,8 @@ class Classifier:
         *,
         logits_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
         label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+        output_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+        output_kind: str = "logits",
         input_shape: Optional[Sequence[Optional[int]]] = None,
         num_classes: Optional[int] = None,
         name: str = "model",
@@ -145,10 +151,12 @@ class Classifier:
         keras_model: Any = None,
         note: str = "",
     ) -> None:
-        if logits_fn is None and label_fn is None:
-            raise ValueError("Classifier needs logits_fn or label_fn")
+        if logits_fn is None and label_fn is None and output_fn is None:
+            raise ValueError("Classifier needs logits_fn, output_fn or label_fn")
         self._logits_fn = logits_fn
         self._label_fn = label_fn
+        self._output_fn = output_fn
+        self.output_kind = output_kind
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.num_classes = num_classes
         self.name = name
@@ -174,7 +182,8 @@ class Classifier:
     def logits(self, x: tf.Tensor) -> tf.Tensor:
         """Logits Z(x) of a float32 batch in [0, 1] (differentiable; usable inside ``tf.function``)."""
         if self._logits_fn is None:
-            raise ModelError(f"{self.name} only returns labels; this operation needs logits")
+            what = "is not differentiable (a TFLite model)" if self._output_fn is not None else "only returns labels"
+            raise ModelError(f"{self.name} {what}; this operation needs its logits as a TensorFlow function")
         if self.resize_to is not None and tuple(x.shape[1:3]) != tuple(self.resize_to):
             x = tf.image.resize(x, self.resize_to, method="bilinear")
         return self._logits_fn(x)
@@ -224,11 +233,26 @@ class Classifier:
             return np.zeros((0, self.num_classes or 0), np.float32)
         return np.concatenate(outs).astype(np.float32)
 
+    def predict_scores(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+        """Per-class scores for a numpy batch: the logits where the model gives them (``output_kind``
+        "logits"), else the non-differentiable model's own outputs (probabilities or logits, see
+        ``output_kind``). Label-only models raise ModelError."""
+        if self._logits_fn is not None:
+            return self.predict_logits(x, batch_size)
+        if self._output_fn is None:
+            raise ModelError(f"{self.name} only returns labels; this operation needs class scores")
+        x = self.check_inputs(x)
+        bs = batch_size or self.batch_size
+        outs = [np.asarray(self._output_fn(x[s : s + bs]), np.float32) for s in range(0, len(x), bs)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
+
     def predict_labels(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """Predicted labels (argmax of the logits, or the label function's output) as int64."""
         x = self.check_inputs(x)
         if self._logits_fn is not None:
             return np.argmax(self.predict_logits(x, batch_size), axis=1).astype(np.int64)
+        if self._output_fn is not None:
+            return np.argmax(self.predict_scores(x, batch_size), axis=1).astype(np.int64)
         bs = batch_size or self.batch_size
         outs = [np.asarray(self._label_fn(x[s : s + bs])).reshape(-1) for s in range(0, len(x), bs)]
         return np.concatenate(outs).astype(np.int64) if outs else np.zeros((0,), np.int64)
@@ -349,6 +373,20 @@ def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classif
                       name=name or type(est).__name__, source=source, batch_size=batch_size)
 
 
+def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:
+    def output_fn(x):
+        if input_scale != 1.0:
+            x = x * input_scale
+        if preprocess is not None:
+            x = np.asarray(preprocess(x))
+        return model(x)
+
+    return Classifier(output_fn=output_fn, output_kind=model.output_kind, input_shape=model.input_shape,
+                      num_classes=model.num_classes, name=name or model.name, source=source,
+                      weights_sha256=model.content_sha256, batch_size=batch_size,
+                      note=f"TFLite {model.input_dtype.name} input, {model.output_kind} output")
+
+
 def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = None, unsafe: bool = False) -> Any:
     """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model, or a
     ``.skops`` file into a scikit-learn estimator.
@@ -373,12 +411,16 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
     suffix = p.suffix.lower()
     if suffix == ".skops":
         return load_skops(p, unsafe=unsafe)
+    if suffix == ".tflite":
+        from .tflite import TFLiteModel
+
+        return TFLiteModel(p, unsafe=unsafe)
     if suffix in PICKLE_SUFFIXES:  # only with unsafe=True (check_model_file refuses them otherwise)
         import joblib
 
         return joblib.load(p)
     if not p.is_dir() and suffix not in (".keras", ".h5", ".hdf5"):
-        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .skops or a SavedModel folder)")
+        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .tflite, .skops or a SavedModel folder)")
     if p.is_dir() and not (p / "saved_model.pb").exists():
         raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
     with keras_safe_mode(not unsafe):  # this load only: never a process-wide switch
@@ -471,6 +513,11 @@ def as_classifier(
         source = str(model)
         name = name or Path(model).name
         model = load_model_file(model, custom_objects, unsafe=unsafe)
+    from .tflite import TFLiteModel
+
+    if isinstance(model, TFLiteModel):
+        return _from_tflite(model, name=name, source=source, input_scale=input_scale, preprocess=preprocess,
+                            batch_size=batch_size)
     if isinstance(model, _RawSavedModel):
         input_shape = input_shape or model.input_shape
         c = _from_callable(model, output=output, input_shape=input_shape, num_classes=num_classes, name=name,

@@ -210,6 +210,19 @@ class RemoteSuspect:
             raise RemoteError(f"{self.endpoint} answered {len(rows)} predictions for {n} points")
         return rows
 
+    def _score_row(self, row: List[Any]) -> np.ndarray:
+        """A checked row of C class scores."""
+        c = self.num_classes
+        if not row or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            raise RemoteError(f"{self.endpoint} answered a score row that is not a list of numbers")
+        a = np.asarray(row, np.float64)
+        if c is not None and len(a) != c:
+            raise RemoteError(f"{self.endpoint} answered {len(a)} class scores per point; the fingerprinted "
+                              f"model has {c} classes")
+        if not np.all(np.isfinite(a)):
+            raise RemoteError(f"{self.endpoint} answered NaN or infinite class scores")
+        return a
+
     def _label(self, row: Any) -> int:
         c = self.num_classes
         if isinstance(row, list) and len(row) == 1 and self.output != "probabilities":
@@ -218,15 +231,7 @@ class RemoteSuspect:
             if self.output == "labels":
                 raise RemoteError(f"{self.endpoint} answered a row of {len(row)} values where a label was expected "
                                   "(use --output probabilities)")
-            if not row or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
-                raise RemoteError(f"{self.endpoint} answered a score row that is not a list of numbers")
-            a = np.asarray(row, np.float64)
-            if c is not None and len(a) != c:
-                raise RemoteError(f"{self.endpoint} answered {len(a)} class scores per point; the fingerprinted "
-                                  f"model has {c} classes")
-            if not np.all(np.isfinite(a)):
-                raise RemoteError(f"{self.endpoint} answered NaN or infinite class scores")
-            return int(np.argmax(a))
+            return int(np.argmax(self._score_row(row)))
         if self.output == "probabilities":
             raise RemoteError(f"{self.endpoint} answered {type(row).__name__} {str(row)[:40]} where a row of "
                               "class scores was expected (use --output labels)")
@@ -292,6 +297,19 @@ class RemoteSuspect:
 
     def query(self, x: np.ndarray) -> np.ndarray:
         """Labels the service gives to one batch of [0, 1] points (one request, retried as configured)."""
+        return np.asarray([self._label(r) for r in self._ask(x)], np.int64)
+
+    def query_scores(self, x: np.ndarray) -> np.ndarray:
+        """The C class scores (probabilities or logits, as the service gives them) for one batch of [0, 1]
+        points; a service that answers labels only is refused with a RemoteError that says so."""
+        rows = self._ask(x)
+        bad = next((r for r in rows if not isinstance(r, list) or len(r) == 1), None)  # [label] is a label
+        if bad is not None:
+            raise RemoteError(f"{self.endpoint} answers class labels only ({str(bad)[:40]}); this needs a row of "
+                              "class scores per point (a probability API)")
+        return np.stack([self._score_row(r) for r in rows]).astype(np.float32)
+
+    def _ask(self, x: np.ndarray) -> List[Any]:
         x = np.asarray(x)
         if x.ndim == 0 or len(x) == 0:
             raise RemoteError("no points to query")
@@ -300,8 +318,7 @@ class RemoteSuspect:
         if int(np.prod(x.shape[1:])) != int(np.prod(self.input_shape)):
             raise RemoteError(f"points have shape {tuple(x.shape[1:])}, the service expects {self.input_shape}")
         body = json.dumps(self._body(x)).encode("utf-8")
-        rows = self._rows(self._post(body, len(x)), len(x))
-        return np.asarray([self._label(r) for r in rows], np.int64)
+        return self._rows(self._post(body, len(x)), len(x))
 
     def close(self) -> None:
         if self._session is not None:

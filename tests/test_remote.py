@@ -114,6 +114,28 @@ def test_wrong_output_kind_is_an_error(served):
         verify_remote(fp, _suspect(f"{base}/v1/models/nosuch", fp))
 
 
+def test_remote_oracle_answers_like_the_local_model(served):
+    """A thief's oracle over the served model (issue 14): probabilities equal the local softmax, queries are
+    counted, and a label-only endpoint is refused for probabilities with a reason."""
+    from ipguard_tf.oracle import Oracle, OracleError, softmax
+    from ipguard_tf.zoo.stealing import SGDRecipe, extract_labels
+
+    fp_path, fp, suspect, base = served
+    x = np.random.default_rng(3).random((40, 8, 8, 1), dtype=np.float32)
+    s = _suspect(f"{base}/v2/models/tiny", fp, output="probabilities", batch_size=16)
+    o = Oracle(s, output="probabilities", batch_size=16)
+    np.testing.assert_allclose(o.probabilities(x), softmax(suspect.predict(x, verbose=0)), atol=1e-5)
+    assert o.queries == 40 and s.points_sent == 40
+    student, info = extract_labels(o, x, lambda: make_tiny_keras3(9), recipe=SGDRecipe(0.05, epochs=1, batch_size=16),
+                                   progress=False)
+    assert info["queries"] == 40 and s.points_sent == 80
+    labels_only = Oracle(_suspect(f"{base}/v1/models/tiny-labels", fp, output="labels"), output="probabilities")
+    with pytest.raises(RemoteError, match="answers class labels only"):
+        labels_only.probabilities(x[:4])
+    with pytest.raises(OracleError, match="labels only"):
+        Oracle(s, output="labels").probabilities(x[:4])
+
+
 def test_faults_are_retried_and_the_rate_stays_exact(served):
     fp_path, fp, suspect, base = served
     local = verify(fp, suspect, input_scale=1.0)

@@ -321,3 +321,17 @@ def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN
          callbacks=[_KeepPruned(masks)])
     apply_filter_masks(new, masks)
     return new, pruned_filter_fractions(new, masks)
+
+
+def quantize(model, dataset, mode: str, *, calibration_examples: Optional[int] = None, name: Optional[str] = None):
+    """A quantized TFLite copy of ``model`` (issue 14: what a thief ships in a mobile app): TensorFlow's converter
+    in ``mode`` float16 (weights stored as float16) or int8 (full-integer; calibrated on the first
+    ``calibration_examples`` training inputs, default :data:`ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES`),
+    or float32 (conversion only). Returns a :class:`ipguard_tf.tflite.TFLiteModel` (its bytes in ``.content``);
+    the input model is not modified."""
+    from .. import tflite
+
+    n = tflite.DEFAULT_CALIBRATION_EXAMPLES if calibration_examples is None else int(calibration_examples)
+    rep = dataset.x_train[:n] if mode == "int8" else None
+    content = tflite.convert(model, mode, rep, calibration_examples=max(n, 1))
+    return tflite.TFLiteModel(content, name=name or f"{getattr(model, 'name', 'model')}_{mode}")

@@ -1,0 +1,403 @@
+"""Stealing attacks as pure functions ``(oracle or model, data, params) -> new model`` (issue 14), after the SAC
+paper's official code (github guanjiyang/SAC; Guan, Liang, He, NeurIPS 2022, appendix Table 3):
+
+* :func:`extract_labels` (Extract-L, ``model_extract_l.py``): a student trained with cross-entropy on the
+  victim's arg-max labels of the attacker's data; SGD lr 0.05, momentum 0.9, weight decay 5e-4, cosine
+  schedule, batch 512.
+* :func:`extract_probabilities` (Extract-P, ``model_extract_p.py``): knowledge distillation,
+  ``alpha T^2 KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) CE(s, argmax t)`` with T = 20, alpha = 0.9; SGD lr 0.1.
+  The KL term is averaged over batch x classes, as torch's ``KLDivLoss()`` (reduction "mean") in that code does.
+* :func:`extract_adversarial` (Extract-Adv, ``model_extract_adv.py``): an Extract-L student trained 2 more epochs
+  on ``CE(x) + CE(PGD(x))`` with the victim's labels; PGD against the student: L-inf eps 4/256, step 1/256,
+  30 steps, no random start, plain SGD lr 1e-3, batch 256.
+* :func:`finetune` (Finetune-A / Finetune-L, ``fine_tune.py``): the source trained on the attacker's data with its
+  true labels, SGD lr 5e-4, momentum 0.9, weight decay 5e-4, batch 512, 30 epochs; all layers, or only the
+  classifier head (the official code optimises ``vgg.classifier``: every dense layer after the last
+  convolution/pooling, which is what ``last_only`` means here).
+* :func:`fine_prune` (Pruning, ``pruning.py``, fine-pruning of Liu et al. 2018): conv channels pruned one at a
+  time, globally, smallest mean |activation| first (activations of one attacker batch of 256, refreshed every 20
+  prunings); every 50 prunings one fine-tuning pass over 2,056 attacker examples (SGD lr 1e-3, true labels); a
+  snapshot every 5 % of all channels, up to 80 %. Pruning zeroes the channel's kernel (not its bias), as the
+  official ``prune.identity`` mask on ``weight`` does.
+* :func:`transfer` (Transfer-A / Transfer-L, SAC Table 5): the source given a new head for another label set and
+  trained on it, all layers or the head only.
+* :func:`adversarial_finetune`: the source trained a few epochs on ``CE(x) + CE(PGD(x))`` with true labels
+  (adversarial fine-tuning, Madry et al.-style PGD as above).
+
+Where the official code differs from its evident intent, the intent is followed and the difference is
+written here: its cosine scheduler is stepped every *iteration* with ``T_max = 200`` (so the learning rate
+oscillates every 400 iterations); here the cosine anneals once over the whole training, its stated epochs. Its
+PGD runs the student in training mode (batch-norm statistics updated by the 30 attack passes); here PGD
+runs in inference mode. Weight decay is added to the gradient before momentum (torch's SGD), not decoupled.
+
+The victim's answers are asked for once per attacker example and reused every epoch (a thief pays per query;
+there is no augmentation on Fashion-MNIST, so the same points would be asked again); ``Oracle.queries``
+counts them. Every function seeds its randomness (batch order, initial weights) from ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..errors import ParameterError
+from ..progress import progress_bar
+from .postprocess import copy_model
+from .train import deterministic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SGDRecipe:
+    """Torch-style SGD: ``buf = momentum * buf + (g + weight_decay * w)``, ``w -= lr * buf``."""
+
+    learning_rate: float
+    epochs: int
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 512
+    schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * step / total)) / 2
+
+    def __post_init__(self) -> None:
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
+        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ParameterError(f"epochs must be a positive integer, got {self.epochs}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ParameterError(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum}, "
+                                 f"{self.weight_decay}")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ParameterError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ParameterError(f"schedule must be constant or cosine, got {self.schedule!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: SAC ``model_extract_l.py`` (200 epochs there; profiles scale the epochs and record them)
+EXTRACT_L = SGDRecipe(0.05, epochs=200, schedule="cosine")
+#: SAC ``model_extract_p.py``
+EXTRACT_P = SGDRecipe(0.1, epochs=200, schedule="cosine")
+EXTRACT_P_TEMPERATURE = 20.0
+EXTRACT_P_ALPHA = 0.9
+#: SAC ``model_extract_adv.py``
+EXTRACT_ADV = SGDRecipe(1e-3, epochs=2, momentum=0.0, weight_decay=0.0, batch_size=256)
+PGD_EPSILON = 4 / 256
+PGD_STEP = 1 / 256
+PGD_STEPS = 30
+#: SAC ``fine_tune.py``
+FINETUNE = SGDRecipe(5e-4, epochs=30)
+#: SAC ``pruning.py``
+FINE_PRUNE_LR = 1e-3
+FINE_PRUNE_BATCH = 256
+FINE_PRUNE_REFRESH = 20
+FINE_PRUNE_FINETUNE_EVERY = 50
+FINE_PRUNE_FINETUNE_EXAMPLES = 2056
+FINE_PRUNE_MAX_FRACTION = 0.8
+FINE_PRUNE_SNAPSHOTS = 20  # a snapshot each time another 1/20 (5 %) of the channels is pruned
+#: transfer and adversarial fine-tuning: not in the official code; chosen (see the functions)
+TRANSFER = SGDRecipe(0.01, epochs=5)
+ADV_FINETUNE = SGDRecipe(5e-4, epochs=2, batch_size=256)
+
+
+# -- one training loop ---------------------------------------------------------------------------------------------
+def _ce(labels, logits):
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def pgd(model, x: tf.Tensor, y: tf.Tensor, *, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
+        steps: int = PGD_STEPS) -> tf.Tensor:
+    """Untargeted L-inf PGD without random start (SAC ``model_extract_adv.py``): ``steps`` signed-gradient
+    ascent steps of size ``step`` on the cross-entropy of ``model`` at labels ``y``, projected onto the
+    ``epsilon`` ball around ``x`` and onto [0, 1]. Usable inside ``tf.function``."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    adv = tf.identity(x)
+    for _ in tf.range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(adv)
+            loss = _ce(y, model(adv, training=False))
+        adv = adv + step * tf.sign(tape.gradient(loss, adv))
+        adv = tf.clip_by_value(tf.clip_by_value(adv, x - epsilon, x + epsilon), 0.0, 1.0)
+    return tf.stop_gradient(adv)
+
+
+LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) -> scalar
+
+
+def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe: SGDRecipe, *, seed: int,
+              desc: str = "train", progress: bool = True, prepare: Optional[Callable] = None,
+              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None) -> None:
+    """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
+    ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
+    (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
+    re-applying pruning masks); ``max_examples`` stops each epoch after that many examples (fine-pruning's
+    short fine-tuning)."""
+    variables = list(model.trainable_variables)
+    if not variables:
+        raise ParameterError(f"model {model.name} has no trainable variables")
+    buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+    lr_var = tf.Variable(recipe.learning_rate, dtype=tf.float32, trainable=False)
+    momentum, wd = float(recipe.momentum), float(recipe.weight_decay)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, tb):
+        if prepare is not None:
+            extra = prepare(model, xb, tb)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model, xb, tb, extra)
+        else:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model, xb, tb)
+        grads = tape.gradient(loss, variables)
+        for v, g, b in zip(variables, grads, buffers):
+            if g is None:
+                continue
+            if wd:
+                g = g + wd * v
+            b.assign(momentum * b + g if momentum else g)
+            v.assign_sub(lr_var * b)
+        return loss
+
+    n = len(x) if max_examples is None else min(len(x), int(max_examples))
+    per_epoch = math.ceil(n / recipe.batch_size)
+    total = per_epoch * recipe.epochs
+    rng = np.random.default_rng(seed)
+    done = 0
+    with progress_bar(total, desc=desc, enabled=progress, unit="step") as bar:
+        for _ in range(recipe.epochs):
+            order = rng.permutation(len(x))[:n]
+            for s in range(0, n, recipe.batch_size):
+                if recipe.schedule == "cosine":
+                    lr_var.assign(recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * done / total)))
+                idx = order[s:s + recipe.batch_size]
+                loss = step(tf.constant(x[idx]), tf.constant(targets[idx]))
+                if after_step is not None:
+                    after_step()
+                done += 1
+                bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+
+
+# -- extraction --------------------------------------------------------------------------------------------------
+def _student(make_student: Callable[[], Any], seed: int):
+    deterministic(seed)
+    model = make_student()
+    if not hasattr(model, "trainable_variables"):
+        raise ParameterError("make_student must return a Keras model")
+    return model
+
+
+def _info(oracle, before: int, recipe: SGDRecipe, **extra) -> Dict[str, Any]:
+    return dict(queries=oracle.queries - before, recipe=recipe.as_dict(), **extra)
+
+
+def extract_labels(oracle, x_attack: np.ndarray, make_student: Callable[[], Any], *,
+                   recipe: SGDRecipe = EXTRACT_L, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+    """Extract-L: a new student (``make_student()``, a Keras model giving logits) trained on the victim's labels
+    of ``x_attack``. Returns ``(student, info)``; ``info["queries"]`` is the number of points the oracle
+    answered."""
+    before = oracle.queries
+    y = oracle.labels(x_attack)
+    student = _student(make_student, seed)
+    sgd_train(student, x_attack, y, lambda m, xb, yb: _ce(yb, m(xb, training=True)), recipe, seed=seed,
+              desc="Extract-L", progress=progress)
+    return student, _info(oracle, before, recipe)
+
+
+def extract_probabilities(oracle, x_attack: np.ndarray, make_student: Callable[[], Any], *,
+                          recipe: SGDRecipe = EXTRACT_P, temperature: float = EXTRACT_P_TEMPERATURE,
+                          alpha: float = EXTRACT_P_ALPHA, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+    """Extract-P: a student distilled from the victim's probabilities (see the module docstring). The victim's
+    probabilities are softened as ``softmax(log p / T)``, equal to ``softmax(t / T)`` for its logits t."""
+    if not temperature > 0 or not 0 <= alpha <= 1:
+        raise ParameterError(f"temperature must be positive and alpha lie in [0, 1], got {temperature}, {alpha}")
+    before = oracle.queries
+    p = oracle.probabilities(x_attack)
+    log_p = np.log(np.maximum(p, 1e-30)).astype(np.float32)
+    soft = tf.nn.softmax(log_p / temperature).numpy()
+    targets = np.concatenate([soft, np.argmax(p, axis=1)[:, None].astype(np.float32)], axis=1)
+    t, a = float(temperature), float(alpha)
+
+    def loss(m, xb, tb):
+        s = m(xb, training=True)
+        q, lab = tb[:, :-1], tf.cast(tb[:, -1], tf.int64)
+        log_s = tf.nn.log_softmax(s / t)
+        kl = tf.reduce_mean(tf.where(q > 0, q * (tf.math.log(tf.maximum(q, 1e-30)) - log_s), 0.0))
+        return kl * (a * t * t) + _ce(lab, s) * (1.0 - a)
+
+    student = _student(make_student, seed)
+    sgd_train(student, x_attack, targets, loss, recipe, seed=seed, desc="Extract-P", progress=progress)
+    return student, _info(oracle, before, recipe, temperature=t, alpha=a)
+
+
+def _pgd_pair(epsilon: float, step: float, steps: int) -> Dict[str, Callable]:
+    """``sgd_train`` arguments for ``CE(x) + CE(PGD(x))``: the PGD examples made outside the gradient tape."""
+    def prepare(m, xb, yb):
+        return pgd(m, xb, yb, epsilon=epsilon, step=step, steps=steps)
+
+    def loss(m, xb, yb, adv):
+        return _ce(yb, m(xb, training=True)) + _ce(yb, m(adv, training=True))
+
+    return {"loss_fn": loss, "prepare": prepare}
+
+
+def extract_adversarial(oracle, x_attack: np.ndarray, student, *, labels: Optional[np.ndarray] = None,
+                        recipe: SGDRecipe = EXTRACT_ADV, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
+                        steps: int = PGD_STEPS, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+    """Extract-Adv: a copy of an Extract-L ``student`` trained further on clean plus PGD examples (against the
+    copy itself) with the victim's labels of ``x_attack`` (``labels`` if the thief kept them from Extract-L,
+    else asked again). The student passed in is not modified."""
+    before = oracle.queries
+    y = oracle.labels(x_attack) if labels is None else np.asarray(labels, np.int64)
+    deterministic(seed)
+    new = copy_model(student)
+    sgd_train(new, x_attack, y, recipe=recipe, seed=seed, desc="Extract-Adv", progress=progress,
+              **_pgd_pair(epsilon, step, steps))
+    return new, _info(oracle, before, recipe, epsilon=epsilon, step=step, steps=steps)
+
+
+# -- the source, post-processed with the attacker's data ---------------------------------------------------------------
+def head_layers(model) -> List[Any]:
+    """The classifier head: the layers with weights after the last convolution/pooling (all dense layers of a
+    VGG's classifier block); a model without convolutions: its last layer with weights."""
+    layers = list(model.layers)
+    last_conv = max((i for i, l in enumerate(layers) if "Conv" in type(l).__name__ or "Pool" in type(l).__name__),
+                    default=None)
+    tail = [l for l in layers[(last_conv + 1 if last_conv is not None else 0):] if l.weights]
+    if last_conv is None or not tail:
+        tail = [next(l for l in reversed(layers) if l.weights)]
+    return tail
+
+
+def _ce_loss(m, xb, yb):
+    return _ce(yb, m(xb, training=True))
+
+
+def _train_copy(model, x, y, recipe, *, last_only: bool, seed: int, desc: str, progress: bool, **train):
+    deterministic(seed)
+    new = copy_model(model)
+    if last_only:
+        head = set(id(l) for l in head_layers(new))
+        for layer in new.layers:
+            layer.trainable = id(layer) in head
+    train.setdefault("loss_fn", _ce_loss)
+    sgd_train(new, x, y, recipe=recipe, seed=seed, desc=desc, progress=progress, **train)
+    for layer, src in zip(new.layers, model.layers):
+        layer.trainable = src.trainable
+    return new
+
+
+def finetune(model, x: np.ndarray, y: np.ndarray, *, last_only: bool = False, recipe: SGDRecipe = FINETUNE,
+             seed: int = 0, progress: bool = True):
+    """Finetune-A (all layers) or Finetune-L (``last_only``: the classifier head, :func:`head_layers`) of a copy
+    of ``model`` on (``x``, ``y``), the attacker's data with its true labels (SAC ``fine_tune.py``)."""
+    return _train_copy(model, x, np.asarray(y, np.int64), recipe, last_only=last_only, seed=seed,
+                       desc="Finetune-L" if last_only else "Finetune-A", progress=progress)
+
+
+def adversarial_finetune(model, x: np.ndarray, y: np.ndarray, *, recipe: SGDRecipe = ADV_FINETUNE,
+                         epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS,
+                         seed: int = 0, progress: bool = True):
+    """A copy of ``model`` adversarially fine-tuned on ``CE(x) + CE(PGD(x))`` with true labels. Not in SAC; the
+    PGD is Extract-Adv's, the optimiser the fine-tuning one (lr 5e-4, momentum 0.9), batch 256, 2 epochs."""
+    return _train_copy(model, x, np.asarray(y, np.int64), recipe, last_only=False, seed=seed, desc="Adv-FT",
+                       progress=progress, **_pgd_pair(epsilon, step, steps))
+
+
+def transfer(model, x: np.ndarray, y: np.ndarray, num_classes: int, *, last_only: bool = False,
+             recipe: SGDRecipe = TRANSFER, seed: int = 0, progress: bool = True):
+    """Transfer-A / Transfer-L (SAC Table 5): a copy of ``model`` whose last layer with weights is replaced by a
+    new dense layer of ``num_classes`` outputs (Glorot-uniform from ``seed``, linear), trained on (``x``,
+    ``y``) with another label set; all layers, or the new head only (``last_only``). SAC does not publish its
+    transfer code; SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 512, 5 epochs is chosen (a new head
+    needs a larger rate than fine-tuning's 5e-4)."""
+    if num_classes < 2:
+        raise ParameterError(f"num_classes must be >= 2, got {num_classes}")
+    deterministic(seed)
+    base = copy_model(model)
+    last = next(l for l in reversed(base.layers) if l.weights)
+    if base.layers[-1] is not last:
+        raise ParameterError(f"model {model.name}: the last layer must be the one with weights to replace its head")
+    K = keras
+    out = K.layers.Dense(num_classes, name=f"{last.name}_transfer",
+                         kernel_initializer=K.initializers.GlorotUniform(seed=seed))(last.input)
+    new = K.Model(base.inputs, out, name=f"{model.name}_transfer")
+    if last_only:
+        for layer in new.layers:
+            layer.trainable = layer is new.layers[-1]
+    sgd_train(new, x, np.asarray(y, np.int64), _ce_loss, recipe, seed=seed,
+              desc="Transfer-L" if last_only else "Transfer-A", progress=progress)
+    for layer in new.layers:
+        layer.trainable = True
+    return new
+
+
+# -- fine-pruning ---------------------------------------------------------------------------------------------------
+def conv_layers(model) -> List[Any]:
+    return [l for l in model.layers if type(l).__name__ == "Conv2D"]
+
+
+def fine_prune(model, x: np.ndarray, y: np.ndarray, *, max_fraction: float = FINE_PRUNE_MAX_FRACTION,
+               snapshots: int = FINE_PRUNE_SNAPSHOTS, refresh: int = FINE_PRUNE_REFRESH,
+               finetune_every: int = FINE_PRUNE_FINETUNE_EVERY, finetune_examples: int = FINE_PRUNE_FINETUNE_EXAMPLES,
+               learning_rate: float = FINE_PRUNE_LR, batch_size: int = FINE_PRUNE_BATCH, seed: int = 0,
+               progress: bool = True) -> List[Tuple[float, Any]]:
+    """Fine-pruning as SAC's ``pruning.py`` (see the module docstring). Returns ``[(pruned fraction, model)]``,
+    a copy each time another ``1/snapshots`` of all conv channels is pruned, up to ``max_fraction``; the input
+    model is not modified."""
+    if not 0 < max_fraction < 1:
+        raise ParameterError(f"max_fraction must lie in (0, 1), got {max_fraction}")
+    for name, v in (("snapshots", snapshots), ("refresh", refresh), ("finetune_every", finetune_every),
+                    ("finetune_examples", finetune_examples), ("batch_size", batch_size)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ParameterError(f"{name} must be a positive integer, got {v}")
+    deterministic(seed)
+    new = copy_model(model)
+    convs = conv_layers(new)
+    if not convs:
+        raise ParameterError(f"model {model.name} has no Conv2D layer to prune")
+    probe = keras.Model(new.inputs, [c.output for c in convs])
+    sizes = np.array([int(c.kernel.shape[-1]) for c in convs])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    total = int(sizes.sum())
+    masks = [np.ones(s, np.float32) for s in sizes]
+
+    def apply_masks() -> None:
+        for c, m in zip(convs, masks):
+            if not m.all():
+                c.kernel.assign(c.kernel * m)
+
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, np.int64)
+    ft = SGDRecipe(learning_rate, epochs=1, momentum=0.0, weight_decay=0.0, batch_size=batch_size)
+    pruned = np.zeros(total, bool)
+    activity = np.zeros(total)
+    out: List[Tuple[float, Any]] = []
+    n_prune = int(np.floor(max_fraction * total))
+    with progress_bar(n_prune, desc="fine-pruning", enabled=progress, unit="channel") as bar:
+        for i in range(n_prune):
+            if i % refresh == 0:  # one attacker batch's mean |activation| per channel
+                batch = x[rng.choice(len(x), size=min(batch_size, len(x)), replace=False)]
+                acts = probe(tf.constant(batch), training=False)
+                acts = acts if isinstance(acts, (list, tuple)) else [acts]
+                activity = np.concatenate([np.mean(np.abs(np.asarray(a)), axis=(0, 1, 2)) for a in acts])
+            idx = int(np.flatnonzero(~pruned)[np.argmin(activity[~pruned])])
+            pruned[idx] = True
+            layer = int(np.searchsorted(offsets, idx, side="right") - 1)
+            masks[layer][idx - offsets[layer]] = 0.0
+            apply_masks()
+            if i % finetune_every == 0:
+                sgd_train(new, x, y, _ce_loss, ft, seed=seed + i, progress=False, after_step=apply_masks,
+                          max_examples=finetune_examples)
+            if math.floor(snapshots * (i + 1) / total) - math.floor(snapshots * i / total) == 1:
+                out.append((round((i + 1) / total, 4), copy_model(new)))
+            bar.update(1)
+    return out

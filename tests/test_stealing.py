@@ -1,0 +1,188 @@
+"""Stealing attacks and the oracle (issue 14): queries counted, the victim only reached through labels or
+probabilities, inputs never modified, each attack does what it says on tiny models."""
+
+import numpy as np
+import pytest
+
+from conftest import CLASSES, SHAPE, make_tiny_keras3
+
+from ipguard_tf.errors import ParameterError
+from ipguard_tf.oracle import Oracle, OracleError, softmax
+from ipguard_tf.zoo import stealing as S
+
+
+@pytest.fixture(scope="module")
+def victim():
+    return make_tiny_keras3(0)
+
+
+@pytest.fixture(scope="module")
+def attack_x():
+    return np.random.default_rng(11).random((256,) + SHAPE, dtype=np.float32)
+
+
+def _weights(m):
+    return [w.copy() for w in m.get_weights()]
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _agreement(a, b, x):
+    return float(np.mean(np.argmax(a.predict(x, verbose=0), 1) == np.argmax(b.predict(x, verbose=0), 1)))
+
+
+def test_oracle_counts_queries_and_keeps_its_budget(victim, attack_x):
+    o = Oracle(victim, output="probabilities", query_budget=300, batch_size=50)
+    p = o.probabilities(attack_x[:100])
+    np.testing.assert_allclose(p, softmax(victim.predict(attack_x[:100], verbose=0)), atol=1e-5)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(o.labels(attack_x[:100]), np.argmax(p, axis=1))
+    assert o.queries == 200
+    with pytest.raises(OracleError, match="budget of 300"):
+        o.labels(attack_x[:150])
+    labels_only = Oracle(victim, output="labels")
+    with pytest.raises(OracleError, match="labels only"):
+        labels_only.probabilities(attack_x[:2])
+    with pytest.raises(ParameterError):
+        Oracle(victim, output="logits")
+
+
+def test_oracle_over_a_tflite_victim_with_softmax_output(attack_x):
+    from ipguard_tf import tflite
+
+    m = make_tiny_keras3(4, softmax=True)
+    o = Oracle(tflite.TFLiteModel(tflite.convert(m, "float32")), output="probabilities")
+    np.testing.assert_allclose(o.probabilities(attack_x[:20]), m.predict(attack_x[:20], verbose=0), atol=1e-5)
+
+
+def test_sgd_is_torch_style_momentum_with_coupled_weight_decay():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(1, use_bias=False)(inp))
+    w0 = model.get_weights()[0].copy()
+    x = np.ones((1, 3), np.float32)
+    t = np.zeros((1,), np.float32)
+
+    def loss(m, xb, tb):  # d/dw of 0.5 * (w.x)^2 = (w.x) x
+        return 0.5 * keras.ops.sum(m(xb, training=True) ** 2)
+
+    r = S.SGDRecipe(0.1, epochs=2, momentum=0.5, weight_decay=0.01, batch_size=1)
+    S.sgd_train(model, x, t, loss, r, seed=0, progress=False)
+    w, buf = w0.copy(), np.zeros_like(w0)
+    for _ in range(2):
+        g = float(w[:, 0] @ x[0]) * x[0][:, None] + 0.01 * w
+        buf = 0.5 * buf + g
+        w = w - 0.1 * buf
+    np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5)
+
+
+def test_recipe_checks():
+    for bad in (dict(learning_rate=0, epochs=1), dict(learning_rate=0.1, epochs=0),
+                dict(learning_rate=0.1, epochs=1, momentum=1.0), dict(learning_rate=0.1, epochs=1, schedule="step"),
+                dict(learning_rate=0.1, epochs=1, batch_size=0)):
+        with pytest.raises(ParameterError):
+            S.SGDRecipe(**bad)
+
+
+def test_pgd_stays_in_the_ball_and_raises_the_loss(victim, attack_x):
+    import tensorflow as tf
+
+    x = tf.constant(attack_x[:32])
+    y = tf.constant(np.argmax(victim.predict(attack_x[:32], verbose=0), 1))
+    adv = S.pgd(victim, x, y).numpy()
+    assert np.all(np.abs(adv - attack_x[:32]) <= S.PGD_EPSILON + 1e-6)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert float(S._ce(y, victim(adv))) > float(S._ce(y, victim(x)))
+
+
+def test_extract_labels_learns_the_victim_through_its_labels(victim, attack_x):
+    before = _weights(victim)
+    o = Oracle(victim)
+    recipe = S.SGDRecipe(0.05, epochs=30, batch_size=64, schedule="cosine")
+    student, info = S.extract_labels(o, attack_x, lambda: make_tiny_keras3(9), recipe=recipe, progress=False)
+    assert info["queries"] == len(attack_x) == o.queries  # asked once, reused every epoch
+    test_x = np.random.default_rng(99).random((200,) + SHAPE, dtype=np.float32)
+    untrained = make_tiny_keras3(9)
+    assert _agreement(student, victim, test_x) > _agreement(untrained, victim, test_x) + 0.2
+    assert _same(before, victim.get_weights())
+    again, _ = S.extract_labels(Oracle(victim), attack_x, lambda: make_tiny_keras3(9), recipe=recipe, progress=False)
+    assert _same(again.get_weights(), student.get_weights())  # seeded: the same student again
+
+
+def test_extract_probabilities_needs_probabilities_and_distils(victim, attack_x):
+    with pytest.raises(OracleError, match="labels only"):
+        S.extract_probabilities(Oracle(victim), attack_x, lambda: make_tiny_keras3(9), progress=False)
+    o = Oracle(victim, output="probabilities")
+    recipe = S.SGDRecipe(0.1, epochs=30, batch_size=64, schedule="cosine")
+    student, info = S.extract_probabilities(o, attack_x, lambda: make_tiny_keras3(9), recipe=recipe,
+                                            progress=False)
+    assert info["queries"] == len(attack_x) and info["temperature"] == S.EXTRACT_P_TEMPERATURE
+    test_x = np.random.default_rng(98).random((200,) + SHAPE, dtype=np.float32)
+    assert _agreement(student, victim, test_x) > _agreement(make_tiny_keras3(9), victim, test_x) + 0.2
+
+
+def test_extract_adversarial_copies_the_student(victim, attack_x):
+    student = make_tiny_keras3(5)
+    before = _weights(student)
+    o = Oracle(victim)
+    labels = o.labels(attack_x)
+    new, info = S.extract_adversarial(o, attack_x[:64], student, labels=labels[:64],
+                                      recipe=S.SGDRecipe(1e-2, epochs=1, momentum=0, weight_decay=0, batch_size=32),
+                                      steps=3, progress=False)
+    assert info["queries"] == 0  # the thief kept Extract-L's labels
+    assert _same(before, student.get_weights()) and not _same(before, new.get_weights())
+
+
+def test_finetune_last_only_changes_only_the_head(victim, attack_x):
+    y = np.random.default_rng(0).integers(0, CLASSES, len(attack_x))
+    before = _weights(victim)
+    r = S.SGDRecipe(0.05, epochs=1, batch_size=64)
+    last = S.finetune(victim, attack_x, y, last_only=True, recipe=r, progress=False)
+    assert [type(l).__name__ for l in S.head_layers(victim)] == ["Dense", "Dense"]  # all after the conv
+    head = {l.name for l in S.head_layers(victim)}
+    for layer, src in zip(last.layers, victim.layers):
+        changed = not _same(layer.get_weights(), src.get_weights())
+        assert changed == (src.name in head and bool(src.weights)), layer.name
+        assert layer.trainable == src.trainable
+    everything = S.finetune(victim, attack_x, y, recipe=r, progress=False)
+    assert all(not _same(a.get_weights(), b.get_weights()) for a, b in zip(everything.layers, victim.layers) if a.weights)
+    assert _same(before, victim.get_weights())
+
+
+def test_transfer_gets_a_new_head(victim, attack_x):
+    y = np.random.default_rng(1).integers(0, 2, len(attack_x))
+    r = S.SGDRecipe(0.05, epochs=1, batch_size=64)
+    t = S.transfer(victim, attack_x, y, 2, last_only=True, recipe=r, progress=False)
+    assert t.outputs[0].shape[-1] == 2
+    for layer, src in zip(t.layers[:-1], victim.layers[:-1]):
+        assert _same(layer.get_weights(), src.get_weights())
+    with pytest.raises(ParameterError):
+        S.transfer(victim, attack_x, y, 1)
+
+
+def test_adversarial_finetune_leaves_the_source(victim, attack_x):
+    y = np.argmax(victim.predict(attack_x, verbose=0), 1)
+    before = _weights(victim)
+    new = S.adversarial_finetune(victim, attack_x[:64], y[:64], steps=2,
+                                 recipe=S.SGDRecipe(0.01, epochs=1, batch_size=32), progress=False)
+    assert _same(before, victim.get_weights()) and not _same(before, new.get_weights())
+
+
+def test_fine_pruning_snapshots_reach_their_fractions(victim, attack_x):
+    y = np.argmax(victim.predict(attack_x, verbose=0), 1)
+    before = _weights(victim)
+    snaps = S.fine_prune(victim, attack_x, y, max_fraction=0.75, snapshots=4, refresh=1, finetune_every=1,
+                         finetune_examples=64, batch_size=32, progress=False)
+    fractions = [f for f, _ in snaps]
+    assert fractions == [0.25, 0.5, 0.75]  # the conv layer has 4 channels: one more pruned each time
+    for f, m in snaps:
+        kernel = S.conv_layers(m)[0].get_weights()[0]
+        zero = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
+        assert zero.mean() == pytest.approx(f)  # stayed pruned through the fine-tuning steps
+    assert _same(before, victim.get_weights())
+    with pytest.raises(ParameterError):
+        S.fine_prune(victim, attack_x, y, max_fraction=1.0)
