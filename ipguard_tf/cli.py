@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--input-scale", type=_float(0.0, strict=True), default=None,
                    help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.add_argument("--no-rebuild", action="store_true",
+                   help="zoo suspects: skip members whose file is absent instead of rebuilding them (see the note "
+                        "printed before verification starts)")
     v.add_argument("--unsafe", action="store_true",
                    help="allow suspect files whose loading runs code (Keras Lambda layers, pickles, skops files with "
                         "foreign types); off by default: a suspect is someone else's file")
@@ -204,11 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--dataset", default="fashion_mnist", choices=datasets)
     zb.add_argument("--weights", default="imagenet",
                     help="ImageNet: pretrained weights ('imagenet' or a folder of Keras weight files)")
+    zb.add_argument("--kind", default="ipguard", choices=["ipguard", "sac"],
+                    help="ipguard: the IPGuard paper's zoo (post-processed targets, independent negatives); sac: the "
+                         "SAC Fashion-MNIST zoo (extraction, fine-tuning, pruning, transfer, quantized, irrelevant)")
     zb.add_argument("--profile", default="quick", choices=["quick", "paper"],
-                    help="quick: 10 same-architecture negatives, 3 LeNet-5, 3 VGG16, 10 forests; paper: 50/10/10/10")
+                    help="ipguard quick: 10 same-architecture negatives, 3 LeNet-5, 3 VGG16, 10 forests; paper: "
+                         "50/10/10/10. sac quick: 3 student families, 1 seed, epochs scaled; paper: SAC's counts")
     zb.add_argument("--data-dir", help="folder with the dataset files")
     zb.add_argument("--out", required=True, help="zoo folder (created; resumed if it exists)")
-    zl = zsub.add_parser("list", help="print a zoo's Table 2 (accuracies)")
+    zl = zsub.add_parser("list", help="print a zoo's Table 2 (accuracies; a SAC zoo: every member with its "
+                                      "accuracy, agreement with the source and queries)")
     zl.add_argument("zoo", help="zoo folder")
 
     d = sub.add_parser("demo", help="end-to-end Fashion-MNIST demo")
@@ -311,9 +319,21 @@ def cmd_verify(args) -> int:
         roles.append(None)
     for s in args.suspect:
         if is_zoo(s):
-            from .zoo.builder import load_member, members
+            from .zoo.builder import load_member, members, missing_members, rebuild_note
 
+            absent = {r["name"] for r in missing_members(s)}
+            if absent and args.no_rebuild:
+                sys.stderr.write(f"ipguard: {s}: {len(absent)} absent members skipped (--no-rebuild): "
+                                 f"{', '.join(sorted(absent))}\n")
+            elif absent:
+                sys.stderr.write(f"ipguard: {rebuild_note(Path(s), missing_members(s))}; --no-rebuild skips them\n")
             for rec in members(s):
+                if args.no_rebuild and rec["name"] in absent:
+                    continue
+                if rec.get("labels"):  # another label set (transfer): the fingerprint's classes do not apply
+                    log.warning("%s/%s skipped: it labels %s, not the fingerprint's classes", s.rstrip("/"),
+                                rec["name"], rec["labels"])
+                    continue
                 model = load_member(s, rec["name"], data_dir=args.data_dir)
                 r = verify(fp, model, args.threshold, name=f"{s.rstrip('/')}/{rec['name']}",
                            input_scale=args.input_scale, batch_size=args.batch_size)
@@ -372,9 +392,24 @@ def cmd_zoo(args) -> int:
     from .zoo.builder import PROFILES, ZooBuilder, table2_rows
 
     if args.zoo_command == "build":
+        if args.kind == "sac":
+            from .zoo.sac import SAC_PROFILES, SACZooBuilder
+
+            m = SACZooBuilder(args.dataset, args.out, SAC_PROFILES[args.profile], data_dir=args.data_dir,
+                              verbose=0 if args.quiet else 1).build()
+            print(f"zoo {args.out}: {len(m['models'])} models")
+            return 0
         m = ZooBuilder(args.dataset, args.out, PROFILES[args.profile], data_dir=args.data_dir,
                        verbose=0 if args.quiet else 1, weights=args.weights).build()
         print(f"zoo {args.out}: {len(m['models'])} models ({len(m.get('rejected', []))} pruning levels rejected)")
+        return 0
+    from .zoo.builder import read_manifest
+
+    if read_manifest(args.zoo).get("kind") == "sac":
+        from .zoo.sac import sac_rows
+
+        print(format_table(sac_rows(args.zoo), [(c, c, "{}") for c in ("name", "role", "family", "architecture",
+                                                                        "accuracy", "agreement", "queries")]))
         return 0
     rows = table2_rows(args.zoo)
     print(format_table(rows, [("type", "type", "{}"), ("classifier", "classifier", "{}"), ("detail", "detail", "{}"),

@@ -25,8 +25,10 @@ gradient-based fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Union
@@ -241,7 +243,7 @@ def convert(model: Any, mode: str = "float32", representative: Optional[np.ndarr
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # Keras' export prints to stdout
         warnings.simplefilter("ignore")
         try:
             return bytes(conv.convert())

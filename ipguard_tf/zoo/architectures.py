@@ -70,21 +70,28 @@ def lenet5(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, K: A
     return K.Model(inp, out, name="lenet5")
 
 
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_VGG_CFGS = {
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
 
 
-def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0, K: Any = keras):
+def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0, K: Any = keras,
+          depth: int = 16, name: str = "vgg16"):
     """VGG16 for 32x32 inputs (Simonyan & Zisserman 2014, CIFAR style): 13 conv 3x3 layers with batch norm and
-    ReLU in five blocks, each followed by 2x2 max-pooling, then fc 512, dropout 0.5, fc classes.
+    ReLU in five blocks, each followed by 2x2 max-pooling, then fc 512, dropout 0.5, fc classes (``depth=13``:
+    VGG13, 10 conv layers).
 
     Adaptation to 28x28: the max-poolings use ``same`` padding, so the five poolings take 28 to 14, 7, 4, 2, 1
     (32x32 inputs are unchanged: 16, 8, 4, 2, 1). ``width`` scales every layer's width (1.0 = VGG16).
     """
+    if f"vgg{depth}" not in _VGG_CFGS:
+        raise ParameterError(f"VGG depth must be one of 13, 16, got {depth}")
     L = K.layers
     inp = _inp(K, input_shape)
     x = inp
     conv_i, pool_i = 0, 0
-    for v in _VGG16_CFG:
+    for v in _VGG_CFGS[f"vgg{depth}"]:
         if v == "M":
             pool_i += 1
             x = L.MaxPooling2D(2, padding="same", name=f"pool{pool_i}")(x)
@@ -97,7 +104,7 @@ def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, wi
     x = L.Dense(max(1, int(512 * width)), activation="relu", name="fc1")(x)
     x = L.Dropout(0.5, name="dropout")(x)
     out = L.Dense(num_classes, name="logits")(x)
-    return K.Model(inp, out, name="vgg16")
+    return K.Model(inp, out, name=name)
 
 
 def _resnet_v1_block(K, x, filters, stride, name):
@@ -174,13 +181,111 @@ def wrn22_4(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 100, K:
     return wrn(input_shape, num_classes, depth=22, widen=4, K=K)
 
 
-ARCHITECTURES: Dict[str, Callable[..., Any]] = {
+def _w(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def resnet18(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
+             name: str = "resnet18", K: Any = keras):
+    """ResNet18 (He et al. 2016) in its CIFAR form: 3x3 stem conv (no max-pool), four stages of two basic
+    blocks with 64/128/256/512 filters (times ``width``), strides 1, 2, 2, 2, global average pooling, fc."""
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(_w(64, width), 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                 name="stem_conv")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    for s, filters in enumerate((64, 128, 256, 512)):
+        for b in range(2):
+            x = _resnet_v1_block(K, x, _w(filters, width), 2 if (s > 0 and b == 0) else 1, f"s{s + 1}b{b + 1}")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name=name)
+
+
+def mobilenet_v2(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
+                 name: str = "mobilenet_v2", K: Any = keras):
+    """MobileNetV2 (Sandler et al. 2018) for small inputs: the paper's seven bottleneck stages (expansion 6,
+    channels 16/24/32/64/96/160/320 times ``width``, 1/2/3/4/3/3/1 blocks) with the CIFAR adaptation of
+    stride 1 in the stem and the second stage (28x28 -> 14, 7, 4 through strides 2 at stages 3, 4 and 6), a
+    1x1 conv to 1280 x ``width`` channels, global average pooling, fc."""
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(_w(32, width), 3, padding="same", use_bias=False, name="stem_conv")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(6.0, name="stem_relu")(x)
+    stages = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+              (6, 320, 1, 1))
+    for s, (t, c, n, stride) in enumerate(stages):
+        out_c = _w(c, width)
+        for b in range(n):
+            pre = f"s{s + 1}b{b + 1}"
+            in_c = x.shape[-1]
+            y = x
+            if t != 1:
+                y = L.Conv2D(in_c * t, 1, use_bias=False, name=f"{pre}_expand")(y)
+                y = L.BatchNormalization(name=f"{pre}_expand_bn")(y)
+                y = L.ReLU(6.0, name=f"{pre}_expand_relu")(y)
+            y = L.DepthwiseConv2D(3, strides=stride if b == 0 else 1, padding="same", use_bias=False,
+                                  name=f"{pre}_dw")(y)
+            y = L.BatchNormalization(name=f"{pre}_dw_bn")(y)
+            y = L.ReLU(6.0, name=f"{pre}_dw_relu")(y)
+            y = L.Conv2D(out_c, 1, use_bias=False, name=f"{pre}_project")(y)
+            y = L.BatchNormalization(name=f"{pre}_project_bn")(y)
+            x = L.Add(name=f"{pre}_add")([x, y]) if (b > 0 or stride == 1) and in_c == out_c else y
+    x = L.Conv2D(_w(1280, width), 1, use_bias=False, name="head_conv")(x)
+    x = L.BatchNormalization(name="head_bn")(x)
+    x = L.ReLU(6.0, name="head_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name=name)
+
+
+def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, blocks: Sequence[int] = (6, 12, 24, 16),
+             growth: int = 32, name: str = "densenet121", K: Any = keras):
+    """DenseNet-BC (Huang et al. 2017): dense blocks of BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k) layers
+    (``blocks`` layers each; (6, 12, 24, 16) with k = 32 is DenseNet121), transitions with compression 0.5
+    and 2x2 average pooling, a 3x3 stem conv of 2k channels for small inputs (no stride or max-pool)."""
+    L = K.layers
+    inp = _inp(K, input_shape)
+    x = L.Conv2D(2 * growth, 3, padding="same", use_bias=False, name="stem_conv")(inp)
+    for bi, n in enumerate(blocks):
+        for li in range(n):
+            pre = f"d{bi + 1}l{li + 1}"
+            y = L.BatchNormalization(name=f"{pre}_bn1")(x)
+            y = L.Activation("relu", name=f"{pre}_relu1")(y)
+            y = L.Conv2D(4 * growth, 1, use_bias=False, name=f"{pre}_conv1")(y)
+            y = L.BatchNormalization(name=f"{pre}_bn2")(y)
+            y = L.Activation("relu", name=f"{pre}_relu2")(y)
+            y = L.Conv2D(growth, 3, padding="same", use_bias=False, name=f"{pre}_conv2")(y)
+            x = L.Concatenate(name=f"{pre}_concat")([x, y])
+        if bi < len(blocks) - 1:
+            x = L.BatchNormalization(name=f"t{bi + 1}_bn")(x)
+            x = L.Activation("relu", name=f"t{bi + 1}_relu")(x)
+            x = L.Conv2D(int(x.shape[-1]) // 2, 1, use_bias=False, name=f"t{bi + 1}_conv")(x)
+            x = L.AveragePooling2D(2, padding="same", name=f"t{bi + 1}_pool")(x)
+    x = L.BatchNormalization(name="final_bn")(x)
+    x = L.Activation("relu", name="final_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return K.Model(inp, out, name=name)
+
+
+#: The SAC Fashion-MNIST zoo's families (issue 14), width-reduced to train on a 2-core CPU: SAC's source is a
+#: VGG16 with batch norm and its students VGG13, ResNet18, DenseNet121 and MobileNetV2 (torchvision, full
+#: width). Here: the same depths and block structure with 1/8 of the channels (VGG16 237 k parameters, about
+#: 25 s per epoch of 30,000 images on this machine; VGG13 29 s, ResNet18 51 s, MobileNetV2 51 s), and a
+#: DenseNet-BC with growth 8 and blocks (2, 4, 6, 4) (131 s; DenseNet121's (6, 12, 24, 16) at growth 32 is far
+#: beyond this machine for tens of models). Widths were chosen from these timings, before any fingerprint
+#: was computed on the zoo.
+SAC_ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "fmnist_cnn": fmnist_cnn,
     "simple_cnn": simple_cnn,
     "lenet5": lenet5,
     "vgg16": vgg16,
     "resnet20": resnet20,
     "wrn22_4": wrn22_4,
+    **SAC_ARCHITECTURES,
 }
 
 

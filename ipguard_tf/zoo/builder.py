@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -87,7 +88,10 @@ def _sha256(path: Path) -> str:
 
 def content_sha256(model: Any) -> str:
     """SHA-256 of what a model computes with, independent of the file container (whose zip entries carry
-    timestamps): the weight arrays of a Keras model, or the node and value arrays of a forest's trees."""
+    timestamps): the weight arrays of a Keras model, the node and value arrays of a forest's trees, or a TFLite
+    model's flatbuffer."""
+    if hasattr(model, "content_sha256"):  # TFLite
+        return model.content_sha256
     if hasattr(model, "estimators_"):
         h = hashlib.sha256()
         for est in model.estimators_:
@@ -156,8 +160,11 @@ def _write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
 
 # -- saving / loading members ---------------------------------------------------------------------------------------
 def save_member(model: Any, path: Path) -> None:
-    """Write a Keras 3 model (.keras, without optimizer state) or a forest (.skops) atomically."""
-    if path.suffix == ".skops":
+    """Write a Keras 3 model (.keras, without optimizer state), a forest (.skops) or a TFLite model (.tflite)
+    atomically."""
+    if path.suffix == ".tflite":
+        atomic_write_bytes(path, model.content)
+    elif path.suffix == ".skops":
         from .forest import save_forest
 
         save_forest(model, path)
@@ -168,6 +175,10 @@ def save_member(model: Any, path: Path) -> None:
 
 
 def load_member_file(path: Path) -> Any:
+    if path.suffix == ".tflite":
+        from ..tflite import TFLiteModel
+
+        return TFLiteModel(path)
     if path.suffix == ".skops":
         from .forest import load_forest
 
@@ -212,7 +223,21 @@ def _postprocessed(function: str, measure: Optional[Callable[[Any, Any], Tuple[A
     return make
 
 
-#: family -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
+def _sac(name: str):
+    """A maker of the SAC zoo (:mod:`ipguard_tf.zoo.sac`, imported when first used)."""
+
+    def make(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+        from .sac import SAC_MAKERS
+
+        return SAC_MAKERS[name](b, rec)
+
+    return make
+
+
+_SAC_FAMILIES = ("sac_trained", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
+                 "transfer_a", "transfer_l", "adv_finetune", "quantized")
+
+#: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
 MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
     "trained": _trained,
     "pretrained": _pretrained,
@@ -223,12 +248,15 @@ MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
     "RTAL": _postprocessed("retrain_all_layers"),
     "WP": _postprocessed("weight_prune", lambda P, m: (m, {"measured_sparsity": P.measured_sparsity(m)})),
     "FP": _postprocessed("filter_prune", lambda P, out: (out[0], {"pruned_filter_fractions": out[1]})),
+    **{name: _sac(name) for name in _SAC_FAMILIES},
 }
 
 
 def maker_of(rec: Dict[str, Any]) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
-    """The maker of a record: ``trained`` for records with a recipe, ``pretrained`` for ImageNet models taken as
-    published, else the one of its family."""
+    """The maker of a record: the one it names (``maker``), ``trained`` for records with a recipe,
+    ``pretrained`` for ImageNet models taken as published, else the one of its family."""
+    if rec.get("maker") in MAKERS:
+        return MAKERS[rec["maker"]]
     if "recipe" in rec:
         return MAKERS["trained"]
     if str(rec.get("architecture", "")).startswith("imagenet:") and rec.get("role") != "positive":
@@ -333,8 +361,9 @@ class ZooBuilder:
             log.info("adopting %s (file present, no record)", path)
             self._store(name, load_member_file(path), dict(info), suffix)
             return
+        t0 = time.perf_counter()
         model, extra = maker_of(info)(self, info)
-        self._store(name, model, {**info, **extra}, suffix)
+        self._store(name, model, {**info, **extra, "build_seconds": round(time.perf_counter() - t0, 1)}, suffix)
 
     def _get(self, name: str) -> Any:
         """Load a recorded member (rebuilding it when its file is missing); the target is loaded once."""
@@ -478,13 +507,40 @@ def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, d
     path = folder / rec["file"]
     if not path.exists():
         log.info("%s missing: rebuilding it", path)
-        b = builder or ZooBuilder(manifest["dataset"], folder, PROFILES.get(manifest.get("profile", "quick"),
-                                                                             PROFILES["quick"]), data_dir=data_dir,
-                                dataset=dataset, verbose=0)
+        b = builder or builder_for(folder, manifest, data_dir=data_dir, dataset=dataset)
         if builder is None:
             b._load_state()
         return b.rebuild(name)
     return load_member_file(path)
+
+
+def builder_for(folder: Path, manifest: Dict[str, Any], data_dir: Optional[str] = None,
+                dataset: Any = None) -> "ZooBuilder":
+    """A builder for an existing zoo (its kind and profile from its manifest), e.g. to rebuild a member."""
+    if manifest.get("kind") == "sac":
+        from .sac import SAC_PROFILES, SACProfile, SACZooBuilder
+
+        prof = manifest.get("profile_spec")
+        profile = SACProfile(**{**prof, "students": tuple(prof["students"])}) if prof else SAC_PROFILES["quick"]
+        return SACZooBuilder(manifest["dataset"], folder, profile, data_dir=data_dir, dataset=dataset, verbose=0)
+    return ZooBuilder(manifest["dataset"], folder, PROFILES.get(manifest.get("profile", "quick"), PROFILES["quick"]),
+                      data_dir=data_dir, dataset=dataset, verbose=0)
+
+
+def missing_members(folder: Path) -> List[Dict[str, Any]]:
+    """Records whose model file is absent (not kept in the repository): loading them rebuilds them."""
+    folder = Path(folder)
+    return [r for r in members(folder) if r.get("file") and not (folder / r["file"]).exists()]
+
+
+def rebuild_note(folder: Path, missing: List[Dict[str, Any]]) -> str:
+    """One line saying what loading ``missing`` will rebuild and how long that took when they were built."""
+    known = [r["build_seconds"] for r in missing if r.get("build_seconds") is not None]
+    took = f"about {sum(known) / 60:.0f} min when built" if known else "time not recorded"
+    if known and len(known) < len(missing):
+        took += f" ({len(missing) - len(known)} without a recorded time)"
+    names = ", ".join(r["name"] for r in missing[:8]) + (" ..." if len(missing) > 8 else "")
+    return f"{folder}: {len(missing)} members absent, rebuilt before use ({took}): {names}"
 
 
 def members(folder: Path) -> List[Dict[str, Any]]:

@@ -251,17 +251,19 @@ def _pgd_pair(epsilon: float, step: float, steps: int) -> Dict[str, Callable]:
 
 def extract_adversarial(oracle, x_attack: np.ndarray, student, *, labels: Optional[np.ndarray] = None,
                         recipe: SGDRecipe = EXTRACT_ADV, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
-                        steps: int = PGD_STEPS, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+                        steps: int = PGD_STEPS, max_examples: Optional[int] = None, seed: int = 0,
+                        progress: bool = True) -> Tuple[Any, Dict]:
     """Extract-Adv: a copy of an Extract-L ``student`` trained further on clean plus PGD examples (against the
     copy itself) with the victim's labels of ``x_attack`` (``labels`` if the thief kept them from Extract-L,
-    else asked again). The student passed in is not modified."""
+    else asked again). ``max_examples`` caps each epoch at that many (random) examples, where 30 PGD steps per
+    example cost too much. The student passed in is not modified."""
     before = oracle.queries
     y = oracle.labels(x_attack) if labels is None else np.asarray(labels, np.int64)
     deterministic(seed)
     new = copy_model(student)
     sgd_train(new, x_attack, y, recipe=recipe, seed=seed, desc="Extract-Adv", progress=progress,
-              **_pgd_pair(epsilon, step, steps))
-    return new, _info(oracle, before, recipe, epsilon=epsilon, step=step, steps=steps)
+              max_examples=max_examples, **_pgd_pair(epsilon, step, steps))
+    return new, _info(oracle, before, recipe, epsilon=epsilon, step=step, steps=steps, max_examples=max_examples)
 
 
 # -- the source, post-processed with the attacker's data ---------------------------------------------------------------
@@ -305,11 +307,12 @@ def finetune(model, x: np.ndarray, y: np.ndarray, *, last_only: bool = False, re
 
 def adversarial_finetune(model, x: np.ndarray, y: np.ndarray, *, recipe: SGDRecipe = ADV_FINETUNE,
                          epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS,
-                         seed: int = 0, progress: bool = True):
+                         max_examples: Optional[int] = None, seed: int = 0, progress: bool = True):
     """A copy of ``model`` adversarially fine-tuned on ``CE(x) + CE(PGD(x))`` with true labels. Not in SAC; the
-    PGD is Extract-Adv's, the optimiser the fine-tuning one (lr 5e-4, momentum 0.9), batch 256, 2 epochs."""
+    PGD is Extract-Adv's, the optimiser the fine-tuning one (lr 5e-4, momentum 0.9), batch 256, 2 epochs
+    (``max_examples``: as :func:`extract_adversarial`)."""
     return _train_copy(model, x, np.asarray(y, np.int64), recipe, last_only=False, seed=seed, desc="Adv-FT",
-                       progress=progress, **_pgd_pair(epsilon, step, steps))
+                       progress=progress, max_examples=max_examples, **_pgd_pair(epsilon, step, steps))
 
 
 def transfer(model, x: np.ndarray, y: np.ndarray, num_classes: int, *, last_only: bool = False,

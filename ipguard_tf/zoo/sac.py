@@ -1,0 +1,430 @@
+"""The SAC Fashion-MNIST zoo (issue 14): the setting of the SAC paper's appendix Table 3 (Guan, Liang, He,
+NeurIPS 2022; ``../shared/papers/003_*``), built with :mod:`ipguard_tf.zoo.stealing`.
+
+**Data** (:func:`sac_split`): Fashion-MNIST's 60,000 training images are permuted with a seed and split into a
+*defender* half (the source model's training data) and an *attacker* half (the thief's data: queried for
+extraction, and with true labels for fine-tuning, pruning, transfer and the irrelevant models), as SAC's code
+trains its attacks on a separate ``dataset_attack`` file. The test set measures accuracy and agreement. The
+split's seed and the SHA-256 of its index arrays are recorded in the manifest.
+
+**Source**: a VGG16 with batch norm, as SAC's source (torchvision ``vgg16_bn``), width-reduced for this CPU
+(:data:`~ipguard_tf.zoo.architectures.SAC_ARCHITECTURES`). Source and irrelevant models are trained with the
+students' SGD recipe (SAC publishes no training code for them): lr 0.05, momentum 0.9, weight decay 5e-4, cosine,
+batch 512, so that students and irrelevant models differ only in their labels.
+
+**Members** (role, family): the source (target); Extract-L, Extract-P, Extract-Adv students of each student
+family (positive); Finetune-A, Finetune-L; fine-pruning snapshots (every 5 % of the conv channels up to 80 %);
+Transfer-A and Transfer-L to a coarse 4-class label set (:data:`COARSE_LABELS`, with ``labels`` recorded: a
+fingerprint of the 10 classes cannot be checked on them, so zoo verification skips them with a note);
+adversarial fine-tuning; TFLite float16 and int8 copies of the source; irrelevant models (negative) of each
+student family trained on the attacker half with true labels. Every record holds the test accuracy, the
+agreement with the source on the test set and, for extraction, the queries the thief used.
+
+Epochs are scaled to this machine per profile (:data:`SAC_PROFILES`; SAC: 200 for extraction, 30 for
+fine-tuning) and recorded in each member's parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+#: seed of the defender/attacker split
+SAC_SPLIT_SEED = 0
+#: Transfer-A/L label set: Fashion-MNIST's 10 classes grouped into 4 (tops: T-shirt, pullover, coat, shirt;
+#: trouser and dress; footwear: sandal, sneaker, ankle boot; bag). SAC Table 5 transfers CIFAR-10 to 10
+#: CIFAR-100 classes; no second 28x28 dataset is available offline here, so the new task is a relabelling.
+COARSE_LABELS = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], np.int64)
+COARSE_NAME = "fashion_mnist_coarse4"
+
+
+def _pgd_steps() -> int:
+    from .stealing import PGD_STEPS
+
+    return PGD_STEPS
+
+
+@dataclass(frozen=True)
+class SACProfile:
+    """Counts and epochs of a SAC zoo (SAC: 5 students of each of 4 families, 200 extraction epochs)."""
+
+    name: str
+    students: Tuple[str, ...] = ("sac_vgg13", "sac_resnet18", "sac_mobilenet_v2")
+    source: str = "sac_vgg16"
+    seeds: int = 1
+    source_epochs: int = 20
+    extract_epochs: int = 10
+    adv_epochs: int = 1
+    #: examples per epoch of the PGD trainings (Extract-Adv, adversarial fine-tuning); None: all (SAC)
+    adv_examples: Optional[int] = 10000
+    finetune_epochs: int = 5
+    transfer_epochs: int = 3
+    adv_finetune_epochs: int = 1
+    irrelevant_epochs: int = 10
+    prune_snapshots: int = 20
+    prune_max: float = 0.8
+    #: PGD steps of Extract-Adv and adversarial fine-tuning (SAC: 30, ``stealing.PGD_STEPS``)
+    pgd_steps: int = field(default_factory=lambda: _pgd_steps())
+    #: tests: use only this many examples of each part (None: all)
+    subset: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: quick: about 2 hours on this 2-core machine (estimated from the per-epoch timings in
+#: ``architectures.SAC_ARCHITECTURES``; the measured time is in the results); paper: SAC's counts and epochs
+SAC_PROFILES: Dict[str, SACProfile] = {
+    "quick": SACProfile("quick"),
+    "paper": SACProfile("paper", students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+                        seeds=5, source_epochs=30, extract_epochs=200, adv_epochs=2, adv_examples=None,
+                        finetune_epochs=30,
+                        transfer_epochs=10, adv_finetune_epochs=2, irrelevant_epochs=200),
+}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the split: images in [0, 1] and their true labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class SACData:
+    defender: Part
+    attacker: Part
+    test: Part
+    seed: int
+    indices_sha256: str = field(default="")
+
+    def part(self, name: str) -> Part:
+        if name not in ("defender", "attacker"):
+            raise ParameterError(f"data part must be defender or attacker, got {name!r}")
+        return getattr(self, name)
+
+
+def sac_split(dataset, seed: int = SAC_SPLIT_SEED, subset: Optional[int] = None) -> SACData:
+    """Split ``dataset``'s training set into defender and attacker halves (a seeded permutation); ``subset``
+    keeps only the first ``subset`` examples of each half and of the test set (tests)."""
+    n = len(dataset.x_train)
+    perm = np.random.default_rng(seed).permutation(n)
+    d_idx, a_idx = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    if subset is not None:
+        d_idx, a_idx = d_idx[:subset], a_idx[:subset]
+    h = hashlib.sha256()
+    h.update(d_idx.astype(np.int64).tobytes())
+    h.update(a_idx.astype(np.int64).tobytes())
+    t = slice(None) if subset is None else slice(0, subset)
+    return SACData(Part(dataset.x_train[d_idx], dataset.y_train[d_idx]),
+                   Part(dataset.x_train[a_idx], dataset.y_train[a_idx]),
+                   Part(dataset.x_test[t], dataset.y_test[t]), seed, h.hexdigest())
+
+
+# -- makers: one per family, (builder, record) -> (model, fields to record) ----------------------------------------------
+def _recipe(rec: Dict[str, Any]):
+    from .stealing import SGDRecipe
+
+    return SGDRecipe(**rec["params"]["recipe"])
+
+
+def _arch(b, name: str):
+    from .architectures import build_architecture
+
+    ds = b._data()
+    return lambda: build_architecture(name, ds.input_shape, ds.num_classes)
+
+
+def make_trained(b, rec: Dict[str, Any]):
+    """Source and irrelevant models: ``architecture`` trained from seed on a part's true labels."""
+    from .stealing import _ce_loss, sgd_train
+    from .train import deterministic
+
+    part = b.split().part(rec["data"])
+    deterministic(rec["seed"])
+    model = _arch(b, rec["architecture"])()
+    sgd_train(model, part.x, part.y.astype(np.int64), _ce_loss, _recipe(rec), seed=rec["seed"],
+              desc=rec.get("name", rec["family"]), progress=b.verbose > 0)
+    return model, {}
+
+
+def _oracle(b, output: str = "labels"):
+    from ..oracle import Oracle
+
+    return Oracle(b._get("target"), output=output)
+
+
+def make_extract(b, rec: Dict[str, Any]):
+    """Extract-L / Extract-P students of ``architecture`` from the source's labels / probabilities."""
+    from . import stealing as S
+
+    x = b.split().attacker.x
+    if rec["family"] == "extract_l":
+        model, info = S.extract_labels(_oracle(b), x, _arch(b, rec["architecture"]), recipe=_recipe(rec),
+                                       seed=rec["seed"], progress=b.verbose > 0)
+    else:
+        p = rec["params"]
+        model, info = S.extract_probabilities(_oracle(b, "probabilities"), x, _arch(b, rec["architecture"]),
+                                              recipe=_recipe(rec), temperature=p["temperature"], alpha=p["alpha"],
+                                              seed=rec["seed"], progress=b.verbose > 0)
+    return model, {"queries": info["queries"]}
+
+
+def make_extract_adv(b, rec: Dict[str, Any]):
+    """Extract-Adv: the recorded Extract-L student trained further on PGD examples; the thief reuses the labels
+    that student was trained on (asked again of the source here, the same answers; counted as that student's)."""
+    from . import stealing as S
+
+    p = rec["params"]
+    x = b.split().attacker.x
+    labels = _oracle(b).labels(x)
+    model, _ = S.extract_adversarial(_oracle(b), x, b._get(p["student"]), labels=labels, recipe=_recipe(rec),
+                                     epsilon=p["epsilon"], step=p["step"], steps=p["steps"],
+                                     max_examples=p.get("max_examples"), seed=rec["seed"], progress=b.verbose > 0)
+    return model, {"queries": len(x)}
+
+
+def make_finetune(b, rec: Dict[str, Any]):
+    from . import stealing as S
+
+    a = b.split().attacker
+    return S.finetune(b._get("target"), a.x, a.y, last_only=rec["family"] == "finetune_l", recipe=_recipe(rec),
+                      seed=rec["seed"], progress=b.verbose > 0), {}
+
+
+def make_adv_finetune(b, rec: Dict[str, Any]):
+    from . import stealing as S
+
+    a, p = b.split().attacker, rec["params"]
+    return S.adversarial_finetune(b._get("target"), a.x, a.y, recipe=_recipe(rec), epsilon=p["epsilon"],
+                                  step=p["step"], steps=p["steps"], max_examples=p.get("max_examples"),
+                                  seed=rec["seed"], progress=b.verbose > 0), {}
+
+
+def make_transfer(b, rec: Dict[str, Any]):
+    from . import stealing as S
+
+    a = b.split().attacker
+    model = S.transfer(b._get("target"), a.x, COARSE_LABELS[a.y], int(COARSE_LABELS.max()) + 1,
+                       last_only=rec["family"] == "transfer_l", recipe=_recipe(rec), seed=rec["seed"],
+                       progress=b.verbose > 0)
+    return model, {}
+
+
+def make_prune(b, rec: Dict[str, Any]):
+    """One fine-pruning snapshot; the pruning run (one for all snapshots) is kept by the builder meanwhile."""
+    from . import stealing as S
+
+    p = dict(rec["params"])
+    index = p.pop("snapshot")
+    key = ("prune", rec["seed"], tuple(sorted(p.items())))
+    if key not in b._runs:
+        a = b.split().attacker
+        b._runs[key] = S.fine_prune(b._get("target"), a.x, a.y, seed=rec["seed"], progress=b.verbose > 0, **p)
+    snaps = b._runs[key]
+    if index >= len(snaps):
+        raise ParameterError(f"fine-pruning made {len(snaps)} snapshots; no snapshot {index}")
+    fraction, model = snaps[index]
+    return model, {"pruned_fraction": fraction}
+
+
+def make_quantized(b, rec: Dict[str, Any]):
+    """A TFLite copy of the source (the thief calibrates int8 on his own data, the attacker half)."""
+    from types import SimpleNamespace
+
+    from .postprocess import quantize
+
+    p = rec["params"]
+    data = SimpleNamespace(x_train=b.split().attacker.x)
+    return quantize(b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"),
+                    name=rec.get("name")), {}
+
+
+SAC_MAKERS = {
+    "sac_trained": make_trained,
+    "extract_l": make_extract,
+    "extract_p": make_extract,
+    "extract_adv": make_extract_adv,
+    "finetune_a": make_finetune,
+    "finetune_l": make_finetune,
+    "prune": make_prune,
+    "transfer_a": make_transfer,
+    "transfer_l": make_transfer,
+    "adv_finetune": make_adv_finetune,
+    "quantized": make_quantized,
+}
+
+
+def plan(profile: SACProfile) -> list:
+    """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
+    from . import stealing as S
+
+    def recipe(base, epochs: int) -> dict:
+        return dict(base.as_dict(), epochs=epochs)
+
+    pgd = dict(epsilon=S.PGD_EPSILON, step=S.PGD_STEP, steps=profile.pgd_steps, max_examples=profile.adv_examples)
+    sgd = recipe(S.EXTRACT_L, profile.source_epochs)
+    out = [("target", dict(role="target", family="source", maker="sac_trained", architecture=profile.source,
+                           data="defender", params={"recipe": sgd}, seed=0), ".keras")]
+    for arch in profile.students:
+        short = arch.replace("sac_", "")
+        for s in range(1, profile.seeds + 1):
+            l_name = f"extract_l_{short}_s{s}"
+            out.append((l_name, dict(role="positive", family="extract_l", architecture=arch, data="attacker",
+                                     params={"recipe": recipe(S.EXTRACT_L, profile.extract_epochs)}, seed=s),
+                        ".keras"))
+            out.append((f"extract_p_{short}_s{s}", dict(
+                role="positive", family="extract_p", architecture=arch, data="attacker",
+                params={"recipe": recipe(S.EXTRACT_P, profile.extract_epochs), "temperature": S.EXTRACT_P_TEMPERATURE,
+                        "alpha": S.EXTRACT_P_ALPHA}, seed=s), ".keras"))
+            out.append((f"extract_adv_{short}_s{s}", dict(
+                role="positive", family="extract_adv", architecture=arch, data="attacker",
+                params={"recipe": recipe(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd}, seed=s),
+                ".keras"))
+    for fam in ("finetune_a", "finetune_l"):
+        out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
+                              params={"recipe": recipe(S.FINETUNE, profile.finetune_epochs)}, seed=0), ".keras"))
+    prune = dict(max_fraction=profile.prune_max, snapshots=profile.prune_snapshots, refresh=S.FINE_PRUNE_REFRESH,
+                 finetune_every=S.FINE_PRUNE_FINETUNE_EVERY, finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
+                 learning_rate=S.FINE_PRUNE_LR, batch_size=S.FINE_PRUNE_BATCH)
+    n_snaps = int(np.floor(profile.prune_max * profile.prune_snapshots + 1e-9))
+    for j in range(n_snaps):
+        out.append((f"prune_{j + 1:02d}of{profile.prune_snapshots}", dict(
+            role="positive", family="prune", architecture=profile.source, data="attacker",
+            params=dict(prune, snapshot=j), seed=0), ".keras"))
+    for fam in ("transfer_a", "transfer_l"):
+        out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
+                              labels=COARSE_NAME, params={"recipe": recipe(S.TRANSFER, profile.transfer_epochs)},
+                              seed=0), ".keras"))
+    out.append(("adv_finetune", dict(role="positive", family="adv_finetune", architecture=profile.source,
+                                     data="attacker",
+                                     params={"recipe": recipe(S.ADV_FINETUNE, profile.adv_finetune_epochs), **pgd},
+                                     seed=0), ".keras"))
+    for mode in ("float16", "int8"):
+        params = {"mode": mode}
+        if mode == "int8":
+            from ..tflite import DEFAULT_CALIBRATION_EXAMPLES
+
+            params["calibration_examples"] = DEFAULT_CALIBRATION_EXAMPLES
+        out.append((f"tflite_{mode}", dict(role="positive", family="quantized", architecture=profile.source,
+                                           data="attacker", params=params, seed=0), ".tflite"))
+    for arch in profile.students:
+        short = arch.replace("sac_", "")
+        for s in range(1, profile.seeds + 1):
+            out.append((f"irrelevant_{short}_s{s}", dict(
+                role="negative", family="irrelevant", maker="sac_trained", architecture=arch, data="attacker",
+                params={"recipe": recipe(S.EXTRACT_L, profile.irrelevant_epochs)}, seed=100 + s), ".keras"))
+    return out
+
+
+# -- the builder -----------------------------------------------------------------------------------------------------
+from .builder import SCHEMA, ZooBuilder, ZooError, _write_manifest, read_manifest  # noqa: E402
+
+
+@dataclass
+class SACZooBuilder(ZooBuilder):
+    """Builds the SAC Fashion-MNIST zoo into ``out`` (resumable, deterministic: see
+    :class:`~ipguard_tf.zoo.builder.ZooBuilder`); call :meth:`build`."""
+
+    profile: SACProfile = field(default_factory=lambda: SAC_PROFILES["quick"])
+    split_seed: int = SAC_SPLIT_SEED
+    _split: Optional[SACData] = field(default=None, repr=False)
+    _runs: Dict[Any, Any] = field(default_factory=dict, repr=False)
+    _source_test_labels: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from pathlib import Path
+
+        self.out = Path(self.out)
+        if self.dataset_name != "fashion_mnist":
+            raise ZooError(f"the SAC zoo is defined on fashion_mnist, not {self.dataset_name!r}")
+        self.arch = self.profile.source
+
+    def split(self) -> SACData:
+        if self._split is None:
+            self._split = sac_split(self._data(), self.split_seed, self.profile.subset)
+        return self._split
+
+    def _load_state(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in list(self.out.glob(".*.keras")) + list(self.out.glob(".*.tmp")):
+            stale.unlink()
+        split = self.split()
+        if (self.out / "manifest.json").exists():
+            self.manifest = read_manifest(self.out)
+            if self.manifest.get("kind") != "sac":
+                raise ZooError(f"{self.out} holds another kind of zoo, not a SAC zoo")
+            rec = self.manifest.get("split", {})
+            if rec.get("indices_sha256") not in (None, split.indices_sha256):
+                raise ZooError(f"{self.out} was built on another defender/attacker split (seed {rec.get('seed')})")
+        else:
+            self.manifest = {"schema": SCHEMA, "kind": "sac", "dataset": self.dataset_name,
+                             "target_architecture": self.arch, "models": [], "rejected": []}
+        from ..env_info import machine, versions
+
+        self.manifest["profile"] = self.profile.name
+        self.manifest["profile_spec"] = self.profile.as_dict()
+        self.manifest["split"] = {"seed": split.seed, "defender": len(split.defender.x),
+                                  "attacker": len(split.attacker.x), "test": len(split.test.x),
+                                  "indices_sha256": split.indices_sha256}
+        self.manifest["build_command"] = (f"ipguard zoo build --kind sac --dataset {self.dataset_name} --profile "
+                                          f"{self.profile.name} --out {self.out}")
+        self.manifest["versions"] = versions()
+        self.manifest["machine"] = machine()
+
+    def _labels(self, model) -> np.ndarray:
+        from ..models import as_classifier
+
+        return as_classifier(model).predict_labels(self.split().test.x, 512)
+
+    def _store(self, name: str, model: Any, info: Dict[str, Any], suffix: str = ".keras") -> Dict[str, Any]:
+        """Record test accuracy (on the coarse labels for a transfer model) and agreement with the source."""
+        test = self.split().test
+        pred = self._labels(model)
+        coarse = info.get("labels") == COARSE_NAME
+        info = dict(info, test_accuracy=float(np.mean(pred == (COARSE_LABELS[test.y] if coarse else test.y))))
+        if name == "target":
+            self._source_test_labels = pred
+            info["agreement"] = 1.0
+        elif not coarse:
+            if self._source_test_labels is None:
+                self._source_test_labels = self._labels(self._get("target"))
+            info["agreement"] = float(np.mean(pred == self._source_test_labels))
+        else:
+            info["agreement"] = None
+        return super()._store(name, model, info, suffix)
+
+    def build(self, only_target: bool = False) -> Dict[str, Any]:
+        """Build every missing member in :func:`plan` order; return the manifest."""
+        self._load_state()
+        for name, info, suffix in plan(self.profile):
+            self._entry(name, info, suffix)
+            if only_target:
+                return self.manifest
+            if info["family"] != "prune":
+                self._runs.clear()  # a fine-pruning run is kept only while its snapshots are stored
+        self.manifest["complete"] = True
+        _write_manifest(self.out, self.manifest)
+        return self.manifest
+
+
+def sac_rows(folder) -> list:
+    """One row per member of a SAC zoo: role, family, architecture, accuracy, agreement, queries."""
+    from .builder import members
+
+    rows = []
+    for r in members(folder):
+        rows.append({"name": r["name"], "role": r["role"], "family": r["family"], "architecture": r["architecture"],
+                     "accuracy": f"{r['test_accuracy']:.4f}" + (" (4 classes)" if r.get("labels") else ""),
+                     "agreement": "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
+                     "queries": r.get("queries", "")})
+    return rows

@@ -1,0 +1,143 @@
+"""The SAC Fashion-MNIST zoo (issue 14) on a tiny profile: every planned member is built and recorded with its
+accuracy, agreement and queries; resumable and deterministic; listed and verified through the CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ipguard_tf.data import FASHION_MNIST_DEBIAN_DIR
+
+HAVE_FMNIST = os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz")) or bool(
+    os.environ.get("IPGUARD_FASHION_MNIST_DIR"))
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
+
+
+def _tiny_profile():
+    from ipguard_tf.zoo.sac import SACProfile
+
+    return SACProfile("tiny", students=("lenet5",), source="fmnist_cnn", seeds=1, source_epochs=8, extract_epochs=2,
+                      adv_epochs=1, finetune_epochs=1, transfer_epochs=1, adv_finetune_epochs=1, irrelevant_epochs=2,
+                      prune_snapshots=4, prune_max=0.5, pgd_steps=3, adv_examples=512, subset=1024)
+
+
+@pytest.fixture(scope="module")
+def sac_zoo(tmp_path_factory):
+    from ipguard_tf.zoo.sac import SACZooBuilder
+
+    out = tmp_path_factory.mktemp("sac") / "zoo"
+    b = SACZooBuilder("fashion_mnist", out, _tiny_profile(), verbose=0)
+    manifest = b.build()
+    return out, manifest, b
+
+
+@needs_fmnist
+def test_every_planned_member_is_recorded(sac_zoo):
+    from ipguard_tf.zoo.sac import plan
+
+    out, manifest, _ = sac_zoo
+    names = [r["name"] for r in manifest["models"]]
+    assert names == [n for n, _, _ in plan(_tiny_profile())]
+    fams = {r["family"] for r in manifest["models"]}
+    assert fams == {"source", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
+                    "transfer_a", "transfer_l", "adv_finetune", "quantized", "irrelevant"}
+    split = manifest["split"]
+    assert split["defender"] == split["attacker"] == 1024 and len(split["indices_sha256"]) == 64
+    recs = {r["name"]: r for r in manifest["models"]}
+    assert recs["target"]["agreement"] == 1.0 and recs["target"]["test_accuracy"] > 0.3  # chance: 0.1
+    for r in manifest["models"]:
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        if r["family"].startswith("transfer"):
+            assert r["agreement"] is None and r["labels"] == "fashion_mnist_coarse4"
+        else:
+            assert 0.0 <= r["agreement"] <= 1.0
+        if r["family"] in ("extract_l", "extract_p", "extract_adv"):
+            assert r["queries"] == 1024  # one query per attacker example
+        assert (out / r["file"]).exists()
+    assert [recs[n]["pruned_fraction"] for n in ("prune_01of4", "prune_02of4")] == [0.25, 0.5]
+    assert recs["tflite_int8"]["file"].endswith(".tflite")
+    assert all(r["build_seconds"] >= 0 for r in manifest["models"])
+    assert manifest["complete"] and "ipguard zoo build --kind sac" in manifest["build_command"]
+
+
+@needs_fmnist
+def test_resumed_and_rebuilt_members_are_identical(sac_zoo):
+    from ipguard_tf.zoo.builder import load_member, read_manifest
+    from ipguard_tf.zoo.sac import SACZooBuilder
+
+    out, manifest, b = sac_zoo
+    recs = {r["name"]: r for r in manifest["models"]}
+    # a member lost with its record (build killed before it): the resumed build makes it again, the same
+    for name in ("extract_p_lenet5_s1", "prune_02of4"):
+        (out / recs[name]["file"]).unlink()
+    m = json.loads((out / "manifest.json").read_text())
+    m["models"] = [r for r in m["models"] if r["name"] not in ("extract_p_lenet5_s1", "prune_02of4")]
+    (out / "manifest.json").write_text(json.dumps(m))
+    again = SACZooBuilder("fashion_mnist", out, _tiny_profile(), verbose=0).build()
+    new = {r["name"]: r for r in again["models"]}
+    for name in ("extract_p_lenet5_s1", "prune_02of4"):
+        assert new[name]["content_sha256"] == recs[name]["content_sha256"], name
+    # a member whose file is gone (not kept in the repository): rebuilt on load, from its record
+    (out / recs["extract_adv_lenet5_s1"]["file"]).unlink()
+    from ipguard_tf.zoo.builder import content_sha256
+
+    model = load_member(out, "extract_adv_lenet5_s1")
+    assert content_sha256(model) == recs["extract_adv_lenet5_s1"]["content_sha256"]
+    assert read_manifest(out)["kind"] == "sac"
+
+
+@needs_fmnist
+def test_cli_lists_and_verifies_the_sac_zoo(sac_zoo, tmp_path, capsys, caplog):
+    from ipguard_tf.cli import main
+
+    out, manifest, _ = sac_zoo
+    assert main(["-q", "zoo", "list", str(out)]) == 0
+    table = capsys.readouterr().out
+    for word in ("extract_adv_lenet5_s1", "tflite_int8", "irrelevant_lenet5_s1", "agreement", "queries", "(4 classes)"):
+        assert word in table
+    fp = tmp_path / "fp.npz"
+    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "random", "--n", "10",
+                 "--seed", "1", "--out", str(fp)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [r["suspect"].rsplit("/", 1)[1] for r in result["suspects"]]
+    assert "transfer_a" not in names and "tflite_int8" in names and "irrelevant_lenet5_s1" in names
+    assert result["suspects"][names.index("target")]["matching_rate"] == 1.0
+    assert "transfer_a skipped" in caplog.text
+    assert result["summary"]["n_negative"] == 1
+
+
+def test_sac_architectures_build_in_keras_3_and_2():
+    import tf_keras
+
+    from ipguard_tf.zoo.architectures import SAC_ARCHITECTURES, build_architecture, twin
+
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    for name in SAC_ARCHITECTURES:
+        m = build_architecture(name, (28, 28, 1), 10)
+        assert m.outputs[0].shape[-1] == 10 and m.layers[-1].get_config()["activation"] == "linear", name
+        k2 = twin(m, name, (28, 28, 1), 10, tf_keras)
+        np.testing.assert_allclose(k2(x, training=False).numpy(), np.asarray(m(x, training=False)), atol=1e-4)
+
+
+@needs_fmnist
+def test_verify_says_what_it_will_rebuild_or_skips_it(sac_zoo, tmp_path, capsys):
+    from ipguard_tf.cli import main
+
+    out, manifest, _ = sac_zoo
+    fp = tmp_path / "fp.npz"
+    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "random", "--n", "5",
+                 "--seed", "2", "--out", str(fp)]) == 0
+    (out / "irrelevant_lenet5_s1.keras").unlink()
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--no-rebuild", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "1 absent members skipped (--no-rebuild): irrelevant_lenet5_s1" in cap.err
+    assert all(not r["suspect"].endswith("irrelevant_lenet5_s1") for r in json.loads(cap.out))
+    assert not (out / "irrelevant_lenet5_s1.keras").exists()
+    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "1 members absent, rebuilt before use (about" in cap.err and "irrelevant_lenet5_s1" in cap.err
+    assert (out / "irrelevant_lenet5_s1.keras").exists()
