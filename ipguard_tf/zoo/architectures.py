@@ -279,6 +279,20 @@ def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *,
 #: beyond this machine for tens of models). Widths were chosen from these timings, before any fingerprint
 #: was computed on the zoo.
 SAC_ARCHITECTURES: Dict[str, Callable[..., Any]] = {
+    "sac_vgg16": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(
+        input_shape, num_classes, width=0.125, depth=16, name="sac_vgg16", K=K),
+    "sac_vgg13": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(
+        input_shape, num_classes, width=0.125, depth=13, name="sac_vgg13", K=K),
+    "sac_resnet18": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: resnet18(
+        input_shape, num_classes, width=0.125, name="sac_resnet18", K=K),
+    "sac_mobilenet_v2": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: mobilenet_v2(
+        input_shape, num_classes, width=0.125, name="sac_mobilenet_v2", K=K),
+    "sac_densenet": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: densenet(
+        input_shape, num_classes, blocks=(2, 4, 6, 4), growth=8, name="sac_densenet", K=K),
+}
+
+
+ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "fmnist_cnn": fmnist_cnn,
     "simple_cnn": simple_cnn,
     "lenet5": lenet5,
