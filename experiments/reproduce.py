@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--data-dir")
     ap.add_argument("--published", default=str(Path(__file__).parent / "published" / "ipguard_paper.json"))
+    ap.add_argument("--published-sac", default=str(Path(__file__).parent / "published" / "sac_appendix.json"))
     ap.add_argument("--cached-only", action="store_true",
                     help="report only the runs whose fingerprints are already cached; list the others as missing")
     ap.add_argument("--no-timing", action="store_true",
@@ -44,7 +45,12 @@ def main(argv=None) -> int:
     ds = load_dataset(cfg["dataset"], args.data_dir)
     zoo = Path(cfg["zoo"])
     suspects = load_zoo_suspects(zoo, args.data_dir, cfg.get("suspects"))
-    train_x = ds.sample_train(cfg["n"], cfg["seed"]) if hasattr(ds, "sample_train") else ds.x_train
+    if cfg.get("zoo_kind") == "sac":  # the owner's own data: the defender half of the SAC split
+        from ipguard_tf.zoo.sac import sac_split
+
+        train_x = sac_split(ds).defender.x
+    else:
+        train_x = ds.sample_train(cfg["n"], cfg["seed"]) if hasattr(ds, "sample_train") else ds.x_train
     sweep = Sweep(out / "cache", load_member(zoo, "target"), train_x, suspects, n=cfg["n"],
                   dataset=cfg["dataset"], method_params=cfg.get("method_params"))
     runs, missing = [], []
@@ -65,7 +71,9 @@ def main(argv=None) -> int:
             if r["key"] in timing:
                 r["seconds_timing_pass"] = timing[r["key"]]
     cfg = dict(cfg, missing_runs=missing, timing_pass_points_identical=sweep.reproducible)
-    report.write_all(out, runs, suspects, zoo, cfg, json.loads(Path(args.published).read_text()))
+    published = json.loads(Path(args.published).read_text())
+    published["sac_appendix"] = json.loads(Path(args.published_sac).read_text())
+    report.write_all(out, runs, suspects, zoo, cfg, published)
     write_json(out / "run.json", run_record({"config": cfg, "config_file": args.config}))
     return 0
 

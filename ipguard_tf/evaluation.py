@@ -51,13 +51,14 @@ def suspect_label(rec: Dict[str, Any]) -> str:
 
 def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None
                       ) -> List[Suspect]:
-    """Every positive and negative member of a zoo (not the target), loaded once and adapted."""
+    """Every positive and negative member of a zoo (not the target, nor members labelling another label set,
+    such as the SAC zoo's transfer models), loaded once and adapted."""
     from .zoo.builder import load_member, members
 
     wanted = set(names) if names is not None else None
     out = []
     for rec in members(Path(folder)):
-        if rec["role"] == "target" or (wanted is not None and rec["name"] not in wanted):
+        if rec["role"] == "target" or rec.get("labels") or (wanted is not None and rec["name"] not in wanted):
             continue
         model = load_member(Path(folder), rec["name"], data_dir=data_dir)
         out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),

@@ -53,14 +53,23 @@ def aruc(positive_rates, negative_rates, r: int = ARUC_INTERVALS) -> float:
     return float(np.mean(np.minimum(R, U)))
 
 
-def auc(positive_rates, negative_rates) -> float:
-    """ROC AUC of the matching rate as a score separating positives from negatives (scikit-learn)."""
+def roc_auc(positive, negative, higher_is_copy: bool = True) -> float:
+    """ROC AUC (scikit-learn, as SAC computes it) of any finite statistic as a score separating positives from
+    negatives; a statistic where lower means "copy" (a distance) is negated first."""
     from sklearn.metrics import roc_auc_score
 
-    p = _arr(positive_rates, "positive_rates")
-    q = _arr(negative_rates, "negative_rates")
+    p = np.asarray(positive, np.float64).reshape(-1)
+    q = np.asarray(negative, np.float64).reshape(-1)
+    if p.size == 0 or q.size == 0 or not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+        raise ParameterError("AUC needs at least one positive and one negative, all finite")
     y = np.r_[np.ones(p.size), np.zeros(q.size)]
-    return float(roc_auc_score(y, np.r_[p, q]))
+    score = np.r_[p, q]
+    return float(roc_auc_score(y, score if higher_is_copy else -score))
+
+
+def auc(positive_rates, negative_rates) -> float:
+    """ROC AUC of the matching rate as a score separating positives from negatives (scikit-learn)."""
+    return roc_auc(_arr(positive_rates, "positive_rates"), _arr(negative_rates, "negative_rates"))
 
 
 def gap(positive_rates, negative_rates) -> float:

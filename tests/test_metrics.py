@@ -60,3 +60,34 @@ def test_monotone_curves():
     rng = np.random.default_rng(0)
     taus, R, U = ru_curves(rng.random(20), rng.random(30))
     assert np.all(np.diff(R) <= 0) and np.all(np.diff(U) >= 0)
+
+
+def test_sac_attack_rows_and_verdicts():
+    """SAC Table 3's layout from per-suspect statistics: one row per attack present, the average of SAC's six,
+    the direction of a distance statistic, verdicts against SAC's numbers within the stated tolerance."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace as NS
+
+    from ipguard_tf import report
+
+    fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "quantized"]
+    sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
+                                                                      family="irrelevant") for i in range(3)]
+    rates = {"finetune_a": 1.0, "finetune_l": 0.9, "prune": 0.8, "extract_l": 0.2, "extract_p": 0.35,
+             "extract_adv": 0.1, "quantized": 0.95, "irr0": 0.15, "irr1": 0.3, "irr2": 0.25}
+    rows = {r["attack"]: r for r in report.attack_rows(rates, sus)}
+    assert rows["Finetune-A"]["auc"] == 1.0 and rows["Extract-Adv"]["auc"] == 0.0
+    assert rows["Extract-L"]["auc"] == pytest.approx(1 / 3) and rows["Extract-P"]["auc"] == pytest.approx(1.0)
+    assert rows["Quantized"]["in_sac"] is False and rows["Finetune-A"]["n_negative"] == 3
+    six = [rows[a]["auc"] for a in report.SAC_ATTACKS]
+    assert rows["Average"]["auc"] == pytest.approx(sum(six) / 6)
+    distances = {k: 1 - v for k, v in rates.items()}  # lower = copy: the same ranking, the same AUCs
+    flipped = {r["attack"]: r["auc"] for r in report.attack_rows(distances, sus, higher_is_copy=False)}
+    assert flipped == {a: r["auc"] for a, r in rows.items()}
+    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
+                            "sac_appendix.json").read_text())
+    judged = {r["attack"]: r for r in report.judge_attack_rows(list(rows.values()), published, "IPGuard")}
+    assert judged["Finetune-A"]["verdict"] == "holds" and judged["Finetune-A"]["sac"] == 1.0
+    assert judged["Extract-Adv"]["verdict"] == "does not hold"  # 0.0 against SAC's 0.34
+    assert judged["Quantized"]["verdict"] == "not in SAC"
