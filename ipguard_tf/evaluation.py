@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -39,6 +39,8 @@ class Suspect:
     family: str
     label: str  # e.g. "WP p=0.3", "FP c=2/16", "same_arch"
     classifier: Classifier
+    #: the member's zoo record (pruned fraction, queries, ...)
+    record: Dict[str, Any] = field(default_factory=dict)
 
 
 def suspect_label(rec: Dict[str, Any]) -> str:
@@ -62,7 +64,7 @@ def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Option
             continue
         model = load_member(Path(folder), rec["name"], data_dir=data_dir)
         out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),
-                           as_classifier(model, name=rec["name"])))
+                           as_classifier(model, name=rec["name"]), dict(rec)))
     return out
 
 

@@ -242,14 +242,26 @@ SAC_ATTACKS: Dict[str, Tuple[str, ...]] = {
 MORE_ATTACKS: Dict[str, Tuple[str, ...]] = {"Adv-finetune": ("adv_finetune",), "Quantized": ("quantized",)}
 
 
+#: SAC's Pruning row uses the fine-pruning snapshots up to this fraction (its ``correlation_wrong.py`` takes the
+#: first 10 of its 5 %-step snapshots: ``auc_prune = calculate_auc(list9[:10], ...)``)
+SAC_PRUNING_MAX_FRACTION = 0.5
+
+
+def _counts_for(attack: str, suspect) -> bool:
+    rec = getattr(suspect, "record", None) or {}
+    return not (attack == "Pruning" and rec.get("pruned_fraction", 0.0) > SAC_PRUNING_MAX_FRACTION + 1e-9)
+
+
 def attack_rows(stats: Dict[str, float], suspects, higher_is_copy: bool = True) -> List[Dict[str, Any]]:
     """SAC Table 3's layout: per attack, the AUC (scikit-learn ROC AUC, as SAC computes it) and ARUC of the
     attack's stolen models (positives) against all negatives (SAC's irrelevant models), on a statistic whose
-    direction is ``higher_is_copy``; then the average of SAC's six attacks (when all six are present)."""
+    direction is ``higher_is_copy``; then the average of SAC's six attacks (when all six are present). The
+    Pruning row takes fine-pruning snapshots up to :data:`SAC_PRUNING_MAX_FRACTION`, as SAC's code does."""
     neg = [stats[s.name] for s in suspects if s.role == "negative" and s.name in stats]
     rows = []
     for attack, fams in {**SAC_ATTACKS, **MORE_ATTACKS}.items():
-        pos = [stats[s.name] for s in suspects if s.role == "positive" and s.family in fams and s.name in stats]
+        pos = [stats[s.name] for s in suspects if s.role == "positive" and s.family in fams and s.name in stats
+               and _counts_for(attack, s)]
         if not pos or not neg:
             continue
         row = {"attack": attack, "n_positive": len(pos), "n_negative": len(neg),

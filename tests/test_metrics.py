@@ -91,3 +91,9 @@ def test_sac_attack_rows_and_verdicts():
     assert judged["Finetune-A"]["verdict"] == "holds" and judged["Finetune-A"]["sac"] == 1.0
     assert judged["Extract-Adv"]["verdict"] == "does not hold"  # 0.0 against SAC's 0.34
     assert judged["Quantized"]["verdict"] == "not in SAC"
+    # SAC's Pruning row: snapshots up to 50 % pruned only
+    deep = NS(name="prune_deep", role="positive", family="prune", record={"pruned_fraction": 0.8})
+    shallow = NS(name="prune", role="positive", family="prune", record={"pruned_fraction": 0.5})
+    sus2 = [s for s in sus if s.family != "prune"] + [deep, shallow]
+    rows2 = {r["attack"]: r for r in report.attack_rows(dict(rates, prune_deep=0.0), sus2)}
+    assert rows2["Pruning"]["n_positive"] == 1 and rows2["Pruning"]["auc"] == rows["Pruning"]["auc"]
