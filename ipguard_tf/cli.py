@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
     v.add_argument("--weights", default="imagenet",
                    help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none")
-    v.add_argument("--threshold", type=_float(0.0, 1.0), default=C.DEFAULT_THRESHOLD,
-                   help=f"matching-rate threshold for the verdict (default {C.DEFAULT_THRESHOLD})")
+    v.add_argument("--threshold", type=_float(0.0, 1.0), default=None,
+                   help=f"threshold of the fingerprint's statistic for the verdict (default: the statistic's, "
+                        f"{C.DEFAULT_THRESHOLD} for the matching rate, {C.SAC_DEFAULT_THRESHOLD} for SAC's distance)")
     v.add_argument("--input-scale", type=_float(0.0, strict=True), default=None,
                    help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -254,7 +255,7 @@ def cmd_extract(args) -> int:
 
     spec = registry.get(args.method)
     params = method_params(args)
-    init = params.get("init", spec.param("init").default)
+    init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data
     clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
     if args.dataset == "imagenet":
         from .imagenet import IMAGENET_BATCH, load_imagenet_images
@@ -263,12 +264,14 @@ def cmd_extract(args) -> int:
             raise ParameterError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
         train_x = load_imagenet_images(args.data_dir, args.n, params.get("seed", 0)) if init == "T" else None
         params.setdefault("batch_size", IMAGENET_BATCH)
+        train_y = None
     else:
-        train_x = load_dataset(args.dataset, args.data_dir).x_train if init == "T" else None
+        ds = load_dataset(args.dataset, args.data_dir) if init == "T" else None
+        train_x, train_y = (ds.x_train, ds.y_train) if ds is not None else (None, None)
     method = registry.build(args.method, progress=not args.quiet, distribute=_mirrored() if args.mirrored else None,
                             **params)
     ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
-    fp = method.generate(clf, args.n, train_x, dataset=args.dataset, checkpoint=ckpt,
+    fp = method.generate(clf, args.n, train_x, train_y=train_y, dataset=args.dataset, checkpoint=ckpt,
                          checkpoint_every=args.checkpoint_every)
     fp.metadata["command"] = "ipguard " + " ".join(args.argv)
     fp.metadata["input_scale"] = args.input_scale
@@ -352,8 +355,13 @@ def cmd_verify(args) -> int:
     else:
         rows = [dict(r.as_dict(), role=role or "") for r, role in zip(results, roles)]
         cols = [("suspect", "suspect", "{}")] + ([("role", "role", "{}")] if any(roles) else [])
-        print(format_table(rows, cols + [("matching_rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
-        print(f"threshold {args.threshold:g}; verdict 1 = verified as a copy of the fingerprinted model")
+        stat = results[0].statistic if results else "matching_rate"
+        fmt = "{:.2f}" if stat == "matching_rate" else "{:.4f}"
+        print(format_table(rows, cols + [(stat, "value", fmt), ("verdict", "verdict", "{}")]))
+        if results:
+            rule = ">=" if stat == "matching_rate" else "<="
+            print(f"threshold {results[0].threshold:g} ({stat} {rule} threshold: verdict 1 = verified as a copy "
+                  "of the fingerprinted model)")
         if summary:
             print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
                   f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
@@ -381,11 +389,14 @@ def _zoo_summary(results, roles):
     """Robustness/uniqueness at the threshold, ARUC, AUC and gap over the zoo's positives and negatives."""
     from . import metrics
 
-    pos = [r.matching_rate for r, role in zip(results, roles) if role == "positive"]
-    neg = [r.matching_rate for r, role in zip(results, roles) if role == "negative"]
+    from .registry import STATISTICS
+
+    pos = [r.value for r, role in zip(results, roles) if role == "positive"]
+    neg = [r.value for r, role in zip(results, roles) if role == "negative"]
     if not pos or not neg:
         return None
-    return metrics.summary(pos, neg, results[0].threshold)
+    return metrics.summary(pos, neg, results[0].threshold,
+                           higher_is_copy=STATISTICS[results[0].statistic].higher_is_copy)
 
 
 def cmd_zoo(args) -> int:

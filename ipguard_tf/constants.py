@@ -73,3 +73,18 @@ DEFAULT_THRESHOLD: float = 0.5
 #: Default k for IPGuard on the small Fashion-MNIST target of this project (see README, "Choice of k").
 #: The paper's k grid is for CIFAR/ImageNet logit scales; k must be chosen on the target's own scale.
 DEFAULT_K: float = 1.0
+
+# -- SAC (Guan, Liang, He, NeurIPS 2022; ../shared/papers/003_*, official code github guanjiyang/SAC) -----------
+#: SAC-m's number of CutMix samples (the official ``cut_mix.py`` mixes one batch of 100 images).
+SAC_N_SAMPLES: int = 100
+
+#: CutMix patch side as a fraction of the image side (``cut_mix.py``: ``cut_rat = 0.2``).
+SAC_PATCH: float = 0.2
+
+#: CutMix patch centres lie outside the middle band (W/6, 5W/6) in both coordinates, i.e. in a corner zone
+#: (``cut_mix.py``'s ``rand_bbox`` redraws while the centre is inside the band in either coordinate).
+SAC_CENTRE_BAND: tuple = (1.0 / 6.0, 5.0 / 6.0)
+
+#: Default verdict threshold of the SAC distance (lower = copy). SAC states none (it reports AUCs); 0.05 is a
+#: small fraction of the statistic's [0, 1] range, chosen before any measurement; calibrate instead (issue 16).
+SAC_DEFAULT_THRESHOLD: float = 0.05

@@ -38,6 +38,11 @@ POINT_FIELDS = {
     "distortion": np.float32,  # L2 distance from the initial point
 }
 
+#: optional per-point arrays: present in the files of methods whose statistic needs them
+OPTIONAL_FIELDS = {
+    "outputs": np.float32,  # the target's class scores at x, (n, C): SAC's correlation (metadata outputs_kind)
+}
+
 
 @dataclass
 class Fingerprint:
@@ -54,12 +59,18 @@ class Fingerprint:
     metadata: Dict[str, Any] = field(default_factory=dict)
     #: content SHA-256 of the file it was loaded from (None for a fingerprint not read from a file)
     sha256: Optional[str] = field(default=None, compare=False)
+    #: the target's class scores at the points (SAC; None for methods verified by labels)
+    outputs: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         for name, dt in POINT_FIELDS.items():
             setattr(self, name, np.asarray(getattr(self, name), dtype=dt))
+        if self.outputs is not None:
+            self.outputs = np.asarray(self.outputs, dtype=OPTIONAL_FIELDS["outputs"])
+            if self.outputs.ndim != 2:
+                raise ValueError(f"fingerprint field 'outputs' has shape {self.outputs.shape}, expected (n, C)")
         n = len(self.x)
-        for name in POINT_FIELDS:
+        for name in self._fields():
             if len(getattr(self, name)) != n:
                 raise ValueError(f"fingerprint field {name!r} has {len(getattr(self, name))} entries, x has {n}")
 
@@ -70,12 +81,16 @@ class Fingerprint:
     def n_converged(self) -> int:
         return int(self.converged.sum())
 
+    def _fields(self):
+        return list(POINT_FIELDS) + [k for k in OPTIONAL_FIELDS if getattr(self, k) is not None]
+
     def subset(self, mask: np.ndarray) -> "Fingerprint":
         """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``)."""
-        return Fingerprint(**{k: getattr(self, k)[mask] for k in POINT_FIELDS}, metadata=dict(self.metadata))
+        return Fingerprint(**{k: getattr(self, k)[mask] for k in self._fields()}, metadata=dict(self.metadata))
 
     def arrays(self) -> Dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in POINT_FIELDS}
+        """Every per-point array the fingerprint holds (the optional ones where present)."""
+        return {k: getattr(self, k) for k in self._fields()}
 
 
 def _digest(arrays: Dict[str, np.ndarray], meta_bytes: bytes) -> str:
@@ -135,7 +150,7 @@ def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
                 raise FingerprintFileError(
                     f"{path} is not an ipguard_tf fingerprint (missing {', '.join(sorted(need - names))})"
                 )
-            arrays = {k: z[k] for k in POINT_FIELDS}
+            arrays = {k: z[k] for k in list(POINT_FIELDS) + [k for k in OPTIONAL_FIELDS if k in names]}
             meta_bytes = z["metadata"].tobytes()
             stored = z["sha256"].tobytes().decode("ascii", errors="replace")
     except FingerprintFileError:
@@ -148,8 +163,8 @@ def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
         raise FingerprintFileError(f"{path}: metadata is not valid JSON (file altered or corrupt)") from None
     if meta.get("schema") != SCHEMA:
         raise FingerprintFileError(f"{path}: schema {meta.get('schema')!r} is not supported (expected {SCHEMA!r})")
-    for k, dt in POINT_FIELDS.items():
-        if arrays[k].dtype != np.dtype(dt):
+    for k, dt in {**POINT_FIELDS, **OPTIONAL_FIELDS}.items():
+        if k in arrays and arrays[k].dtype != np.dtype(dt):
             raise FingerprintFileError(f"{path}: field {k!r} has dtype {arrays[k].dtype}, expected {np.dtype(dt)}")
     if _digest(arrays, meta_bytes) != stored:
         raise FingerprintFileError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt")
@@ -179,6 +194,8 @@ def check_points(fp: Fingerprint) -> str:
         return f"metadata num_classes is {c!r}, expected an integer >= 2"
     if fp.y.min() < 0 or fp.y.max() >= c:
         return f"labels lie in [{fp.y.min()}, {fp.y.max()}], outside the {c} classes"
+    if fp.outputs is not None and (fp.outputs.shape[1] != c or not np.all(np.isfinite(fp.outputs))):
+        return f"outputs have shape {fp.outputs.shape} or non-finite values; expected finite (n, {c})"
     shape = fp.metadata.get("input_shape")
     if shape is not None and (not isinstance(shape, list) or (
             all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))):

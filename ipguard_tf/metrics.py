@@ -25,31 +25,33 @@ def _arr(x: Sequence[float], what: str) -> np.ndarray:
     return a
 
 
-def robustness(positive_rates: Sequence[float], tau: float) -> float:
-    """R(tau): fraction of positive suspects with matching rate >= tau."""
-    return float(np.mean(meets_threshold(_arr(positive_rates, "positive_rates"), tau)))
+def robustness(positive_rates: Sequence[float], tau: float, higher_is_copy: bool = True) -> float:
+    """R(tau): fraction of positive suspects verified at threshold tau (matching rate >= tau; a distance
+    statistic, ``higher_is_copy=False``: <= tau)."""
+    return float(np.mean(meets_threshold(_arr(positive_rates, "positive_rates"), tau, higher_is_copy)))
 
 
-def uniqueness(negative_rates: Sequence[float], tau: float) -> float:
-    """U(tau): fraction of negative suspects with matching rate < tau (not verified)."""
-    return float(np.mean(~meets_threshold(_arr(negative_rates, "negative_rates"), tau)))
+def uniqueness(negative_rates: Sequence[float], tau: float, higher_is_copy: bool = True) -> float:
+    """U(tau): fraction of negative suspects not verified at threshold tau (matching rate < tau)."""
+    return float(np.mean(~meets_threshold(_arr(negative_rates, "negative_rates"), tau, higher_is_copy)))
 
 
-def ru_curves(positive_rates, negative_rates, r: int = ARUC_INTERVALS):
-    """(tau, R(tau), U(tau)) on the grid tau = 1/r, 2/r, ..., 1 used by Eq. 7."""
+def ru_curves(positive_rates, negative_rates, r: int = ARUC_INTERVALS, higher_is_copy: bool = True):
+    """(tau, R(tau), U(tau)) on the grid tau = 1/r, 2/r, ..., 1 used by Eq. 7 (statistics in [0, 1]; for a
+    distance the grid starts at 0: tau = 0, 1/r, ..., (r-1)/r, so a perfect separator is found as for rates)."""
     if r < 1:
         raise ParameterError(f"r must be >= 1, got {r}")
     p = _arr(positive_rates, "positive_rates")
     q = _arr(negative_rates, "negative_rates")
-    taus = np.arange(1, r + 1) / r
-    R = np.array([np.mean(meets_threshold(p, t)) for t in taus])
-    U = np.array([np.mean(~meets_threshold(q, t)) for t in taus])
+    taus = np.arange(1, r + 1) / r if higher_is_copy else np.arange(0, r) / r
+    R = np.array([np.mean(meets_threshold(p, t, higher_is_copy)) for t in taus])
+    U = np.array([np.mean(~meets_threshold(q, t, higher_is_copy)) for t in taus])
     return taus, R, U
 
 
-def aruc(positive_rates, negative_rates, r: int = ARUC_INTERVALS) -> float:
+def aruc(positive_rates, negative_rates, r: int = ARUC_INTERVALS, higher_is_copy: bool = True) -> float:
     """ARUC by Eq. 7: (1/r) * sum_{t=1..r} min(R(t/r), U(t/r)), r = 100 in the paper."""
-    _, R, U = ru_curves(positive_rates, negative_rates, r)
+    _, R, U = ru_curves(positive_rates, negative_rates, r, higher_is_copy)
     return float(np.mean(np.minimum(R, U)))
 
 
@@ -72,30 +74,38 @@ def auc(positive_rates, negative_rates) -> float:
     return roc_auc(_arr(positive_rates, "positive_rates"), _arr(negative_rates, "negative_rates"))
 
 
-def gap(positive_rates, negative_rates) -> float:
-    """Smallest positive matching rate minus largest negative one (> 0: some threshold separates them)."""
-    return float(_arr(positive_rates, "positive_rates").min() - _arr(negative_rates, "negative_rates").max())
+def gap(positive_rates, negative_rates, higher_is_copy: bool = True) -> float:
+    """Smallest positive matching rate minus largest negative one (a distance: smallest negative minus largest
+    positive); > 0 when some threshold separates them."""
+    p, q = _arr(positive_rates, "positive_rates"), _arr(negative_rates, "negative_rates")
+    return float(p.min() - q.max()) if higher_is_copy else float(q.min() - p.max())
 
 
-def perfect_thresholds(positive_rates, negative_rates, r: int = ARUC_INTERVALS) -> np.ndarray:
+def perfect_thresholds(positive_rates, negative_rates, r: int = ARUC_INTERVALS,
+                       higher_is_copy: bool = True) -> np.ndarray:
     """Grid thresholds at which robustness = uniqueness = 1."""
-    taus, R, U = ru_curves(positive_rates, negative_rates, r)
+    taus, R, U = ru_curves(positive_rates, negative_rates, r, higher_is_copy)
     return taus[(R == 1) & (U == 1)]
 
 
 def summary(positive_rates, negative_rates, threshold: Optional[float] = None,
-            r: int = ARUC_INTERVALS) -> Dict[str, Any]:
+            r: int = ARUC_INTERVALS, higher_is_copy: bool = True) -> Dict[str, Any]:
     """Everything a sweep or a zoo verification reports about positives vs negatives: counts, ARUC (Eq. 7),
-    AUC, gap, the extreme rates, the grid thresholds with robustness = uniqueness = 1 (``None`` if none), and,
-    given a ``threshold``, robustness and uniqueness there."""
+    AUC, gap, the extreme statistics (the least copy-like positive, the most copy-like negative), the grid
+    thresholds with robustness = uniqueness = 1 (``None`` if none), and, given a ``threshold``, robustness and
+    uniqueness there. ``higher_is_copy=False`` for a distance (SAC)."""
     p = _arr(positive_rates, "positive_rates")
     q = _arr(negative_rates, "negative_rates")
-    perfect = perfect_thresholds(p, q, r)
+    hic = higher_is_copy
+    perfect = perfect_thresholds(p, q, r, hic)
     out: Dict[str, Any] = {
-        "n_positive": int(p.size), "n_negative": int(q.size), "aruc": aruc(p, q, r), "auc": auc(p, q),
-        "gap": gap(p, q), "min_positive": float(p.min()), "max_negative": float(q.max()),
+        "n_positive": int(p.size), "n_negative": int(q.size), "aruc": aruc(p, q, r, hic),
+        "auc": roc_auc(p, q, hic), "gap": gap(p, q, hic),
+        **({"min_positive": float(p.min()), "max_negative": float(q.max())} if hic else
+           {"max_positive": float(p.max()), "min_negative": float(q.min())}),
         "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None}
     if threshold is not None:
-        out.update(threshold=threshold, robustness=robustness(p, threshold), uniqueness=uniqueness(q, threshold))
+        out.update(threshold=threshold, robustness=robustness(p, threshold, hic),
+                   uniqueness=uniqueness(q, threshold, hic))
     return out
 

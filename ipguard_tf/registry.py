@@ -28,6 +28,8 @@ from .constants import (
     DEFAULT_K,
     DEFAULT_LABEL,
     DEFAULT_THRESHOLD,
+    SAC_DEFAULT_THRESHOLD,
+    SAC_PATCH,
     IGSM_ALPHA,
     INIT_STRATEGIES,
     LABEL_STRATEGIES,
@@ -135,11 +137,20 @@ class Statistic:
     display: str
     higher_is_copy: bool
     default_threshold: float
+    #: verification needs the suspect's class scores (not only labels), and the fingerprint the target's
+    needs_scores: bool = False
 
 
 #: IPGuard's statistic (paper Section 4.1): the fraction of fingerprint points the suspect labels the same way
 #: (:func:`ipguard_tf.verification.matching_rate`)
 MATCHING_RATE = Statistic("matching_rate", "matching rate", True, DEFAULT_THRESHOLD)
+
+#: SAC's statistic (Guan et al. 2022): mean absolute difference of the suspect's and the target's sample
+#: correlation matrices (:func:`ipguard_tf.verification.sac_distance`); lower = more likely a copy; default
+#: threshold :data:`~ipguard_tf.constants.SAC_DEFAULT_THRESHOLD`.
+SAC_DISTANCE = Statistic("sac_distance", "SAC distance", False, SAC_DEFAULT_THRESHOLD, needs_scores=True)
+
+STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE)}
 
 
 def common_params(init: str = DEFAULT_INIT) -> Tuple[Param, ...]:
@@ -313,3 +324,23 @@ register(MethodSpec(
         _SEGMENT, _JIT,
     ),
     setting="k", figure=6, log_setting=True, summary="points near the classification boundary (Eq. 5)"))
+
+_SAC_COMMON = (
+    Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
+    Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size", help="samples labelled together",
+          shown="all n at once"),
+)
+
+register(MethodSpec(
+    "sac-m", "SAC-m", "ipguard_tf.methods.sac:SACm",
+    _SAC_COMMON + (
+        Param("patch", float, SAC_PATCH, minimum=0.0, maximum=1.0, strict=True, cli="--sac-patch",
+              help="CutMix patch side as a fraction of the image side"),
+        Param("transpose", bool, False, cli="--sac-transpose",
+              help="swap H and W of the samples, as the official SAC files do"),
+    ),
+    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)"))
+
+register(MethodSpec(
+    "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
+    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)"))

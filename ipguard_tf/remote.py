@@ -38,7 +38,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .constants import DEFAULT_THRESHOLD
 from .errors import IPGuardError
 from .fingerprint import Fingerprint
 from .io_utils import atomic_write_bytes
@@ -336,10 +335,11 @@ def default_progress_path(fingerprint_path: str, url: str) -> Path:
     return p.with_name(f"{p.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.remote-progress.json")
 
 
-def _load_progress(path: Path, key: Dict[str, Any], n: int) -> np.ndarray:
-    labels = np.full(n, -1, np.int64)
+def _load_progress(path: Path, key: Dict[str, Any], n: int, classes: Optional[int] = None) -> np.ndarray:
+    """The answers saved so far: labels (-1: not answered yet) or, with ``classes``, score rows (NaN: not yet)."""
+    answers = np.full(n, -1, np.int64) if classes is None else np.full((n, classes), np.nan, np.float64)
     if not path.exists():
-        return labels
+        return answers
     try:
         state = json.loads(path.read_text())
         if state.get("schema") != PROGRESS_SCHEMA:
@@ -349,42 +349,71 @@ def _load_progress(path: Path, key: Dict[str, Any], n: int) -> np.ndarray:
     if state.get("key") != key:
         raise RemoteError(f"progress file {path} belongs to another verification (fingerprint, URL or settings "
                           "differ); delete it or pass another --progress-file")
-    saved = state.get("labels")
-    if not isinstance(saved, list) or len(saved) != n or not all(_is_int_like(v) and v >= -1 for v in saved):
+    if classes is None:
+        saved = state.get("labels")
+        ok = isinstance(saved, list) and len(saved) == n and all(_is_int_like(v) and v >= -1 for v in saved)
+    else:
+        saved = state.get("scores")
+        ok = (isinstance(saved, list) and len(saved) == n and all(
+            r is None or (isinstance(r, list) and len(r) == classes and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)) for r in saved))
+    if not ok:
         raise RemoteError(f"progress file {path} is corrupt; delete it to start the verification afresh")
-    labels[:] = np.asarray(saved, np.int64)
-    log.info("resuming from %s: %d of %d points already answered", path, int((labels >= 0).sum()), n)
-    return labels
+    if classes is None:
+        answers[:] = np.asarray(saved, np.int64)
+        done = int((answers >= 0).sum())
+    else:
+        for i, r in enumerate(saved):
+            if r is not None:
+                answers[i] = r
+        done = int(np.isfinite(answers).all(axis=1).sum())
+    log.info("resuming from %s: %d of %d points already answered", path, done, n)
+    return answers
 
 
-def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DEFAULT_THRESHOLD, *,
+def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[float] = None, *,
                   progress_path: Optional[Path] = None, name: Optional[str] = None, progress: bool = False):
     """Verify a remote suspect (paper Section 4.1 over a prediction API): query the fingerprint points not yet
     answered, in batches, saving the answers to ``progress_path`` after each batch, and return the
     :class:`~ipguard_tf.verification.Verification`. The progress file is removed when all points are answered.
-    """
-    from .verification import Verification, check_statistic, check_threshold
 
-    threshold = check_threshold(threshold)
-    check_statistic(fp)
+    A fingerprint verified by SAC's distance needs the service's class scores: a suspect declared
+    ``output="labels"``, or a service that answers labels, is refused with a one-line :class:`RemoteError`
+    saying why. The scores are used as the service gives them: rows that look like probabilities are compared
+    with the target's probabilities, others as logits with its logits
+    (:func:`~ipguard_tf.verification.comparable_outputs`).
+    """
+    from .verification import (Verification, comparable_outputs, check_threshold, sac_distance,
+                               statistic_of)
+
+    stat = statistic_of(fp)
+    threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
     n = len(fp)
     if n == 0:
         raise RemoteError("the fingerprint has no points")
     if suspect.num_classes is not None and int(fp.y.max()) >= suspect.num_classes:
         raise RemoteError("fingerprint labels exceed the number of classes")
+    scores = stat.needs_scores
+    if scores and suspect.output == "labels":
+        raise RemoteError(f"{stat.display} needs the suspect's class scores; an endpoint queried for labels only "
+                          "cannot give them (use --output probabilities)")
     key = {"fingerprint_sha256": fp.sha256, "endpoint": suspect.endpoint,
            "protocol": suspect.protocol, "output": suspect.output, "input_scale": suspect.input_scale}
-    labels = _load_progress(progress_path, key, n) if progress_path is not None else np.full(n, -1, np.int64)
-    todo = np.flatnonzero(labels < 0)
+    classes = int(fp.metadata["num_classes"]) if scores else None
+    answers = (_load_progress(progress_path, key, n, classes) if progress_path is not None else
+               (np.full(n, -1, np.int64) if not scores else np.full((n, classes), np.nan)))
+    todo = np.flatnonzero(~np.isfinite(answers).all(axis=1) if scores else answers < 0)
     try:
         with progress_bar(total=n, initial=n - len(todo), desc=f"querying {suspect.model_name}",
                           enabled=progress, unit="pt") as bar:
             for s in range(0, len(todo), suspect.batch_size):
                 idx = todo[s:s + suspect.batch_size]
-                labels[idx] = suspect.query(fp.x[idx])
+                answers[idx] = suspect.query_scores(fp.x[idx]) if scores else suspect.query(fp.x[idx])
                 if progress_path is not None:
+                    saved = ({"labels": answers.tolist()} if not scores else
+                             {"scores": [r.tolist() if np.isfinite(r).all() else None for r in answers]})
                     atomic_write_bytes(progress_path, json.dumps(
-                        {"schema": PROGRESS_SCHEMA, "key": key, "labels": labels.tolist()}).encode())
+                        {"schema": PROGRESS_SCHEMA, "key": key, **saved}).encode())
                 bar.update(len(idx))
     finally:
         suspect.close()
@@ -392,4 +421,12 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: float = DE
         progress_path.unlink(missing_ok=True)
     log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
              suspect.points_sent, suspect.retried)
-    return Verification.of(name or suspect.url, labels, fp.y, threshold)
+    if scores:
+        kind = "probabilities" if _probability_rows(answers) else "logits"
+        ref, sus = comparable_outputs(fp, answers, kind)
+        return Verification.of_statistic(name or suspect.url, stat, sac_distance(ref, sus), n, threshold)
+    return Verification.of(name or suspect.url, answers, fp.y, threshold)
+
+
+def _probability_rows(a: np.ndarray) -> bool:
+    return bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3))

@@ -136,6 +136,30 @@ def test_remote_oracle_answers_like_the_local_model(served):
         Oracle(s, output="labels").probabilities(x[:4])
 
 
+def test_remote_sac_verification_equals_the_local_computation(served, tmp_path):
+    """SAC-m over a probability API (issue 15): the served probabilities against the target's softmax, as
+    computed locally; a label-only endpoint is refused with a reason."""
+    from ipguard_tf.methods.sac import SACm
+    from ipguard_tf.verification import sac_distance, softmax
+
+    fp_path, fp, suspect, base = served
+    target = make_tiny_keras3(0)
+    sac = SACm(seed=5).generate(target, 24, np.random.default_rng(8).random((100, 8, 8, 1), dtype=np.float32))
+    sac.metadata["input_scale"] = SCALE
+    path = tmp_path / "sac.npz"
+    save_fingerprint(sac, path)
+    sac = load_fingerprint(path)
+    s = _suspect(f"{base}/v1/models/tiny", sac, output="probabilities", batch_size=10)
+    r = verify_remote(sac, s, progress_path=tmp_path / "sac-progress.json")
+    served_probs = softmax(suspect.predict(sac.x, verbose=0))  # the test server's answer (see kserve_keras.py)
+    assert r.statistic == "sac_distance" and r.n == 24
+    assert r.value == pytest.approx(sac_distance(softmax(sac.outputs), served_probs), abs=1e-6)
+    with pytest.raises(RemoteError, match="needs the suspect's class scores"):
+        verify_remote(sac, _suspect(f"{base}/v1/models/tiny-labels", sac, output="labels"))
+    with pytest.raises(RemoteError, match="answers class labels only"):
+        verify_remote(sac, _suspect(f"{base}/v1/models/tiny-labels", sac, output="auto"))
+
+
 def test_faults_are_retried_and_the_rate_stays_exact(served):
     fp_path, fp, suspect, base = served
     local = verify(fp, suspect, input_scale=1.0)

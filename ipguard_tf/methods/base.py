@@ -149,8 +149,10 @@ class FingerprintMethod(ABC):
         iterates. May run concurrently with other shards: it must not change ``self``."""
 
     # -- the one public call ---------------------------------------------------------------------------------
-    def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        """Draw n initial points by the init strategy (T: distinct random training examples; R: uniform)."""
+    def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator,
+                       train_y: Optional[np.ndarray] = None) -> np.ndarray:
+        """Draw n initial points by the init strategy (T: distinct random training examples; R: uniform).
+        ``train_y`` (the training labels) is for methods that need them (SAC-w); ignored here."""
         if self.init == "T":
             if train_x is None or len(train_x) == 0:
                 raise DataError("init 'T' (training-example initialisation) needs training data")
@@ -173,8 +175,8 @@ class FingerprintMethod(ABC):
         return tgt.astype(np.int64)
 
     def generate(self, model: Any, n: int = N_POINTS, train_x: Optional[np.ndarray] = None, *,
-                 dataset: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
-                 checkpoint_every: float = 60.0) -> Fingerprint:
+                 train_y: Optional[np.ndarray] = None, dataset: Optional[str] = None,
+                 checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: float = 60.0) -> Fingerprint:
         """Extract a fingerprint of ``n`` points from ``model`` (paper Section 4.2, Extract).
 
         ``train_x`` (images in [0, 1]) is needed for the T initialisation. Non-converged points are kept,
@@ -193,7 +195,7 @@ class FingerprintMethod(ABC):
             raise ModelError(f"{self.name} needs a model with logits; {clf.name} only returns labels")
         rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()
-        x0 = self.initial_points(clf, n, train_x, rng)
+        x0 = self.initial_points(clf, n, train_x, rng, train_y)
         logits0 = clf.predict_logits(x0)
         src = np.argmax(logits0, axis=1).astype(np.int64)
         tgt = self.target_labels(logits0, src, rng)
@@ -222,6 +224,7 @@ class FingerprintMethod(ABC):
         converged &= ~bad
         x = np.clip(x, 0.0, 1.0)
         y = clf.predict_labels(x)
+        outputs = clf.predict_scores(x) if self.spec.statistic.needs_scores else None  # logits (needs_logits)
         seconds = time.perf_counter() - t0
         distortion = np.sqrt(np.sum((x - x0).reshape(n, -1).astype(np.float64) ** 2, axis=1))
         if not converged.all():
@@ -246,5 +249,8 @@ class FingerprintMethod(ABC):
             "segments": [list(s) for s in res.segments],
             "nonfinite_points": [int(i) for i in np.flatnonzero(bad)],
         }
+        if outputs is not None:
+            meta["outputs_kind"] = "logits"
         return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res.iterations,
-                           objective=res.objective, converged=converged, distortion=distortion, metadata=meta)
+                           objective=res.objective, converged=converged, distortion=distortion, metadata=meta,
+                           outputs=outputs)
