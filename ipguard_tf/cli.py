@@ -324,12 +324,13 @@ def cmd_verify(args) -> int:
         if is_zoo(s):
             from .zoo.builder import load_member, members, missing_members, rebuild_note
 
-            absent = {r["name"] for r in missing_members(s)}
+            missing = missing_members(s)
+            absent = {r["name"] for r in missing}
             if absent and args.no_rebuild:
                 sys.stderr.write(f"ipguard: {s}: {len(absent)} absent members skipped (--no-rebuild): "
                                  f"{', '.join(sorted(absent))}\n")
             elif absent:
-                sys.stderr.write(f"ipguard: {rebuild_note(Path(s), missing_members(s))}; --no-rebuild skips them\n")
+                sys.stderr.write(f"ipguard: {rebuild_note(Path(s), missing)}; --no-rebuild skips them\n")
             for rec in members(s):
                 if args.no_rebuild and rec["name"] in absent:
                     continue

@@ -175,6 +175,17 @@ class Classifier:
     def has_logits(self) -> bool:
         return self._logits_fn is not None
 
+    @property
+    def has_scores(self) -> bool:
+        """Whether :meth:`predict_scores` works (logits, or a non-differentiable model's own outputs)."""
+        return self._logits_fn is not None or self._output_fn is not None
+
+    @property
+    def scores_kind(self) -> str:
+        """What :meth:`predict_scores` gives: ``"logits"``, or ``"probabilities"`` for a non-differentiable
+        model whose outputs are probabilities (a TFLite file ending in softmax)."""
+        return "logits" if self._logits_fn is not None else self.output_kind
+
     def __repr__(self) -> str:
         return f"Classifier({self.name!r}, input_shape={self.input_shape}, classes={self.num_classes})"
 

@@ -20,24 +20,16 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import IPGuardError, ParameterError
+from .verification import looks_like_probabilities, softmax
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("labels", "probabilities")
+__all__ = ("OUTPUTS", "Oracle", "OracleError", "softmax")
 
 
 class OracleError(IPGuardError):
     """The victim cannot answer what the attack asks (one-line message), or the query budget is spent."""
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _looks_like_probabilities(a: np.ndarray) -> bool:
-    return bool(a.size) and np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3)
 
 
 class Oracle:
@@ -66,7 +58,7 @@ class Oracle:
             from .models import as_classifier
 
             victim = as_classifier(victim)
-            if output == "probabilities" and not victim.has_logits and getattr(victim, "_output_fn", None) is None:
+            if output == "probabilities" and not victim.has_scores:
                 raise OracleError(f"{victim.name} gives labels only; it cannot serve as a probability API")
         self.victim = victim
         self.output = output
@@ -104,11 +96,11 @@ class Oracle:
         for c in self._batches(x):
             if self.remote:
                 s = self.victim.query_scores(c)
-                outs.append(s if _looks_like_probabilities(s) else softmax(s))
+                probs = looks_like_probabilities(s)
             else:
                 s = self.victim.predict_scores(c, batch_size=self.batch_size)
-                outs.append(s if getattr(self.victim, "output_kind", "logits") == "probabilities" and not
-                            self.victim.has_logits else softmax(s))
+                probs = self.victim.scores_kind == "probabilities"
+            outs.append(s if probs else softmax(s))
         return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
 
     def __repr__(self) -> str:

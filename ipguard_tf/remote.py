@@ -335,10 +335,11 @@ def default_progress_path(fingerprint_path: str, url: str) -> Path:
     return p.with_name(f"{p.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.remote-progress.json")
 
 
-def _load_progress(path: Path, key: Dict[str, Any], n: int, classes: Optional[int] = None) -> np.ndarray:
-    """The answers saved so far: labels (-1: not answered yet) or, with ``classes``, score rows (NaN: not yet)."""
+def _load_progress(path: Optional[Path], key: Dict[str, Any], n: int, classes: Optional[int] = None) -> np.ndarray:
+    """The answers saved so far in ``path`` (none: no progress file): labels (-1: not answered yet) or, with
+    ``classes``, score rows (NaN: not yet)."""
     answers = np.full(n, -1, np.int64) if classes is None else np.full((n, classes), np.nan, np.float64)
-    if not path.exists():
+    if path is None or not path.exists():
         return answers
     try:
         state = json.loads(path.read_text())
@@ -383,8 +384,8 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
     with the target's probabilities, others as logits with its logits
     (:func:`~ipguard_tf.verification.comparable_outputs`).
     """
-    from .verification import (Verification, comparable_outputs, check_threshold, sac_distance,
-                               statistic_of)
+    from .verification import (Verification, check_threshold, comparable_outputs, looks_like_probabilities,
+                               sac_distance, statistic_of)
 
     stat = statistic_of(fp)
     threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
@@ -400,8 +401,7 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
     key = {"fingerprint_sha256": fp.sha256, "endpoint": suspect.endpoint,
            "protocol": suspect.protocol, "output": suspect.output, "input_scale": suspect.input_scale}
     classes = int(fp.metadata["num_classes"]) if scores else None
-    answers = (_load_progress(progress_path, key, n, classes) if progress_path is not None else
-               (np.full(n, -1, np.int64) if not scores else np.full((n, classes), np.nan)))
+    answers = _load_progress(progress_path, key, n, classes)
     todo = np.flatnonzero(~np.isfinite(answers).all(axis=1) if scores else answers < 0)
     try:
         with progress_bar(total=n, initial=n - len(todo), desc=f"querying {suspect.model_name}",
@@ -422,11 +422,7 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
     log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
              suspect.points_sent, suspect.retried)
     if scores:
-        kind = "probabilities" if _probability_rows(answers) else "logits"
+        kind = "probabilities" if looks_like_probabilities(answers) else "logits"
         ref, sus = comparable_outputs(fp, answers, kind)
         return Verification.of_statistic(name or suspect.url, stat, sac_distance(ref, sus), n, threshold)
     return Verification.of(name or suspect.url, answers, fp.y, threshold)
-
-
-def _probability_rows(a: np.ndarray) -> bool:
-    return bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3))

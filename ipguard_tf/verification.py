@@ -91,9 +91,17 @@ def sac_distance(outputs_a: np.ndarray, outputs_b: np.ndarray) -> float:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of class scores (float64)."""
     z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    """Whether rows of class scores are probabilities (entries in [0, 1], rows summing to 1 within 1e-3), as a
+    prediction API's answers are judged when it does not say which it gives."""
+    a = np.asarray(scores)
+    return bool(a.size) and bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3))
 
 
 def comparable_outputs(fingerprint: Fingerprint, suspect_scores: np.ndarray, suspect_kind: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -185,12 +193,11 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: Optional[float] = 
         raise ModelError(f"suspect {who} has {clf.num_classes} classes; the fingerprinted model has "
                          f"{classes}, so it cannot be a copy of it (nor be compared point by point)")
     if stat.needs_scores:
-        if not clf.has_logits and getattr(clf, "_output_fn", None) is None:
+        if not clf.has_scores:
             raise ModelError(f"suspect {who} gives labels only; {stat.display} needs its class scores")
         scores = np.concatenate(run_sharded(distribute, len(fingerprint),
                                             lambda idx: clf.predict_scores(fingerprint.x[idx], batch_size)))
-        kind = "logits" if clf.has_logits else getattr(clf, "output_kind", "logits")
-        ref, sus = comparable_outputs(fingerprint, scores, kind)
+        ref, sus = comparable_outputs(fingerprint, scores, clf.scores_kind)
         return Verification.of_statistic(who, stat, sac_distance(ref, sus), len(fingerprint), threshold)
     labels = np.concatenate(run_sharded(distribute, len(fingerprint),
                                         lambda idx: clf.predict_labels(fingerprint.x[idx], batch_size)))

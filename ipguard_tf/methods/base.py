@@ -223,8 +223,11 @@ class FingerprintMethod(ABC):
         x[bad] = x0[bad]
         converged &= ~bad
         x = np.clip(x, 0.0, 1.0)
-        y = clf.predict_labels(x)
-        outputs = clf.predict_scores(x) if self.spec.statistic.needs_scores else None  # logits (needs_logits)
+        if self.spec.statistic.needs_scores:  # the target's logits at the points (needs_logits), and its labels
+            outputs = clf.predict_scores(x)
+            y = np.argmax(outputs, axis=1).astype(np.int64)
+        else:
+            outputs, y = None, clf.predict_labels(x)
         seconds = time.perf_counter() - t0
         distortion = np.sqrt(np.sum((x - x0).reshape(n, -1).astype(np.float64) ** 2, axis=1))
         if not converged.all():

@@ -294,6 +294,9 @@ class ZooBuilder:
         self.arch = TARGETS[self.dataset_name]
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
+    #: the manifest's ``kind`` (None: the IPGuard paper's zoo, whose manifests have no such field)
+    kind = None
+
     def _load_state(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         for stale in list(self.out.glob(".*.keras")) + list(self.out.glob(".*.tmp")):
@@ -302,14 +305,24 @@ class ZooBuilder:
             self.manifest = read_manifest(self.out)
             if self.manifest.get("dataset") != self.dataset_name:
                 raise ZooError(f"{self.out} holds a {self.manifest.get('dataset')} zoo, not {self.dataset_name}")
+            if self.manifest.get("kind") != self.kind:
+                raise ZooError(f"{self.out} holds another kind of zoo ({self.manifest.get('kind') or 'ipguard'}), "
+                               f"not {self.kind or 'ipguard'}")
         else:
-            self.manifest = {"schema": SCHEMA, "dataset": self.dataset_name, "target_architecture": self.arch,
-                             "models": [], "rejected": []}
+            self.manifest = {"schema": SCHEMA, **({"kind": self.kind} if self.kind else {}),
+                             "dataset": self.dataset_name, "target_architecture": self.arch, "models": [],
+                             "rejected": []}
         self.manifest["profile"] = self.profile.name
-        self.manifest["build_command"] = f"ipguard zoo build --dataset {self.dataset_name} --profile " \
+        kind = f" --kind {self.kind}" if self.kind else ""
+        self.manifest["build_command"] = f"ipguard zoo build{kind} --dataset {self.dataset_name} --profile " \
                                          f"{self.profile.name} --out {self.out}"
+        self.manifest.update(self._manifest_fields())
         self.manifest["versions"] = versions()
         self.manifest["machine"] = machine()
+
+    def _manifest_fields(self) -> Dict[str, Any]:
+        """Fields a kind of zoo adds to its manifest (checked against an existing one first); none here."""
+        return {}
 
     def record(self, name: str) -> Optional[Dict[str, Any]]:
         return next((r for r in self.manifest["models"] if r["name"] == name), None)

@@ -333,5 +333,5 @@ def quantize(model, dataset, mode: str, *, calibration_examples: Optional[int] =
 
     n = tflite.DEFAULT_CALIBRATION_EXAMPLES if calibration_examples is None else int(calibration_examples)
     rep = dataset.x_train[:n] if mode == "int8" else None
-    content = tflite.convert(model, mode, rep, calibration_examples=max(n, 1))
+    content = tflite.convert(model, mode, rep, calibration_examples=n)
     return tflite.TFLiteModel(content, name=name or f"{getattr(model, 'name', 'model')}_{mode}")

@@ -327,7 +327,7 @@ def plan(profile: SACProfile) -> list:
 
 
 # -- the builder -----------------------------------------------------------------------------------------------------
-from .builder import SCHEMA, ZooBuilder, ZooError, _write_manifest, read_manifest  # noqa: E402
+from .builder import ZooBuilder, ZooError, _write_manifest  # noqa: E402
 
 
 @dataclass
@@ -354,32 +354,17 @@ class SACZooBuilder(ZooBuilder):
             self._split = sac_split(self._data(), self.split_seed, self.profile.subset)
         return self._split
 
-    def _load_state(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        for stale in list(self.out.glob(".*.keras")) + list(self.out.glob(".*.tmp")):
-            stale.unlink()
-        split = self.split()
-        if (self.out / "manifest.json").exists():
-            self.manifest = read_manifest(self.out)
-            if self.manifest.get("kind") != "sac":
-                raise ZooError(f"{self.out} holds another kind of zoo, not a SAC zoo")
-            rec = self.manifest.get("split", {})
-            if rec.get("indices_sha256") not in (None, split.indices_sha256):
-                raise ZooError(f"{self.out} was built on another defender/attacker split (seed {rec.get('seed')})")
-        else:
-            self.manifest = {"schema": SCHEMA, "kind": "sac", "dataset": self.dataset_name,
-                             "target_architecture": self.arch, "models": [], "rejected": []}
-        from ..env_info import machine, versions
+    kind = "sac"
 
-        self.manifest["profile"] = self.profile.name
-        self.manifest["profile_spec"] = self.profile.as_dict()
-        self.manifest["split"] = {"seed": split.seed, "defender": len(split.defender.x),
-                                  "attacker": len(split.attacker.x), "test": len(split.test.x),
-                                  "indices_sha256": split.indices_sha256}
-        self.manifest["build_command"] = (f"ipguard zoo build --kind sac --dataset {self.dataset_name} --profile "
-                                          f"{self.profile.name} --out {self.out}")
-        self.manifest["versions"] = versions()
-        self.manifest["machine"] = machine()
+    def _manifest_fields(self) -> Dict[str, Any]:
+        """The profile and the defender/attacker split (an existing zoo must have been built on this split)."""
+        split = self.split()
+        rec = self.manifest.get("split", {})
+        if rec.get("indices_sha256") not in (None, split.indices_sha256):
+            raise ZooError(f"{self.out} was built on another defender/attacker split (seed {rec.get('seed')})")
+        return {"profile_spec": self.profile.as_dict(),
+                "split": {"seed": split.seed, "defender": len(split.defender.x), "attacker": len(split.attacker.x),
+                          "test": len(split.test.x), "indices_sha256": split.indices_sha256}}
 
     def _labels(self, model) -> np.ndarray:
         from ..models import as_classifier
