@@ -274,10 +274,11 @@ def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *,
 #: The SAC Fashion-MNIST zoo's families (issue 14), width-reduced to train on a 2-core CPU: SAC's source is a
 #: VGG16 with batch norm and its students VGG13, ResNet18, DenseNet121 and MobileNetV2 (torchvision, full
 #: width). Here: the same depths and block structure with 1/8 of the channels (VGG16 237 k parameters, about
-#: 25 s per epoch of 30,000 images on this machine; VGG13 29 s, ResNet18 51 s, MobileNetV2 51 s), and a
-#: DenseNet-BC with growth 8 and blocks (2, 4, 6, 4) (131 s; DenseNet121's (6, 12, 24, 16) at growth 32 is far
-#: beyond this machine for tens of models). Widths were chosen from these timings, before any fingerprint
-#: was computed on the zoo.
+#: 25 s per epoch of 30,000 images on the project's 2-core machine; VGG13 29 s, ResNet18 51 s, MobileNetV2 51 s),
+#: and a DenseNet-BC with growth 8 and blocks (2, 4, 6, 4) (131 s; DenseNet121's (6, 12, 24, 16) at growth 32 is
+#: far beyond this machine for tens of models). Widths were chosen from these timings, before any fingerprint
+#: was computed on the zoo. The timings were taken by the procedure of experiments/time_sac_architectures.py
+#: (run then as a scratch script; its results folder is not committed yet, so treat them as estimates).
 SAC_ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "sac_vgg16": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(
         input_shape, num_classes, width=0.125, depth=16, name="sac_vgg16", K=K),
