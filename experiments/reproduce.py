@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_tf import report  # noqa: E402
 from ipguard_tf.data import load_dataset  # noqa: E402
-from ipguard_tf.evaluation import Sweep, load_zoo_suspects  # noqa: E402
+from ipguard_tf.evaluation import Sweep, load_zoo_suspects, strategies_for  # noqa: E402
 from ipguard_tf.io_utils import run_record, write_json  # noqa: E402
 from ipguard_tf.zoo.builder import load_member  # noqa: E402
 
@@ -44,18 +44,21 @@ def main(argv=None) -> int:
     out = Path(args.out)
     ds = load_dataset(cfg["dataset"], args.data_dir)
     zoo = Path(cfg["zoo"])
-    suspects = load_zoo_suspects(zoo, args.data_dir, cfg.get("suspects"))
+    # models of another label set (SAC's transfer rows) are compared only by statistics that can (SAC-m)
+    suspects = load_zoo_suspects(zoo, args.data_dir, cfg.get("suspects"), other_label_sets=True)
+    train_y = None
     if cfg.get("zoo_kind") == "sac":  # the owner's own data: the defender half of the SAC split
         from ipguard_tf.zoo.sac import sac_split
 
-        train_x = sac_split(ds).defender.x
+        defender = sac_split(ds).defender
+        train_x, train_y = defender.x, defender.y
     else:
-        train_x = ds.sample_train(cfg["n"], cfg["seed"]) if hasattr(ds, "sample_train") else ds.x_train
+        train_x, train_y = ds.x_train, ds.y_train
     sweep = Sweep(out / "cache", load_member(zoo, "target"), train_x, suspects, n=cfg["n"],
-                  dataset=cfg["dataset"], method_params=cfg.get("method_params"))
+                  dataset=cfg["dataset"], method_params=cfg.get("method_params"), train_y=train_y)
     runs, missing = [], []
     for method, grid in cfg["grids"].items():
-        for strategy in (cfg["strategies"] if method != "random" else ["RR", "TR"]):
+        for strategy in strategies_for(method, cfg["strategies"]):
             for setting in grid:
                 if args.cached_only and not sweep.is_cached(method, strategy, setting, cfg["seed"]):
                     missing.append(f"{method}-{strategy} {setting}")

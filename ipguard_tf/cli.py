@@ -306,7 +306,7 @@ def _resolve_model(spec: str, weights: str, input_scale: float, unsafe: bool = F
 def cmd_verify(args) -> int:
     from .errors import ParameterError
     from .fingerprint import load_fingerprint
-    from .verification import verify
+    from .verification import statistic_of, verify
     from .zoo.builder import is_zoo
 
     if not args.suspect and not args.suspect_url:
@@ -334,7 +334,8 @@ def cmd_verify(args) -> int:
             for rec in members(s):
                 if args.no_rebuild and rec["name"] in absent:
                     continue
-                if rec.get("labels"):  # another label set (transfer): the fingerprint's classes do not apply
+                if rec.get("labels") and not statistic_of(fp).needs_scores:
+                    # another label set (transfer): a matching rate cannot compare it; SAC's distance can
                     log.warning("%s/%s skipped: it labels %s, not the fingerprint's classes", s.rstrip("/"),
                                 rec["name"], rec["labels"])
                     continue

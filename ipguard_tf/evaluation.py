@@ -26,7 +26,7 @@ from . import metrics, registry
 from .fingerprint import Fingerprint, load_fingerprint, save_fingerprint
 from .io_utils import atomic_write_bytes
 from .models import Classifier, as_classifier
-from .verification import matching_rate
+from .verification import matching_rate, statistic_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ class Suspect:
     #: the member's zoo record (pruned fraction, queries, ...)
     record: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def other_labels(self) -> bool:
+        """It labels another label set (the SAC zoo's transfer models): only statistics on class scores, not
+        matching rates, compare it with the fingerprint."""
+        return bool(self.record.get("labels"))
+
 
 def suspect_label(rec: Dict[str, Any]) -> str:
     if rec["family"] == "WP":
@@ -51,16 +57,16 @@ def suspect_label(rec: Dict[str, Any]) -> str:
     return rec["family"]
 
 
-def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None
-                      ) -> List[Suspect]:
-    """Every positive and negative member of a zoo (not the target, nor members labelling another label set,
-    such as the SAC zoo's transfer models), loaded once and adapted."""
+def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None,
+                      other_label_sets: bool = False) -> List[Suspect]:
+    """Every positive and negative member of a zoo (not the target; members labelling another label set, such as
+    the SAC zoo's transfer models, only with ``other_label_sets``), loaded once and adapted."""
     from .zoo.builder import load_member, members
 
     wanted = set(names) if names is not None else None
     out = []
     for rec in members(Path(folder)):
-        if rec["role"] == "target" or rec.get("labels") or (wanted is not None and rec["name"] not in wanted):
+        if rec["role"] == "target" or (rec.get("labels") and not other_label_sets) or (wanted is not None and rec["name"] not in wanted):
             continue
         model = load_member(Path(folder), rec["name"], data_dir=data_dir)
         out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),
@@ -73,10 +79,26 @@ def matching_rates(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]
     return {s.name: matching_rate(fp.y, s.classifier.predict_labels(fp.x)) for s in suspects}
 
 
-def summarize(rates: Dict[str, float], roles: Dict[str, str]) -> Dict[str, Any]:
-    """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1."""
-    return metrics.summary([r for n, r in rates.items() if roles[n] == "positive"],
-                           [r for n, r in rates.items() if roles[n] == "negative"])
+def statistics(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:
+    """Each suspect's value of the fingerprint's statistic (:func:`~ipguard_tf.verification.statistic_of`): the
+    matching rate, or SAC's distance. Suspects of another label set (:attr:`Suspect.other_labels`) are left out
+    of a matching rate; SAC's distance compares them (its correlations need no common label set)."""
+    from .verification import verify
+
+    stat = statistic_of(fp)
+    if not stat.needs_scores:
+        return matching_rates(fp, [s for s in suspects if not s.other_labels])
+    return {s.name: verify(fp, s.classifier, name=s.name).value for s in suspects}
+
+
+def summarize(rates: Dict[str, float], roles: Dict[str, str], higher_is_copy: bool = True,
+              exclude: Iterable[str] = ()) -> Dict[str, Any]:
+    """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1, on a statistic
+    whose direction is ``higher_is_copy``; suspects in ``exclude`` (another label set) do not count."""
+    skip = set(exclude)
+    return metrics.summary([r for n, r in rates.items() if roles[n] == "positive" and n not in skip],
+                           [r for n, r in rates.items() if roles[n] == "negative" and n not in skip],
+                           higher_is_copy=higher_is_copy)
 
 
 def points_sha256(fp: Fingerprint) -> str:
@@ -84,9 +106,22 @@ def points_sha256(fp: Fingerprint) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for a in (fp.x, fp.y):
+    for a in (fp.x, fp.y) + ((fp.outputs,) if getattr(fp, "outputs", None) is not None else ()):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def has_strategies(method: str) -> bool:
+    """The method has the paper's initialisation/label strategies (-TR/-TL/-RR/-RL; SAC's methods do not)."""
+    names = {p.name for p in registry.get(method).params}
+    return {"init", "label"} <= names
+
+
+def strategies_for(method: str, configured: Iterable[str]) -> List[str]:
+    """The strategies a sweep runs for ``method``: its registry's ``sweep_strategies`` (Random: RR and TR; SAC's
+    methods: ``-``), else the configured ones."""
+    fixed = registry.get(method).sweep_strategies
+    return list(fixed) if fixed is not None else list(configured)
 
 
 def run_key(method: str, strategy: str, setting: Optional[float], seed: int) -> str:
@@ -99,10 +134,12 @@ class Sweep:
 
     def __init__(self, folder: Path, target: Any, train_x: np.ndarray, suspects: List[Suspect], *, n: int = 100,
                  dataset: str = "", method_params: Optional[Dict[str, Dict[str, Any]]] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, train_y: Optional[np.ndarray] = None) -> None:
         self.folder = Path(folder)
         self.target = as_classifier(target)
         self.train_x = train_x
+        #: labels of ``train_x`` (SAC-w picks the examples the target misclassifies)
+        self.train_y = train_y
         self.suspects = suspects
         self.roles = {s.name: s.role for s in suspects}
         self.n = n
@@ -122,19 +159,23 @@ class Sweep:
             return load_fingerprint(path)
         m = self.method(method, strategy, setting, seed, progress=self.progress)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
-        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset, checkpoint=ckpt)
+        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset, checkpoint=ckpt,
+                        **({"train_y": self.train_y} if self.train_y is not None else {}))
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
 
     def method(self, method: str, strategy: str, setting: Optional[float], seed: int, progress: bool = False):
-        """The method of one sweep point: the config's parameters for it, the strategy, the seed and the setting
-        as its swept hyperparameter (the registry says which one that is)."""
+        """The method of one sweep point: the config's parameters for it, the strategy (for methods that have the
+        paper's -TR/-TL/-RR/-RL strategies; others take ``-``), the seed and the setting as its swept
+        hyperparameter (the registry says which one that is)."""
+        spec = registry.get(method)
         params = dict(self.method_params.get(method, {}))
-        swept = registry.get(method).setting
-        if swept:
-            params[swept] = setting
-        return registry.build(method, init=strategy[0], label=strategy[1], seed=seed, progress=progress, **params)
+        if spec.setting:
+            params[spec.setting] = setting
+        if has_strategies(method):
+            params.update(init=strategy[0], label=strategy[1])
+        return registry.build(method, seed=seed, progress=progress, **params)
 
     def run(self, method: str, strategy: str, setting: Optional[float], seed: int = 0) -> Dict[str, Any]:
         """One sweep point: the fingerprint (cached), every suspect's matching rate (cached), the summary."""
@@ -150,21 +191,24 @@ class Sweep:
             cached = {"rates": {}}
         backfill = cached.get("points_sha256") is None and bool(cached["rates"])
         cached["points_sha256"] = digest
-        missing = [s for s in self.suspects if s.name not in cached["rates"]]
+        stat = statistic_of(fp)
+        usable = [s for s in self.suspects if stat.needs_scores or not s.other_labels]
+        missing = [s for s in usable if s.name not in cached["rates"]]
         if backfill and not missing:
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
         if missing:
             t0 = time.perf_counter()
-            cached["rates"].update(matching_rates(fp, missing))
+            cached["rates"].update(statistics(fp, missing))
             log.debug("%s: verified %d suspects in %.1f s", key, len(missing), time.perf_counter() - t0)
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
-        rates = {s.name: cached["rates"][s.name] for s in self.suspects}
+        rates = {s.name: cached["rates"][s.name] for s in usable}
         conv = fp.converged
         out = {"key": key, "method": method, "strategy": strategy, "setting": setting, "seed": seed,
+               "statistic": stat.name, "higher_is_copy": stat.higher_is_copy,
                "n": len(fp), "n_converged": int(conv.sum()), "seconds": fp.metadata.get("seconds"),
                "mean_distortion_converged": float(fp.distortion[conv].mean()) if conv.any() else None,
                "median_iterations": float(np.median(fp.iterations)), "rates": rates}
-        out.update(summarize(rates, self.roles))
+        out.update(summarize(rates, self.roles, stat.higher_is_copy, [s.name for s in usable if s.other_labels]))
         return out
 
     def time_best(self, best: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
@@ -173,7 +217,8 @@ class Sweep:
         for method, r in best.items():
             m = self.method(method, r["strategy"], r["setting"], r["seed"])
             t0 = time.perf_counter()
-            fp = m.generate(self.target, self.n, self.train_x)
+            fp = m.generate(self.target, self.n, self.train_x,
+                            **({"train_y": self.train_y} if self.train_y is not None else {}))
             out[r["key"]] = time.perf_counter() - t0
             cached = self.folder / "fp" / f"{r['key']}.npz"
             same = points_sha256(fp) == points_sha256(load_fingerprint(cached)) if cached.exists() else None

@@ -181,6 +181,8 @@ class MethodSpec:
         figure: the paper's figure of ARUC against the setting (Figures 3-6), if any.
         log_setting: that figure's setting axis is logarithmic.
         summary: one line for ``--help``.
+        sweep_strategies: the strategies a sweep runs for the method (``None``: the configured ones; Random's
+            label strategy is moot, so RR and TR; ``-`` for a method without the -TR/-TL/-RR/-RL strategies).
     """
 
     name: str
@@ -193,6 +195,7 @@ class MethodSpec:
     figure: Optional[int] = None
     log_setting: bool = False
     summary: str = ""
+    sweep_strategies: Optional[Tuple[str, ...]] = None
     _by_name: Dict[str, Param] = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -281,7 +284,8 @@ _JIT = Param("jit_compile", bool, False, cli="--jit-compile", help="XLA-compile 
 
 register(MethodSpec(
     "random", "Random", "ipguard_tf.methods.baselines:RandomPoints", common_params(init="R"),
-    needs_logits=False, summary="the initial points themselves (default uniform random points)"))
+    needs_logits=False, summary="the initial points themselves (default uniform random points)",
+    sweep_strategies=("RR", "TR")))
 
 register(MethodSpec(
     "fgsm", "FGSM", "ipguard_tf.methods.baselines:FGSM",
@@ -339,8 +343,10 @@ register(MethodSpec(
         Param("transpose", bool, False, cli="--sac-transpose",
               help="swap H and W of the samples, as the official SAC files do"),
     ),
-    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)"))
+    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)",
+    sweep_strategies=("-",)))
 
 register(MethodSpec(
     "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
-    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)"))
+    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
+    sweep_strategies=("-",)))

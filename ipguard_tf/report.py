@@ -94,26 +94,36 @@ def _table4(out: Path, best, published) -> None:
 
 
 def _matching_rates(out: Path, best, suspects) -> None:
+    """Each suspect's statistic at each method's best run (``-`` where the method cannot compare it, e.g. a
+    matching rate on a model of another label set)."""
     methods = _methods(best)
+
+    def val(m: str, name: str) -> Any:
+        return best[m]["rates"].get(name, "-")
+
     rows = []
     for s in suspects:
-        rows.append({"suspect": s.name, "role": s.role, "label": s.label,
-                     **{m: best[m]["rates"][s.name] for m in methods}})
+        rows.append({"suspect": s.name, "role": s.role, "label": s.label, **{m: val(m, s.name) for m in methods}})
     write_csv(out / "matching_rates.csv", rows, ["suspect", "role", "label"] + methods)
     md = []
     for s in [s for s in suspects if s.role == "positive"]:
-        md.append([s.label] + [best[m]["rates"][s.name] for m in methods])
+        md.append([s.label] + [val(m, s.name) for m in methods])
     fams: Dict[str, List[str]] = {}
     for s in suspects:
         if s.role == "negative":
             fams.setdefault(s.family, []).append(s.name)
+
+    def span(m: str, names: List[str]) -> str:
+        v = [best[m]["rates"][n] for n in names if n in best[m]["rates"]]
+        return f"[{min(v):.2f}, {max(v):.2f}]" if v else "-"
+
     for fam, names in fams.items():
-        md.append([f"{fam} (x{len(names)})"] + [
-            f"[{min(best[m]['rates'][n] for n in names):.2f}, {max(best[m]['rates'][n] for n in names):.2f}]"
-            for m in methods])
-    settings = ", ".join(f"{_name(m)}-{best[m]['strategy']} {_setting(m)}={best[m]['setting']}" for m in methods)
+        md.append([f"{fam} (x{len(names)})"] + [span(m, names) for m in methods])
+    settings = ", ".join(f"{_name(m)}-{best[m]['strategy']} {_setting(m)}={best[m]['setting']}"
+                         if registry.get(m).setting else _name(m) for m in methods)
     atomic_write_bytes(out / "matching_rates.md", (
-        "# Tables 5-7: matching rates at each method's best-ARUC setting\n\n" + settings + "\n\n"
+        "# Tables 5-7: matching rates (SAC methods: SAC distance) at each method's best-ARUC setting\n\n"
+        + settings + "\n\n"
         + _md(md, ["suspect"] + [_name(m) for m in methods])).encode())
 
 
@@ -238,6 +248,9 @@ def _claims(out: Path, runs, best, published) -> None:
 SAC_ATTACKS: Dict[str, Tuple[str, ...]] = {
     "Finetune-A": ("finetune_a", "FTAL"), "Finetune-L": ("finetune_l", "FTLL"), "Pruning": ("prune", "WP", "FP"),
     "Extract-L": ("extract_l",), "Extract-P": ("extract_p",), "Extract-Adv": ("extract_adv",)}
+#: SAC Table 5's transfer rows (a copy fine-tuned to another label set): only statistics on class scores
+#: compare them (SAC prints "-" for IPGuard and CAE)
+TRANSFER_ATTACKS: Dict[str, Tuple[str, ...]] = {"Transfer-A": ("transfer_a",), "Transfer-L": ("transfer_l",)}
 #: attacks of this project's SAC zoo that SAC's table does not have
 MORE_ATTACKS: Dict[str, Tuple[str, ...]] = {"Adv-finetune": ("adv_finetune",), "Quantized": ("quantized",)}
 
@@ -255,55 +268,108 @@ def _counts_for(attack: str, suspect) -> bool:
 def attack_rows(stats: Dict[str, float], suspects, higher_is_copy: bool = True) -> List[Dict[str, Any]]:
     """SAC Table 3's layout: per attack, the AUC (scikit-learn ROC AUC, as SAC computes it) and ARUC of the
     attack's stolen models (positives) against all negatives (SAC's irrelevant models), on a statistic whose
-    direction is ``higher_is_copy``; then the average of SAC's six attacks (when all six are present). The
-    Pruning row takes fine-pruning snapshots up to :data:`SAC_PRUNING_MAX_FRACTION`, as SAC's code does."""
+    direction is ``higher_is_copy``; then the average of SAC's six attacks (when all six are present), SAC
+    Table 5's transfer rows (where ``stats`` has the transfer models: a statistic that can compare another label
+    set) and this zoo's further attacks. The Pruning row takes fine-pruning snapshots up to
+    :data:`SAC_PRUNING_MAX_FRACTION`, as SAC's code does."""
     neg = [stats[s.name] for s in suspects if s.role == "negative" and s.name in stats]
-    rows = []
-    for attack, fams in {**SAC_ATTACKS, **MORE_ATTACKS}.items():
+
+    def row(attack: str, fams: Tuple[str, ...], table: int) -> Optional[Dict[str, Any]]:
         pos = [stats[s.name] for s in suspects if s.role == "positive" and s.family in fams and s.name in stats
                and _counts_for(attack, s)]
         if not pos or not neg:
-            continue
-        row = {"attack": attack, "n_positive": len(pos), "n_negative": len(neg),
-               "auc": metrics.roc_auc(pos, neg, higher_is_copy),
-               "aruc": metrics.aruc(pos, neg) if higher_is_copy else None, "in_sac": attack in SAC_ATTACKS}
-        rows.append(row)
-    sac = [r["auc"] for r in rows if r["in_sac"]]
-    if len(sac) == len(SAC_ATTACKS):
-        rows.append({"attack": "Average", "n_positive": None, "n_negative": len(neg), "auc": float(np.mean(sac)),
-                     "aruc": None, "in_sac": True})
+            return None
+        return {"attack": attack, "n_positive": len(pos), "n_negative": len(neg),
+                "auc": metrics.roc_auc(pos, neg, higher_is_copy),
+                "aruc": metrics.aruc(pos, neg, higher_is_copy=higher_is_copy), "in_sac": table == 3,
+                "sac_table": table}
+
+    rows = [r for r in (row(a, f, 3) for a, f in SAC_ATTACKS.items()) if r is not None]
+    if len(rows) == len(SAC_ATTACKS):
+        rows.append({"attack": "Average", "n_positive": None, "n_negative": len(neg),
+                     "auc": float(np.mean([r["auc"] for r in rows])), "aruc": None, "in_sac": True, "sac_table": 3})
+    rows += [r for r in (row(a, f, 5) for a, f in TRANSFER_ATTACKS.items()) if r is not None]
+    rows += [r for r in (row(a, f, 0) for a, f in MORE_ATTACKS.items()) if r is not None]
     return rows
+
+
+def _published_auc(published: Dict[str, Any], attack: str, column: str) -> Tuple[Optional[float], str]:
+    """SAC's number for ``attack`` and ``column`` and the table it is from: Table 3 (Fashion-MNIST), or for the
+    transfer rows, which SAC reports only on CIFAR-10, Table 5 (ResNet34)."""
+    row = published["table3_fashion_mnist"]["rows"].get(attack)
+    if row is not None:
+        return row.get(column), "Table 3"
+    row = published.get("table5_cifar10_resnet34", {}).get("rows", {}).get(attack)
+    if row is not None:
+        return row.get(column), "Table 5 (CIFAR-10)"
+    return None, ""
 
 
 def judge_attack_rows(rows: List[Dict[str, Any]], published: Dict[str, Any], column: str) -> List[Dict[str, Any]]:
     """Each row with SAC's number for ``column`` (e.g. "IPGuard") and a verdict: holds when within SAC's stated
     tolerance (``published["tolerance_auc"]``)."""
     tol = published["tolerance_auc"]
-    table = published["table3_fashion_mnist"]["rows"]
     out = []
     for r in rows:
-        paper = table.get(r["attack"], {}).get(column)
+        paper, table = _published_auc(published, r["attack"], column)
         verdict = "not in SAC" if paper is None else ("holds" if abs(r["auc"] - paper) <= tol else "does not hold")
-        out.append(dict(r, sac=paper, verdict=verdict))
+        out.append(dict(r, sac=paper, sac_source=table, verdict=verdict))
     return out
 
 
+#: row order of the SAC table
+_SAC_ROW_ORDER = list(SAC_ATTACKS) + ["Average"] + list(TRANSFER_ATTACKS) + list(MORE_ATTACKS)
+
+
+def sac_table(best: Dict[str, Dict[str, Any]], suspects, published: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """SAC Table 3 (and Table 5's transfer rows) for every method of a sweep: one row per (attack, method) at
+    the method's best-ARUC run, with its statistic's direction, judged against SAC's number."""
+    out = []
+    for m in _methods(best):
+        r = best[m]
+        rows = judge_attack_rows(attack_rows(r["rates"], suspects, r.get("higher_is_copy", True)), published,
+                                 _name(m))
+        out += [dict(x, method=_name(m), statistic=r.get("statistic", "matching_rate")) for x in rows]
+    return sorted(out, key=lambda x: (_SAC_ROW_ORDER.index(x["attack"]), [_name(m) for m in _methods(best)].index(
+        x["method"])))
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _sac(out: Path, best, suspects, published) -> None:
-    """SAC appendix Table 3 (Fashion-MNIST), IPGuard column, on this zoo's attack families."""
+    """SAC appendix Table 3 (Fashion-MNIST) with Table 5's transfer rows, one column group per method."""
     sac = published.get("sac_appendix")
-    if not sac or "ipguard" not in best:
+    if not sac or not best:
         return
-    rows = judge_attack_rows(attack_rows(best["ipguard"]["rates"], suspects), sac, "IPGuard")
+    rows = sac_table(best, suspects, sac)
+    write_csv(out / "sac_table3.csv", rows, ["attack", "method", "statistic", "n_positive", "n_negative", "auc",
+                                             "aruc", "sac", "sac_source", "verdict"])
+    methods = [_name(m) for m in _methods(best)]
+    by = {(r["attack"], r["method"]): r for r in rows}
+    md_rows = []
+    for attack in _SAC_ROW_ORDER:
+        cells = [by.get((attack, m)) for m in methods]
+        if not any(cells):
+            continue
+        n = next(c for c in cells if c)
+        line = [attack, n["n_positive"] or "", n["n_negative"]]
+        for m, c in zip(methods, cells):
+            paper, _ = _published_auc(sac, attack, m)
+            line += ([_fmt(c["auc"]), _fmt(c["aruc"]), _fmt(c["sac"]), c["verdict"]] if c else
+                     ["-", "-", _fmt(paper), "cannot compare another label set" if attack in TRANSFER_ATTACKS
+                      else "-"])
+        md_rows.append(line)
+    header = ["attack", "stolen", "irrelevant"] + [f"{m} {h}" for m in methods
+                                                   for h in ("AUC", "ARUC", "SAC", "verdict")]
     present = {r["attack"] for r in rows}
     missing = [a for a in SAC_ATTACKS if a not in present]
-    write_csv(out / "sac_table3.csv", rows, ["attack", "n_positive", "n_negative", "auc", "aruc", "sac", "verdict"])
-    md = _md([[r["attack"], r["n_positive"] or "", r["n_negative"], round(r["auc"], 4),
-               "" if r["aruc"] is None else round(r["aruc"], 4), "" if r["sac"] is None else r["sac"], r["verdict"]]
-              for r in rows], ["attack", "stolen", "irrelevant", "AUC here", "ARUC here", "SAC Table 3", "verdict"])
     note = (f"\nNot in this zoo: {', '.join(missing)}.\n" if missing else "")
     atomic_write_bytes(out / "sac_table3.md", (
-        "# SAC appendix Table 3 (Fashion-MNIST), IPGuard column: AUC of each attack's stolen models vs the "
-        f"negatives (holds: within {sac['tolerance_auc']} of SAC's)\n\n" + md + note).encode())
+        "# SAC appendix Table 3 (Fashion-MNIST): AUC of each attack's stolen models vs the irrelevant models, "
+        f"each method on its own statistic (holds: within {sac['tolerance_auc']} of SAC's; the transfer rows are "
+        "SAC Table 5's, published on CIFAR-10 only)\n\n" + _md(md_rows, header) + note).encode())
 
 
 def _readme(out: Path, cfg: Dict[str, Any], published: Dict[str, Any]) -> None:

@@ -189,7 +189,9 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: Optional[float] = 
     clf = as_classifier(suspect, **adapter_kw)
     who = name or clf.name
     classes = fingerprint.metadata.get("num_classes")
-    if classes and clf.num_classes and int(clf.num_classes) != int(classes):
+    # a matching rate compares labels, so the label sets must agree; SAC's correlations compare each model's
+    # outputs among themselves, so a copy transferred to another label set can still be checked (SAC Table 5)
+    if classes and clf.num_classes and int(clf.num_classes) != int(classes) and not stat.needs_scores:
         raise ModelError(f"suspect {who} has {clf.num_classes} classes; the fingerprinted model has "
                          f"{classes}, so it cannot be a copy of it (nor be compared point by point)")
     if stat.needs_scores:

@@ -97,3 +97,38 @@ def test_sac_attack_rows_and_verdicts():
     sus2 = [s for s in sus if s.family != "prune"] + [deep, shallow]
     rows2 = {r["attack"]: r for r in report.attack_rows(dict(rates, prune_deep=0.0), sus2)}
     assert rows2["Pruning"]["n_positive"] == 1 and rows2["Pruning"]["auc"] == rows["Pruning"]["auc"]
+
+
+def test_sac_table_per_method_with_transfer_rows():
+    """One row per (attack, method) at each method's best run, each on its own statistic's direction; the
+    transfer rows (SAC Table 5) only for a method whose statistics include the transfer models, judged against
+    Table 5; ARUC on a distance too."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace as NS
+
+    from ipguard_tf import report
+
+    fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "transfer_a"]
+    sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
+                                                                      family="irrelevant") for i in range(3)]
+    rates = {"finetune_a": 1.0, "finetune_l": 0.9, "prune": 0.8, "extract_l": 0.2, "extract_p": 0.35,
+             "extract_adv": 0.1, "irr0": 0.15, "irr1": 0.3, "irr2": 0.25}  # no transfer model: labels only
+    dist = {"finetune_a": 0.0, "finetune_l": 0.01, "prune": 0.02, "extract_l": 0.05, "extract_p": 0.04,
+            "extract_adv": 0.2, "transfer_a": 0.03, "irr0": 0.1, "irr1": 0.15, "irr2": 0.12}
+    best = {"ipguard": {"rates": rates, "higher_is_copy": True, "statistic": "matching_rate"},
+            "sac-m": {"rates": dist, "higher_is_copy": False, "statistic": "sac_distance"}}
+    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
+                            "sac_appendix.json").read_text())
+    rows = {(r["attack"], r["method"]): r for r in report.sac_table(best, sus, published)}
+    assert ("Transfer-A", "IPGuard") not in rows
+    t = rows[("Transfer-A", "SAC-m")]
+    assert t["auc"] == 1.0 and t["sac"] == 1.0 and t["sac_source"].startswith("Table 5") and t["verdict"] == "holds"
+    assert rows[("Extract-Adv", "SAC-m")]["auc"] == 0.0 and rows[("Extract-L", "SAC-m")]["auc"] == 1.0
+    # ARUC over the thresholds 0, 0.01, ..., 0.99 of a distance: here the first 0.10-0.15 of them separate
+    from ipguard_tf.metrics import aruc
+
+    assert rows[("Finetune-A", "SAC-m")]["aruc"] == pytest.approx(
+        aruc([0.0], [0.1, 0.15, 0.12], higher_is_copy=False)) and 0.1 < rows[("Finetune-A", "SAC-m")]["aruc"] < 0.15
+    assert rows[("Average", "IPGuard")]["auc"] == pytest.approx(
+        sum(rows[(a, "IPGuard")]["auc"] for a in report.SAC_ATTACKS) / 6)

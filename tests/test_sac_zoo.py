@@ -3,6 +3,7 @@ accuracy, agreement and queries; resumable and deterministic; listed and verifie
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,42 @@ def test_verify_says_what_it_will_rebuild_or_skips_it(sac_zoo, tmp_path, capsys)
     cap = capsys.readouterr()
     assert "1 members absent, rebuilt before use (about" in cap.err and "irrelevant_lenet5_s1" in cap.err
     assert (out / "irrelevant_lenet5_s1.keras").exists()
+
+
+@needs_fmnist
+def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_path, capsys):
+    """A SAC-m fingerprint compares every member, the transfer models to another label set too (SAC Table 5),
+    through the CLI and the sweep; a matching rate leaves them out. The sweep records each statistic with its
+    direction, and the SAC table gets the transfer rows for SAC-m only."""
+    from ipguard_tf import report
+    from ipguard_tf.cli import main
+    from ipguard_tf.evaluation import Sweep, load_zoo_suspects, strategies_for
+    from ipguard_tf.zoo.builder import load_member
+    from ipguard_tf.zoo.sac import sac_split
+
+    out, manifest, b = sac_zoo
+    fp = tmp_path / "sacm.npz"
+    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "sac-m", "--n", "20",
+                 "--seed", "0", "--out", str(fp)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    by = {r["suspect"].rsplit("/", 1)[1]: r for r in res["suspects"]}
+    assert by["target"]["value"] == pytest.approx(0.0, abs=1e-6) and "transfer_a" in by
+    assert by["target"]["statistic"] == "sac_distance"
+
+    sus = load_zoo_suspects(out, other_label_sets=True)
+    defender = sac_split(b._data(), subset=_tiny_profile().subset).defender
+    sw = Sweep(tmp_path / "sweep", load_member(out, "target"), defender.x, sus, n=20, progress=False,
+               train_y=defender.y)
+    assert strategies_for("sac-m", ["TL"]) == ["-"] and strategies_for("ipguard", ["TL"]) == ["TL"]
+    sac = sw.run("sac-m", "-", None)
+    rnd = sw.run("random", "RR", None)
+    assert "transfer_a" in sac["rates"] and "transfer_a" not in rnd["rates"]
+    assert sac["higher_is_copy"] is False and rnd["higher_is_copy"] is True
+    assert sac["rates"]["transfer_a"] >= 0.0 and sac["statistic"] == "sac_distance"
+    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
+                            "sac_appendix.json").read_text())
+    rows = {(r["attack"], r["method"]) for r in report.sac_table({"sac-m": sac, "random": rnd}, sus, published)}
+    assert ("Transfer-A", "SAC-m") in rows and ("Transfer-A", "Random") not in rows
+    assert ("Extract-L", "Random") in rows

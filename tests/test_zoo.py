@@ -173,7 +173,10 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     assert not set(trained_again) & set(done), "a resumed build retrains nothing already recorded"
     names = {r["name"] for r in m["models"]}
     assert {"target", "ftll", "ftal", "rtll", "rtal", "same_arch_seed01", "same_arch_seed02", "lenet5_seed01",
-            "rf_seed01"} <= names
+            "rf_seed01", "tflite_float16", "tflite_int8"} <= names
+    quant = {r["name"]: r for r in m["models"] if r["family"] == "quantized"}
+    assert quant["tflite_int8"]["params"]["calibration_examples"] > 0 and quant["tflite_int8"]["file"].endswith(
+        ".tflite")
     wp = [r for r in m["models"] if r["family"] == "WP"]
     for r in wp:
         assert abs(r["measured_sparsity"] - r["sparsity"]) <= 0.01

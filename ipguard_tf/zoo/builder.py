@@ -223,6 +223,19 @@ def _postprocessed(function: str, measure: Optional[Callable[[Any, Any], Tuple[A
     return make
 
 
+def _quantized(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """A TFLite copy of the target (issue 14: what a thief ships in a mobile app), int8 calibrated on the
+    builder's calibration inputs (:meth:`ZooBuilder._calibration_x`)."""
+    from types import SimpleNamespace
+
+    from .postprocess import quantize
+
+    p = rec["params"]
+    data = SimpleNamespace(x_train=b._calibration_x())
+    return quantize(b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"),
+                    name=rec.get("name")), {}
+
+
 def _sac(name: str):
     """A maker of the SAC zoo (:mod:`ipguard_tf.zoo.sac`, imported when first used)."""
 
@@ -235,7 +248,7 @@ def _sac(name: str):
 
 
 _SAC_FAMILIES = ("sac_trained", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
-                 "transfer_a", "transfer_l", "adv_finetune", "quantized")
+                 "transfer_a", "transfer_l", "adv_finetune")
 
 #: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
 MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
@@ -248,6 +261,7 @@ MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
     "RTAL": _postprocessed("retrain_all_layers"),
     "WP": _postprocessed("weight_prune", lambda P, m: (m, {"measured_sparsity": P.measured_sparsity(m)})),
     "FP": _postprocessed("filter_prune", lambda P, out: (out[0], {"pruned_filter_fractions": out[1]})),
+    "quantized": _quantized,
     **{name: _sac(name) for name in _SAC_FAMILIES},
 }
 
@@ -264,6 +278,17 @@ def maker_of(rec: Dict[str, Any]) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
     if rec["family"] not in MAKERS:
         raise ZooError(f"cannot make a member of family {rec['family']!r}")
     return MAKERS[rec["family"]]
+
+
+def quantized_records(architecture: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """The TFLite copies of a target in a zoo: float16 weights, and full-integer int8 calibrated on
+    :data:`~ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES` inputs (TensorFlow's converter)."""
+    from ..tflite import DEFAULT_CALIBRATION_EXAMPLES
+
+    return [(f"tflite_{mode}", {"role": "positive", "family": "quantized", "architecture": architecture, "seed": 0,
+                                "params": dict({"mode": mode}, **({"calibration_examples": DEFAULT_CALIBRATION_EXAMPLES}
+                                                                  if mode == "int8" else {}))})
+            for mode in ("float16", "int8")]
 
 
 def _post_params(**extra: Any) -> Dict[str, Any]:
@@ -336,6 +361,10 @@ class ZooBuilder:
 
             self.dataset = load_dataset(self.dataset_name, self.data_dir)
         return self.dataset
+
+    def _calibration_x(self) -> np.ndarray:
+        """Inputs an int8 TFLite copy is calibrated on: the training inputs (a thief's own data in the SAC zoo)."""
+        return self._data().x_train
 
     def _accuracy(self, model) -> float:
         ds = self._data()
@@ -431,6 +460,9 @@ class ZooBuilder:
                                                     "params": _post_params(fraction=j * FP_STEP, **retrain)},
                                target_acc):
                 break
+        if self.dataset_name != "imagenet":  # Keras Applications models are taken as published, not converted
+            for name, rec in quantized_records(self.arch):
+                self._entry(name, rec, ".tflite")
 
     def _level(self, name: str, level: Dict[str, Any], target_acc: float) -> bool:
         """Build one pruning level; False when it (or an earlier run) found the accuracy loss above 3 %."""

@@ -237,18 +237,6 @@ def make_prune(b, rec: Dict[str, Any]):
     return model, {"pruned_fraction": fraction}
 
 
-def make_quantized(b, rec: Dict[str, Any]):
-    """A TFLite copy of the source (the thief calibrates int8 on his own data, the attacker half)."""
-    from types import SimpleNamespace
-
-    from .postprocess import quantize
-
-    p = rec["params"]
-    data = SimpleNamespace(x_train=b.split().attacker.x)
-    return quantize(b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"),
-                    name=rec.get("name")), {}
-
-
 SAC_MAKERS = {
     "sac_trained": make_trained,
     "extract_l": make_extract,
@@ -260,7 +248,6 @@ SAC_MAKERS = {
     "transfer_a": make_transfer,
     "transfer_l": make_transfer,
     "adv_finetune": make_adv_finetune,
-    "quantized": make_quantized,
 }
 
 
@@ -309,14 +296,10 @@ def plan(profile: SACProfile) -> list:
                                      data="attacker",
                                      params={"recipe": recipe(S.ADV_FINETUNE, profile.adv_finetune_epochs), **pgd},
                                      seed=0), ".keras"))
-    for mode in ("float16", "int8"):
-        params = {"mode": mode}
-        if mode == "int8":
-            from ..tflite import DEFAULT_CALIBRATION_EXAMPLES
+    from .builder import quantized_records
 
-            params["calibration_examples"] = DEFAULT_CALIBRATION_EXAMPLES
-        out.append((f"tflite_{mode}", dict(role="positive", family="quantized", architecture=profile.source,
-                                           data="attacker", params=params, seed=0), ".tflite"))
+    for name, rec in quantized_records(profile.source):
+        out.append((name, dict(rec, data="attacker"), ".tflite"))
     for arch in profile.students:
         short = arch.replace("sac_", "")
         for s in range(1, profile.seeds + 1):
@@ -365,6 +348,10 @@ class SACZooBuilder(ZooBuilder):
         return {"profile_spec": self.profile.as_dict(),
                 "split": {"seed": split.seed, "defender": len(split.defender.x), "attacker": len(split.attacker.x),
                           "test": len(split.test.x), "indices_sha256": split.indices_sha256}}
+
+    def _calibration_x(self) -> np.ndarray:
+        """The thief calibrates an int8 copy on his own data, the attacker half."""
+        return self.split().attacker.x
 
     def _labels(self, model) -> np.ndarray:
         from ..models import as_classifier
