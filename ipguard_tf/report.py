@@ -162,14 +162,16 @@ def _figures(out: Path, runs, best, suspects) -> None:
     for m, r in best.items():
         pos = [v for n, v in r["rates"].items() if roles[n] == "positive"]
         neg = [v for n, v in r["rates"].items() if roles[n] == "negative"]
-        taus, R, U = metrics.ru_curves(pos, neg)
+        spec = registry.get(m)
+        taus, R, U = metrics.ru_curves(pos, neg, higher_is_copy=spec.statistic.higher_is_copy)
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         ax.plot(taus, R, label="robustness")
         ax.plot(taus, U, label="uniqueness")
         ax.fill_between(taus, 0, np.minimum(R, U), alpha=0.2, label=f"ARUC = {r['aruc']:.2f}")
-        ax.set_xlabel("matching-rate threshold")
+        ax.set_xlabel(f"{spec.statistic.display} threshold")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{_name(m)}-{r['strategy']} {_setting(m)}={r['setting']}", fontsize=8)
+        ax.set_title(f"{_name(m)}-{r['strategy']} {_setting(m)}={r['setting']}" if spec.setting else _name(m),
+                     fontsize=8)
         _save_figure(plt, fig, ax, out / f"fig2_{m}.png")
 
 
