@@ -251,6 +251,14 @@ SAC_MAKERS = {
 }
 
 
+def _conv_channels(architecture: str) -> int:
+    """Conv channels of an architecture on 28x28x1 Fashion-MNIST (what fine-pruning ranks)."""
+    from .architectures import build_architecture
+    from .stealing import conv_layers
+
+    return int(sum(int(c.kernel.shape[-1]) for c in conv_layers(build_architecture(architecture, (28, 28, 1), 10))))
+
+
 def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
     from . import stealing as S
@@ -280,8 +288,9 @@ def plan(profile: SACProfile) -> list:
     for fam in ("finetune_a", "finetune_l"):
         out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
                               params={"recipe": recipe(S.FINETUNE, profile.finetune_epochs)}, seed=0), ".keras"))
-    prune = dict(max_fraction=profile.prune_max, snapshots=profile.prune_snapshots, refresh=S.FINE_PRUNE_REFRESH,
-                 finetune_every=S.FINE_PRUNE_FINETUNE_EVERY, finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
+    refresh, finetune_every = S.scaled_prune_intervals(_conv_channels(profile.source))
+    prune = dict(max_fraction=profile.prune_max, snapshots=profile.prune_snapshots, refresh=refresh,
+                 finetune_every=finetune_every, finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
                  learning_rate=S.FINE_PRUNE_LR, batch_size=S.FINE_PRUNE_BATCH)
     n_snaps = int(np.floor(profile.prune_max * profile.prune_snapshots + 1e-9))
     for j in range(n_snaps):
