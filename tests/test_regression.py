@@ -84,7 +84,7 @@ def test_sac_benchmark_table_recomputes_and_its_verdicts_hold():
         pytest.skip("SAC benchmark results not committed yet; run experiments/reproduce.py with "
                     "experiments/configs/sac_fashion_mnist.json")
     run = json.loads((folder / "run.json").read_text())
-    cfg = run["config"]
+    cfg = run["config"]["config"]
     sac = json.loads((ROOT / "experiments" / "published" / "sac_appendix.json").read_text())
     recs = {r["name"]: r for r in members(ROOT / cfg["zoo"])}
     with open(folder / "matching_rates.csv") as fh:
