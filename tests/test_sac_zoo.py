@@ -23,6 +23,18 @@ def _tiny_profile():
                       prune_snapshots=4, prune_max=0.5, pgd_steps=3, adv_examples=512, subset=1024)
 
 
+def _extract_and_verify(zoo, method: str, n: int, seed: int, tmp_path, capsys) -> dict:
+    """``ipguard extract`` of the zoo's target with ``method``, then ``ipguard verify --json`` over the zoo."""
+    from ipguard_tf.cli import main
+
+    fp = tmp_path / f"{method}.npz"
+    assert main(["-q", "extract", "--model", str(zoo / "target.keras"), "--method", method, "--n", str(n),
+                 "--seed", str(seed), "--out", str(fp)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(zoo), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 @pytest.fixture(scope="module")
 def sac_zoo(tmp_path_factory):
     from ipguard_tf.zoo.sac import SACZooBuilder
@@ -97,12 +109,7 @@ def test_cli_lists_and_verifies_the_sac_zoo(sac_zoo, tmp_path, capsys, caplog):
     table = capsys.readouterr().out
     for word in ("extract_adv_lenet5_s1", "tflite_int8", "irrelevant_lenet5_s1", "agreement", "queries", "(4 classes)"):
         assert word in table
-    fp = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "random", "--n", "10",
-                 "--seed", "1", "--out", str(fp)]) == 0
-    capsys.readouterr()
-    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = _extract_and_verify(out, "random", 10, 1, tmp_path, capsys)
     names = [r["suspect"].rsplit("/", 1)[1] for r in result["suspects"]]
     assert "transfer_a" not in names and "tflite_int8" in names and "irrelevant_lenet5_s1" in names
     assert result["suspects"][names.index("target")]["matching_rate"] == 1.0
@@ -150,18 +157,12 @@ def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_pa
     through the CLI and the sweep; a matching rate leaves them out. The sweep records each statistic with its
     direction, and the SAC table gets the transfer rows for SAC-m only."""
     from ipguard_tf import report
-    from ipguard_tf.cli import main
     from ipguard_tf.evaluation import Sweep, load_zoo_suspects, strategies_for
     from ipguard_tf.zoo.builder import load_member
     from ipguard_tf.zoo.sac import sac_split
 
     out, manifest, b = sac_zoo
-    fp = tmp_path / "sacm.npz"
-    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "sac-m", "--n", "20",
-                 "--seed", "0", "--out", str(fp)]) == 0
-    capsys.readouterr()
-    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    res = _extract_and_verify(out, "sac-m", 20, 0, tmp_path, capsys)
     by = {r["suspect"].rsplit("/", 1)[1]: r for r in res["suspects"]}
     assert by["target"]["value"] == pytest.approx(0.0, abs=1e-6) and "transfer_a" in by
     assert by["target"]["statistic"] == "sac_distance"
