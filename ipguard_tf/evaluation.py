@@ -86,9 +86,16 @@ def statistics(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:
     from .verification import verify
 
     stat = statistic_of(fp)
+    comparable = comparable_suspects(stat, suspects)
     if not stat.needs_scores:
-        return matching_rates(fp, [s for s in suspects if not s.other_labels])
-    return {s.name: verify(fp, s.classifier, name=s.name).value for s in suspects}
+        return matching_rates(fp, comparable)
+    return {s.name: verify(fp, s.classifier, name=s.name).value for s in comparable}
+
+
+def comparable_suspects(stat, suspects: List[Suspect]) -> List[Suspect]:
+    """The suspects a statistic can compare with a fingerprint: all of them for a statistic on class scores
+    (SAC's distance), those of the fingerprint's label set for a matching rate."""
+    return [s for s in suspects if stat.needs_scores or not s.other_labels]
 
 
 def summarize(rates: Dict[str, float], roles: Dict[str, str], higher_is_copy: bool = True,
@@ -106,7 +113,7 @@ def points_sha256(fp: Fingerprint) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for a in (fp.x, fp.y) + ((fp.outputs,) if getattr(fp, "outputs", None) is not None else ()):
+    for a in (fp.x, fp.y) + ((fp.outputs,) if fp.outputs is not None else ()):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
@@ -159,8 +166,8 @@ class Sweep:
             return load_fingerprint(path)
         m = self.method(method, strategy, setting, seed, progress=self.progress)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
-        fp = m.generate(self.target, self.n, self.train_x, dataset=self.dataset, checkpoint=ckpt,
-                        **({"train_y": self.train_y} if self.train_y is not None else {}))
+        fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y, dataset=self.dataset,
+                        checkpoint=ckpt)
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
@@ -192,7 +199,7 @@ class Sweep:
         backfill = cached.get("points_sha256") is None and bool(cached["rates"])
         cached["points_sha256"] = digest
         stat = statistic_of(fp)
-        usable = [s for s in self.suspects if stat.needs_scores or not s.other_labels]
+        usable = comparable_suspects(stat, self.suspects)
         missing = [s for s in usable if s.name not in cached["rates"]]
         if backfill and not missing:
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
@@ -217,8 +224,7 @@ class Sweep:
         for method, r in best.items():
             m = self.method(method, r["strategy"], r["setting"], r["seed"])
             t0 = time.perf_counter()
-            fp = m.generate(self.target, self.n, self.train_x,
-                            **({"train_y": self.train_y} if self.train_y is not None else {}))
+            fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y)
             out[r["key"]] = time.perf_counter() - t0
             cached = self.folder / "fp" / f"{r['key']}.npz"
             same = points_sha256(fp) == points_sha256(load_fingerprint(cached)) if cached.exists() else None

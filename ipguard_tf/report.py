@@ -327,13 +327,12 @@ def sac_table(best: Dict[str, Dict[str, Any]], suspects, published: Dict[str, An
     """SAC Table 3 (and Table 5's transfer rows) for every method of a sweep: one row per (attack, method) at
     the method's best-ARUC run, with its statistic's direction, judged against SAC's number."""
     out = []
-    for m in _methods(best):
+    for m in _methods(best):  # registry order, kept by the stable sort below
         r = best[m]
         rows = judge_attack_rows(attack_rows(r["rates"], suspects, r.get("higher_is_copy", True)), published,
                                  _name(m))
         out += [dict(x, method=_name(m), statistic=r.get("statistic", "matching_rate")) for x in rows]
-    return sorted(out, key=lambda x: (_SAC_ROW_ORDER.index(x["attack"]), [_name(m) for m in _methods(best)].index(
-        x["method"])))
+    return sorted(out, key=lambda x: _SAC_ROW_ORDER.index(x["attack"]))
 
 
 def _fmt(v: Optional[float]) -> str:

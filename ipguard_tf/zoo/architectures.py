@@ -285,8 +285,9 @@ def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *,
 #: was computed on the zoo. The timings were taken by the procedure of experiments/time_sac_architectures.py
 #: (run then as a scratch script; its results folder is not committed yet, so treat them as estimates).
 #: MobileNetV2's batch norms use PyTorch's default momentum (Keras 0.9), as SAC's torchvision students do: with
-#: Keras' 0.99 its 10-epoch students' moving statistics lagged the weights (Extract-L test accuracy 0.759 with
-#: them, 0.880 with batch statistics, 0.875 after re-estimating them at 0.9), 14 points below the source.
+#: Keras' 0.99 its 10-epoch students' moving statistics lagged the weights (the first build's Extract-L student:
+#: test accuracy 0.759, 14 points below the source; in one-off checks, not a committed command, 0.880 with batch
+#: statistics and 0.875 after re-estimating them at 0.9).
 #: The other families keep Keras' 0.99, with which they were built (students within 2.5 points of the source).
 SAC_ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "sac_vgg16": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(

@@ -22,7 +22,8 @@ paper's official code (github guanjiyang/SAC; Guan, Liang, He, NeurIPS 2022, app
   (:func:`scaled_prune_intervals`: every 2 and 6 of the width-reduced VGG16's 528), so that as much of the
   network is pruned between two fine-tuning passes as in SAC. Three more differences, each found on the SAC
   zoo's VGG16 (test accuracy 0.90), whose first build with the official rules gave 0.54 at 5 % pruned and chance
-  (0.10) from 35 % on, where SAC's pruned sources stay usable: a channel's activity is its mean activation
+  (0.10) from 35 % on (records since replaced; the variants were compared in one-off checks, not a committed
+  command), where SAC's pruned sources stay usable: a channel's activity is its mean activation
   after its batch norm and ReLU (fine-pruning's "activation"; SAC hooks the conv's raw output, whose scale a
   following batch norm removes, so the first layer's 8 channels ranked lowest); pruning zeroes the channel's
   kernel and its batch norm's scale and shift, so it outputs 0 as a removed channel does (the official mask on
