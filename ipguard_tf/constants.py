@@ -85,6 +85,40 @@ SAC_PATCH: float = 0.2
 #: (``cut_mix.py``'s ``rand_bbox`` redraws while the centre is inside the band in either coordinate).
 SAC_CENTRE_BAND: tuple = (1.0 / 6.0, 5.0 / 6.0)
 
+# -- CAE (Lukas, Zhang, Kerschbaum, "Deep Neural Network Fingerprinting by Conferrable Adversarial Examples",
+# ICLR 2021). The paper's own hyperparameter table could not be read here (no internet); every value below is
+# taken from a named public implementation and the source is written beside it:
+#   [R] github RorschachChen/conferrable_adversarial_examples_pytorch, stage1_prepare_fingerprint_example_V2.py
+#   [K] the Keras CEM script of the same work (cem_exp.py lineage: model dropout, Adam via apply_gradients,
+#       per-step L-inf clipping), as found in public code
+#: L-infinity bound of a CAE perturbation on [0, 1] inputs ([R]: ``epsilon = [0.15]``).
+CAE_EPSILON: float = 0.15
+
+#: Loss weights of alpha H(1, max_t E(x')_t) - beta H(M(x0), M(x')) + gamma H(M(x'), S(x')) ([R]: 1, 1, 1).
+CAE_ALPHA: float = 1.0
+CAE_BETA: float = 1.0
+CAE_GAMMA: float = 1.0
+
+#: Optimisation steps per example ([R] and [K]: ``while i < 100``).
+CAE_MAX_ITER: int = 100
+
+#: Dropout of the ensemble: each step, each surrogate and reference model is left out with this probability
+#: ([R] and [K]: ``np.random.binomial(1, 0.7, ...)`` keeps a model with probability 0.7).
+CAE_DROPOUT: float = 0.3
+
+#: Conferrability threshold: an example is kept when its ensemble conferrability score is at least this
+#: ([R]: ``threshold = 0.85``).
+CAE_TAU: float = 0.85
+
+#: Adam step of the CAE search. [K] uses Adam with a schedule whose values it keeps in a file not found here,
+#: [R] signed steps; 0.01 on [0, 1] inputs lets a coordinate cross the 0.15 ball in 15 steps of the 100. Our
+#: choice, made before any measurement.
+CAE_LEARNING_RATE: float = 0.01
+
+#: Owner examples searched per fingerprint point at most: the search stops once n examples pass the filter or
+#: ``CAE_MAX_CANDIDATES_PER_POINT * n`` have been searched. Our choice (the paper's pass rate is not known here).
+CAE_MAX_CANDIDATES_PER_POINT: int = 10
+
 #: Default verdict threshold of the SAC distance (lower = copy). SAC states none (it reports AUCs); 0.05 is a
 #: small fraction of the statistic's [0, 1] range, chosen before any measurement; calibrate instead (issue 16).
 SAC_DEFAULT_THRESHOLD: float = 0.05

@@ -192,6 +192,7 @@ class AdamSearch:
 
         def body(s, wasted, st, ctx, it0):
             w = st["w"]
+            ctx = dict(ctx, it=it0 + s)  # the iteration, for problems that draw per step (CAE's dropout)
             with tf.GradientTape() as tape:
                 tape.watch(w)
                 x = problem.to_input(w, ctx)

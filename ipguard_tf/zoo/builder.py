@@ -248,7 +248,7 @@ def _sac(name: str):
 
 
 _SAC_FAMILIES = ("sac_trained", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
-                 "transfer_a", "transfer_l", "adv_finetune")
+                 "transfer_a", "transfer_l", "adv_finetune", "cae_surrogate")
 
 #: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
 MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
@@ -566,7 +566,8 @@ def builder_for(folder: Path, manifest: Dict[str, Any], data_dir: Optional[str] 
         from .sac import SAC_PROFILES, SACProfile, SACZooBuilder
 
         prof = manifest.get("profile_spec")
-        profile = SACProfile(**{**prof, "students": tuple(prof["students"])}) if prof else SAC_PROFILES["quick"]
+        profile = SACProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in prof.items()}) if prof \
+            else SAC_PROFILES["quick"]
         return SACZooBuilder(manifest["dataset"], folder, profile, data_dir=data_dir, dataset=dataset, verbose=0)
     return ZooBuilder(manifest["dataset"], folder, PROFILES.get(manifest.get("profile", "quick"), PROFILES["quick"]),
                       data_dir=data_dir, dataset=dataset, verbose=0)
@@ -590,7 +591,7 @@ def rebuild_note(folder: Path, missing: List[Dict[str, Any]]) -> str:
 
 def members(folder: Path) -> List[Dict[str, Any]]:
     """The zoo's records (target first, then positives, then negatives)."""
-    order = {"target": 0, "positive": 1, "negative": 2}
+    order = {"target": 0, "positive": 1, "negative": 2, "surrogate": 3, "reference": 4}
     return sorted(read_manifest(folder)["models"], key=lambda r: (order.get(r["role"], 3), r["name"]))
 
 

@@ -73,6 +73,11 @@ class SACProfile:
     prune_max: float = 0.8
     #: PGD steps of Extract-Adv and adversarial fine-tuning (SAC: 30, ``stealing.PGD_STEPS``)
     pgd_steps: int = field(default_factory=lambda: _pgd_steps())
+    #: CAE's defender ensemble (Lukas et al., ICLR 2021): this many surrogates (Extract-L students of the source
+    #: on the defender's half) and as many references (trained on its true labels), cycling through
+    #: ``cae_architectures``; not suspects (roles ``surrogate`` / ``reference``). See :func:`plan`.
+    cae_members: int = 3
+    cae_architectures: Tuple[str, ...] = ("sac_vgg13",)
     #: tests: use only this many examples of each part (None: all)
     subset: Optional[int] = None
 
@@ -87,7 +92,8 @@ SAC_PROFILES: Dict[str, SACProfile] = {
     "paper": SACProfile("paper", students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
                         seeds=5, source_epochs=30, extract_epochs=200, adv_epochs=2, adv_examples=None,
                         finetune_epochs=30,
-                        transfer_epochs=10, adv_finetune_epochs=2, irrelevant_epochs=200),
+                        transfer_epochs=10, adv_finetune_epochs=2, irrelevant_epochs=200, cae_members=18,
+                        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2")),
 }
 
 
@@ -164,11 +170,12 @@ def _oracle(b, output: str = "labels"):
 
 
 def make_extract(b, rec: Dict[str, Any]):
-    """Extract-L / Extract-P students of ``architecture`` from the source's labels / probabilities."""
+    """Extract-L / Extract-P students of ``architecture`` from the source's labels / probabilities (on the
+    record's part of the data: the attacker's half for a thief, the defender's for CAE's surrogates)."""
     from . import stealing as S
 
-    x = b.split().attacker.x
-    if rec["family"] == "extract_l":
+    x = b.split().part(rec["data"]).x
+    if rec["family"] in ("extract_l", "cae_surrogate"):
         model, info = S.extract_labels(_oracle(b), x, _arch(b, rec["architecture"]), recipe=_recipe(rec),
                                        seed=rec["seed"], progress=b.verbose > 0)
     else:
@@ -240,6 +247,7 @@ def make_prune(b, rec: Dict[str, Any]):
 SAC_MAKERS = {
     "sac_trained": make_trained,
     "extract_l": make_extract,
+    "cae_surrogate": make_extract,
     "extract_p": make_extract,
     "extract_adv": make_extract_adv,
     "finetune_a": make_finetune,
@@ -315,6 +323,32 @@ def plan(profile: SACProfile) -> list:
             out.append((f"irrelevant_{short}_s{s}", dict(
                 role="negative", family="irrelevant", maker="sac_trained", architecture=arch, data="attacker",
                 params={"recipe": recipe(S.EXTRACT_L, profile.irrelevant_epochs)}, seed=100 + s), ".keras"))
+    out += cae_plan(profile)
+    return out
+
+
+def cae_plan(profile: SACProfile) -> list:
+    """CAE's defender ensemble (Lukas et al., ICLR 2021, Section 5: the defender derives surrogates of its own
+    source and trains reference models itself; RorschachChen/conferrable_adversarial_examples_pytorch
+    ``cem_helper_func.prepare_models``: surrogates retrained on the source's labels, references on the true
+    labels, both on the defender's training data). Here: Extract-L students (the same SGD recipe and epochs as
+    the thief's) and models trained from seed on true labels, all on the *defender's* half, so that none is
+    one of the evaluated suspects (which the attacker trains on the other half). Roles ``surrogate`` and
+    ``reference``: sweeps and zoo verification leave them out."""
+    from . import stealing as S
+
+    out = []
+    epochs = dict(S.EXTRACT_L.as_dict(), epochs=profile.extract_epochs)
+    ref_epochs = dict(S.EXTRACT_L.as_dict(), epochs=profile.irrelevant_epochs)
+    for s in range(1, profile.cae_members + 1):
+        arch = profile.cae_architectures[(s - 1) % len(profile.cae_architectures)]
+        short = arch.replace("sac_", "")
+        out.append((f"cae_surrogate_{short}_s{s}", dict(
+            role="surrogate", family="cae_surrogate", architecture=arch, data="defender",
+            params={"recipe": epochs}, seed=200 + s), ".keras"))
+        out.append((f"cae_reference_{short}_s{s}", dict(
+            role="reference", family="cae_reference", maker="sac_trained", architecture=arch, data="defender",
+            params={"recipe": ref_epochs}, seed=300 + s), ".keras"))
     return out
 
 
