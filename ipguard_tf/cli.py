@@ -124,7 +124,10 @@ def _add_method_options(e: argparse.ArgumentParser) -> None:
         if p.kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif p.kind is str:
-            kw["choices"] = list(p.choices or ())
+            if p.choices is not None:
+                kw["choices"] = list(p.choices)
+            else:
+                kw["metavar"] = p.name.upper()
         else:
             kw["type"] = _registry_number(pairs)
         e.add_argument(flag, **kw)
@@ -332,8 +335,8 @@ def cmd_verify(args) -> int:
             elif absent:
                 sys.stderr.write(f"ipguard: {rebuild_note(Path(s), missing)}; --no-rebuild skips them\n")
             for rec in members(s):
-                if args.no_rebuild and rec["name"] in absent:
-                    continue
+                if args.no_rebuild and rec["name"] in absent or rec["role"] in ("surrogate", "reference"):
+                    continue  # (CAE's own ensemble is no suspect)
                 if rec.get("labels") and not statistic_of(fp).needs_scores:
                     # another label set (transfer): a matching rate cannot compare it; SAC's distance can
                     log.warning("%s/%s skipped: it labels %s, not the fingerprint's classes", s.rstrip("/"),

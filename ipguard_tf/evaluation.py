@@ -54,19 +54,27 @@ def suspect_label(rec: Dict[str, Any]) -> str:
         return f"WP p={rec['sparsity']:.1f}"
     if rec["family"] == "FP":
         return f"FP c={rec['sixteenths']}/16"
+    if rec.get("data"):  # a SAC zoo member (several per family: extract_l of three architectures): its name
+        return rec["name"]
     return rec["family"]
+
+
+#: the zoo roles that are suspects: not the target, nor a fingerprinting method's own models (CAE's surrogates
+#: and references, roles ``surrogate`` / ``reference``)
+SUSPECT_ROLES = ("positive", "negative")
 
 
 def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None,
                       other_label_sets: bool = False) -> List[Suspect]:
-    """Every positive and negative member of a zoo (not the target; members labelling another label set, such as
+    """Every positive and negative member of a zoo (not the target nor CAE's ensemble; members labelling another label set, such as
     the SAC zoo's transfer models, only with ``other_label_sets``), loaded once and adapted."""
     from .zoo.builder import load_member, members
 
     wanted = set(names) if names is not None else None
     out = []
     for rec in members(Path(folder)):
-        if rec["role"] == "target" or (rec.get("labels") and not other_label_sets) or (wanted is not None and rec["name"] not in wanted):
+        if rec["role"] not in SUSPECT_ROLES or (rec.get("labels") and not other_label_sets) or \
+                (wanted is not None and rec["name"] not in wanted):
             continue
         model = load_member(Path(folder), rec["name"], data_dir=data_dir)
         out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),

@@ -345,22 +345,6 @@ _SAC_COMMON = (
 )
 
 register(MethodSpec(
-    "sac-m", "SAC-m", "ipguard_tf.methods.sac:SACm",
-    _SAC_COMMON + (
-        Param("patch", float, SAC_PATCH, minimum=0.0, maximum=1.0, strict=True, cli="--sac-patch",
-              help="CutMix patch side as a fraction of the image side"),
-        Param("transpose", bool, False, cli="--sac-transpose",
-              help="swap H and W of the samples, as the official SAC files do"),
-    ),
-    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)",
-    sweep_strategies=("-",)))
-
-register(MethodSpec(
-    "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
-    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
-    sweep_strategies=("-",)))
-
-register(MethodSpec(
     "cae", "CAE", "ipguard_tf.methods.cae:CAE",
     _SAC_COMMON[:1] + (
         Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
@@ -386,4 +370,20 @@ register(MethodSpec(
         _SEGMENT,
     ),
     summary="conferrable adversarial examples of an ensemble of surrogates and references (Lukas et al. 2021)",
+    sweep_strategies=("-",)))
+
+register(MethodSpec(
+    "sac-m", "SAC-m", "ipguard_tf.methods.sac:SACm",
+    _SAC_COMMON + (
+        Param("patch", float, SAC_PATCH, minimum=0.0, maximum=1.0, strict=True, cli="--sac-patch",
+              help="CutMix patch side as a fraction of the image side"),
+        Param("transpose", bool, False, cli="--sac-transpose",
+              help="swap H and W of the samples, as the official SAC files do"),
+    ),
+    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)",
+    sweep_strategies=("-",)))
+
+register(MethodSpec(
+    "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
+    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
     sweep_strategies=("-",)))

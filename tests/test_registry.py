@@ -16,13 +16,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 
 
 def test_the_methods_are_registered_in_report_order():
-    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "sac-m", "sac-w"]
-    assert [s.display for s in registry.specs()] == ["Random", "FGSM", "IGSM", "CW-L2", "IPGuard", "SAC-m", "SAC-w"]
+    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w"]
+    assert [s.display for s in registry.specs()] == ["Random", "FGSM", "IGSM", "CW-L2", "IPGuard", "CAE", "SAC-m", "SAC-w"]
     assert {s.name: s.setting for s in registry.specs()} == {
-        "random": None, "fgsm": "epsilon", "igsm": "epsilon", "cw": "kappa", "ipguard": "k", "sac-m": None,
-        "sac-w": None}
+        "random": None, "fgsm": "epsilon", "igsm": "epsilon", "cw": "kappa", "ipguard": "k", "cae": None,
+        "sac-m": None, "sac-w": None}
     assert {s.name: s.statistic for s in registry.specs()} == {
-        **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard")},
+        **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard", "cae")},
         "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE}
     assert registry.SAC_DISTANCE.higher_is_copy is False and registry.MATCHING_RATE.higher_is_copy is True
 
@@ -40,7 +40,7 @@ def test_parameter_error_is_both_user_error_and_value_error():
     with pytest.raises(ParameterError) as ei:
         registry.build("ipguard", k=-1)
     assert isinstance(ei.value, IPGuardError) and isinstance(ei.value, ValueError)
-    with pytest.raises(ParameterError, match="method must be one of random, fgsm, igsm, cw, ipguard, sac-m, sac-w"):
+    with pytest.raises(ParameterError, match="method must be one of random, fgsm, igsm, cw, ipguard, cae, sac-m, sac-w"):
         registry.get("nope")
     with pytest.raises(ParameterError, match="has no parameter 'epsilon'"):
         registry.build("ipguard", epsilon=0.1)

@@ -20,16 +20,17 @@ def _tiny_profile():
 
     return SACProfile("tiny", students=("lenet5",), source="fmnist_cnn", seeds=1, source_epochs=8, extract_epochs=2,
                       adv_epochs=1, finetune_epochs=1, transfer_epochs=1, adv_finetune_epochs=1, irrelevant_epochs=2,
-                      prune_snapshots=4, prune_max=0.5, pgd_steps=3, adv_examples=512, subset=1024)
+                      prune_snapshots=4, prune_max=0.5, pgd_steps=3, adv_examples=512, subset=1024,
+                      cae_members=2, cae_architectures=("lenet5",))
 
 
-def _extract_and_verify(zoo, method: str, n: int, seed: int, tmp_path, capsys) -> dict:
+def _extract_and_verify(zoo, method: str, n: int, seed: int, tmp_path, capsys, extra=()) -> dict:
     """``ipguard extract`` of the zoo's target with ``method``, then ``ipguard verify --json`` over the zoo."""
     from ipguard_tf.cli import main
 
     fp = tmp_path / f"{method}.npz"
     assert main(["-q", "extract", "--model", str(zoo / "target.keras"), "--method", method, "--n", str(n),
-                 "--seed", str(seed), "--out", str(fp)]) == 0
+                 "--seed", str(seed), "--out", str(fp), *extra]) == 0
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(zoo), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -54,7 +55,8 @@ def test_every_planned_member_is_recorded(sac_zoo):
     assert names == [n for n, _, _ in plan(_tiny_profile())]
     fams = {r["family"] for r in manifest["models"]}
     assert fams == {"source", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
-                    "transfer_a", "transfer_l", "adv_finetune", "quantized", "irrelevant"}
+                    "transfer_a", "transfer_l", "adv_finetune", "quantized", "irrelevant", "cae_surrogate",
+                    "cae_reference"}
     split = manifest["split"]
     assert split["defender"] == split["attacker"] == 1024 and len(split["indices_sha256"]) == 64
     recs = {r["name"]: r for r in manifest["models"]}
@@ -71,6 +73,10 @@ def test_every_planned_member_is_recorded(sac_zoo):
     assert [recs[n]["pruned_fraction"] for n in ("prune_01of4", "prune_02of4")] == [0.25, 0.5]
     assert recs["tflite_int8"]["file"].endswith(".tflite")
     assert all(r["build_seconds"] >= 0 for r in manifest["models"])
+    # CAE's ensemble: on the defender's half (no evaluated suspect is), roles that are no suspect
+    cae = [r for r in manifest["models"] if r["family"].startswith("cae_")]
+    assert {(r["role"], r["data"]) for r in cae} == {("surrogate", "defender"), ("reference", "defender")}
+    assert all(r["data"] == "attacker" for r in manifest["models"] if r["role"] in ("positive", "negative"))
     assert manifest["complete"] and "ipguard zoo build --kind sac" in manifest["build_command"]
 
 
@@ -182,3 +188,21 @@ def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_pa
     rows = {(r["attack"], r["method"]) for r in report.sac_table({"sac-m": sac, "random": rnd}, sus, published)}
     assert ("Transfer-A", "SAC-m") in rows and ("Transfer-A", "Random") not in rows
     assert ("Extract-L", "Random") in rows
+
+
+@needs_fmnist
+def test_cae_through_the_cli_takes_its_ensemble_from_the_zoo(sac_zoo, tmp_path, capsys):
+    """``ipguard extract --method cae --cae-zoo ZOO``: the zoo's surrogates and references, recorded in the file;
+    zoo verification leaves them out (they are the method's own models, not suspects)."""
+    from ipguard_tf.fingerprint import load_fingerprint
+
+    out, manifest, _ = sac_zoo
+    result = _extract_and_verify(out, "cae", 10, 0, tmp_path, capsys, ["--cae-zoo", str(out), "--cae-tau", "0"])
+    fp = load_fingerprint(tmp_path / "cae.npz")
+    ens = fp.metadata["ensemble"]
+    assert [m["name"] for m in ens["surrogates"]] == ["cae_surrogate_lenet5_s1", "cae_surrogate_lenet5_s2"]
+    assert [m["name"] for m in ens["references"]] == ["cae_reference_lenet5_s1", "cae_reference_lenet5_s2"]
+    assert fp.metadata["params"]["tau"] == 0.0 and np.all(fp.y != fp.source) and 0 < len(fp) <= 10
+    names = [r["suspect"].rsplit("/", 1)[1] for r in result["suspects"]]
+    assert not any(n.startswith("cae_") for n in names) and "extract_l_lenet5_s1" in names
+    assert result["suspects"][names.index("target")]["matching_rate"] == 1.0

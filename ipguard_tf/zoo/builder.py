@@ -56,6 +56,8 @@ class Profile:
     forests: int
     max_wp: float = 0.9
     max_fp_sixteenths: int = 15
+    #: CAE's defender ensemble (:meth:`ZooBuilder._cae_ensemble`): this many surrogates and as many references
+    cae_members: int = 3
 
 
 PROFILES: Dict[str, Profile] = {
@@ -63,9 +65,10 @@ PROFILES: Dict[str, Profile] = {
     # architecture, 10 random forests
     "quick": Profile("quick", same_arch=10, lenet5=3, vgg16=3, forests=10),
     # the paper's counts (Section 5.1.2): 50 same-architecture models, 10 LeNet-5, 10 VGG16, 10 random forests
-    "paper": Profile("paper", same_arch=50, lenet5=10, vgg16=10, forests=10),
+    "paper": Profile("paper", same_arch=50, lenet5=10, vgg16=10, forests=10, cae_members=18),
     # for tests: a handful of everything
-    "tiny": Profile("tiny", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2),
+    "tiny": Profile("tiny", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2,
+                    cae_members=0),
 }
 
 #: target architecture per dataset (paper Table 1; fmnist_cnn for Fashion-MNIST, see architectures.fmnist_cnn)
@@ -196,6 +199,19 @@ def _trained(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]
     return train_model(b._data(), Recipe(**rec["recipe"]), rec["seed"], verbose=b.verbose), {}
 
 
+def _student(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """CAE's surrogate of the target (Lukas et al., ICLR 2021): the recorded recipe trained from seed on the
+    *target's* labels of the training set (the defender extracts its own model by retraining on its labels)."""
+    from dataclasses import replace
+
+    from ..models import as_classifier
+    from .train import Recipe, train_model
+
+    ds = b._data()
+    labels = as_classifier(b._get("target")).predict_labels(ds.x_train, 512)
+    return train_model(replace(ds, y_train=labels), Recipe(**rec["recipe"]), rec["seed"], verbose=b.verbose), {}
+
+
 def _pretrained(b: Optional["ZooBuilder"], rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
     """ImageNet: a Keras Applications model with its pretrained weights (target and negatives)."""
     from ..imagenet import pixel_model
@@ -253,6 +269,7 @@ _SAC_FAMILIES = ("sac_trained", "extract_l", "extract_p", "extract_adv", "finetu
 #: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
 MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
     "trained": _trained,
+    "student": _student,
     "pretrained": _pretrained,
     "random_forest": _forest,
     "FTLL": _postprocessed("fine_tune_last_layer"),
@@ -522,6 +539,24 @@ class ZooBuilder:
                                             "features": "flattened pixels", "params": {"n_estimators": N_TREES},
                                             "seed": s}, suffix=".skops")
         trained("vgg16", "vgg16", self.profile.vgg16)  # slowest last
+        self._cae_ensemble()
+
+    def _cae_ensemble(self) -> None:
+        """CAE's defender ensemble (roles ``surrogate`` and ``reference``, not suspects): surrogates are the
+        target's architecture and recipe trained on the target's labels (:func:`_student`), references the same
+        trained on the true labels, with seeds no negative uses (301, ...; surrogates 201, ...). The defender's
+        data is the target's own training set, as in Lukas et al. (RorschachChen's ``prepare_models``: the same
+        CIFAR-10 training set for source, surrogates and references)."""
+        from .train import get_recipe
+
+        recipe = get_recipe(self.dataset_name, self.arch).as_dict()
+        for s in range(1, self.profile.cae_members + 1):
+            self._entry(f"cae_surrogate_seed{s:02d}", {"role": "surrogate", "family": "cae_surrogate",
+                                                       "maker": "student", "architecture": self.arch,
+                                                       "recipe": recipe, "seed": 200 + s})
+            self._entry(f"cae_reference_seed{s:02d}", {"role": "reference", "family": "cae_reference",
+                                                       "maker": "trained", "architecture": self.arch,
+                                                       "recipe": recipe, "seed": 300 + s})
 
     def rebuild(self, name: str) -> Any:
         """Rebuild one recorded member whose file is missing, with the maker and the parameters its record
