@@ -102,6 +102,9 @@ def test_sac_benchmark_table_recomputes_and_its_verdicts_hold():
     with open(folder / "sac_table3.csv") as fh:
         committed = list(csv.DictReader(fh))
     assert {(r["attack"], r["method"]) for r in committed} == set(again)
+    # SAC Table 3 in full: its three methods on its six attacks and the average
+    for m in ("IPGuard", "CAE", "SAC-m"):
+        assert {r["attack"] for r in committed if r["method"] == m} >= set(report.SAC_ATTACKS) | {"Average"}, m
     for r in committed:
         a = again[(r["attack"], r["method"])]
         assert abs(float(r["auc"]) - a["auc"]) <= 1e-9, (r["attack"], r["method"])
