@@ -141,7 +141,8 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     from ipguard_tf.cli import main
     from ipguard_tf.zoo import builder as B
 
-    prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2)
+    prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2,
+                     cae_members=1)
     out = tmp_path / "zoo"
     calls = []
     real_store = B.ZooBuilder._store
@@ -181,10 +182,20 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     for r in wp:
         assert abs(r["measured_sparsity"] - r["sparsity"]) <= 0.01
     for r in m["models"]:
-        assert r["role"] in ("target", "positive", "negative") and "seed" in r and "test_accuracy" in r
+        assert r["role"] in ("target", "positive", "negative", "surrogate", "reference") and "seed" in r and \
+            "test_accuracy" in r
         assert (out / r["file"]).exists()
     assert m["complete"]
+    # CAE's ensemble: a student of the target (trained on its labels: closer to it than the reference)
+    cae = {r["role"]: r for r in m["models"] if r["family"].startswith("cae_")}
+    assert set(cae) == {"surrogate", "reference"} and cae["surrogate"]["maker"] == "student"
+    from ipguard_tf.models import as_classifier
 
+    x = small_ds.x_test[:200]
+    tgt = as_classifier(B.load_member(out, "target")).predict_labels(x)
+    agree = {role: float(np.mean(as_classifier(B.load_member(out, r["name"])).predict_labels(x) == tgt))
+             for role, r in cae.items()}
+    assert agree["surrogate"] >= agree["reference"], agree
 
     # zoo list prints Table 2 from the manifest
     assert main(["-q", "zoo", "list", str(out)]) == 0
@@ -215,6 +226,7 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     res = json.loads(capsys.readouterr().out)
     roles = {r["suspect"].rsplit("/", 1)[1]: r.get("role") for r in res["suspects"]}
     assert roles["target"] == "target" and roles["ftll"] == "positive" and roles["rf_seed01"] == "negative"
+    assert not any(n.startswith("cae_") for n in roles)  # CAE's ensemble is not verified as a suspect
     assert {"robustness", "uniqueness", "aruc", "auc", "gap"} <= set(res["summary"])
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out)]) == 0
     assert "ARUC" in capsys.readouterr().out
@@ -235,7 +247,8 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(B, "load_member", tracked)
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
-    assert len(held_at_load) == len(m["models"]) and held_at_load == [0] * len(held_at_load)
+    suspects = [r for r in m["models"] if r["role"] not in ("surrogate", "reference")]  # CAE's own: no suspects
+    assert len(held_at_load) == len(suspects) and held_at_load == [0] * len(held_at_load)
 
     # a member file without its record (a build killed between writing the two) is adopted, not made again:
     # a forest too (its adoption once wrote it as a Keras model)
