@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
     v.add_argument("--weights", default="imagenet",
                    help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none")
+    v.add_argument("--converged-only", action="store_true",
+                   help="verify on the fingerprint's converged points only (the paper's searches all converged)")
     v.add_argument("--threshold", type=_float(0.0, 1.0), default=None,
                    help=f"threshold of the fingerprint's statistic for the verdict (default: the statistic's, "
                         f"{C.DEFAULT_THRESHOLD} for the matching rate, {C.SAC_DEFAULT_THRESHOLD} for SAC's distance)")
@@ -317,6 +319,10 @@ def cmd_verify(args) -> int:
     if args.progress_file and len(args.suspect_url) > 1:
         raise ParameterError("--progress-file names one file; give it with a single --suspect-url")
     fp = load_fingerprint(args.fingerprint)
+    if args.converged_only:
+        n_all = len(fp)
+        fp = fp.converged_only()
+        log.info("verifying on the %d converged points of %d (--converged-only)", len(fp), n_all)
     if args.input_scale is None:
         args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
     results, roles = [], []

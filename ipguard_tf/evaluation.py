@@ -208,22 +208,38 @@ class Sweep:
         cached["points_sha256"] = digest
         stat = statistic_of(fp)
         usable = comparable_suspects(stat, self.suspects)
+        # the converged points only as well (issue 16), where some did not converge
+        conv_fp = fp.converged_only() if 0 < fp.n_converged < len(fp) else None
+        cached.setdefault("rates_converged", {})
         missing = [s for s in usable if s.name not in cached["rates"]]
-        if backfill and not missing:
+        missing_conv = [s for s in usable if conv_fp is not None and s.name not in cached["rates_converged"]]
+        if backfill and not missing and not missing_conv:
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
-        if missing:
+        if missing or missing_conv:
             t0 = time.perf_counter()
             cached["rates"].update(statistics(fp, missing))
+            if missing_conv:
+                cached["rates_converged"].update(statistics(conv_fp, missing_conv))
             log.debug("%s: verified %d suspects in %.1f s", key, len(missing), time.perf_counter() - t0)
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
         rates = {s.name: cached["rates"][s.name] for s in usable}
+        # every point converged: the converged-only rates are the rates; none did: there are none
+        rates_conv = rates if fp.n_converged == len(fp) else (
+            {s.name: cached["rates_converged"][s.name] for s in usable} if conv_fp is not None else None)
         conv = fp.converged
         out = {"key": key, "method": method, "strategy": strategy, "setting": setting, "seed": seed,
                "statistic": stat.name, "higher_is_copy": stat.higher_is_copy,
                "n": len(fp), "n_converged": int(conv.sum()), "seconds": fp.metadata.get("seconds"),
                "mean_distortion_converged": float(fp.distortion[conv].mean()) if conv.any() else None,
                "median_iterations": float(np.median(fp.iterations)), "rates": rates}
-        out.update(summarize(rates, self.roles, stat.higher_is_copy, [s.name for s in usable if s.other_labels]))
+        other = [s.name for s in usable if s.other_labels]
+        out.update(summarize(rates, self.roles, stat.higher_is_copy, other))
+        out["rates_converged"] = rates_conv
+        if rates_conv is not None:
+            summary_conv = summarize(rates_conv, self.roles, stat.higher_is_copy, other)
+            out.update({f"{k}_converged": summary_conv[k] for k in ("aruc", "auc", "gap")})
+        else:
+            out.update({f"{k}_converged": None for k in ("aruc", "auc", "gap")})
         return out
 
     def time_best(self, best: Dict[str, Dict[str, Any]]) -> Dict[str, float]:

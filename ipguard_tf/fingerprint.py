@@ -88,6 +88,19 @@ class Fingerprint:
         """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``)."""
         return Fingerprint(**{k: getattr(self, k)[mask] for k in self._fields()}, metadata=dict(self.metadata))
 
+    def converged_only(self) -> "Fingerprint":
+        """The converged points only (issue 16: the paper's searches all converged, so only they are what the
+        paper verified with); the metadata says so (``points``). :class:`~ipguard_tf.errors.ModelError` when no
+        point converged."""
+        from .errors import ModelError
+
+        if not self.converged.any():
+            raise ModelError(f"none of the fingerprint's {len(self)} points converged; --converged-only leaves "
+                             "nothing to verify")
+        out = self.subset(self.converged.astype(bool))
+        out.metadata["points"] = f"converged only ({out.n_converged} of {len(self)})"
+        return out
+
     def arrays(self) -> Dict[str, np.ndarray]:
         """Every per-point array the fingerprint holds (the optional ones where present)."""
         return {k: getattr(self, k) for k in self._fields()}

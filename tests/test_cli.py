@@ -61,6 +61,21 @@ def test_extract_and_verify(model_files, tmp_path, capsys):
     code = main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(model_files / "target.keras")])
     table = capsys.readouterr().out
     assert code == 0 and "matching_rate" in table and "1.00" in table
+    # --converged-only: the same verification on the converged points only (issue 16)
+    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.verification import verify
+
+    out = tmp_path / "fp300.npz"
+    assert main(["-q", "extract", "--model", str(model_files / "target.keras"), "--dataset", "fashion_mnist",
+                 "--n", "6", "--max-iter", "300", "--k", "0.5", "--seed", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    fp = load_fingerprint(out)
+    assert 0 < fp.n_converged
+    code = main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(model_files / "other.keras"),
+                 "--json", "--converged-only"])
+    row = json.loads(capsys.readouterr().out)[0]
+    assert code == 0 and row["n"] == fp.n_converged
+    assert row["matching_rate"] == verify(fp.converged_only(), str(model_files / "other.keras")).value
 
 
 @needs_fmnist

@@ -65,6 +65,28 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     assert any(c["holds"] is None for c in claims), "claims needing CW-L2 are marked not evaluated"
 
 
+def test_sweep_reports_converged_points_only_too(suspects, tiny_data, tmp_path):
+    """Issue 16: each run's statistics on all points and on the converged points only, cached like the rest."""
+    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.evaluation import statistics
+
+    target, sus = suspects
+    kw = dict(n=12, method_params={"ipguard": {"learning_rate": 0.01, "max_iter": 60}}, progress=False)
+    r = Sweep(tmp_path, target, tiny_data, sus, **kw).run("ipguard", "TL", 0.1, 0)  # 7 of 12 converge
+    fp = load_fingerprint(tmp_path / "fp" / "ipguard_TL_0.1_seed0.npz")
+    assert 0 < fp.n_converged < len(fp), "the setting must leave some points unconverged"
+    conv = fp.converged_only()
+    assert len(conv) == fp.n_converged and conv.converged.all() and "converged only" in conv.metadata["points"]
+    assert r["rates_converged"] == statistics(conv, sus) and r["aruc_converged"] is not None
+    cached = json.loads((tmp_path / "rates" / "ipguard_TL_0.1_seed0.json").read_text())
+    assert cached["rates_converged"] == r["rates_converged"]
+    # every point converged (Random): the converged-only numbers are the numbers
+    rr = Sweep(tmp_path, target, tiny_data, sus, **kw).run("random", "RR", None, 0)
+    assert rr["rates_converged"] == rr["rates"] and rr["aruc_converged"] == rr["aruc"]
+    with pytest.raises(Exception, match="none of the fingerprint"):
+        fp.subset(~fp.converged).converged_only()
+
+
 @pytest.mark.parametrize("dataset, title", [("cifar10", "CIFAR-10 zoo"), ("fashion_mnist", "Fashion-MNIST zoo"),
                                             ("imagenet", "ImageNet zoo")])
 def test_table2_names_the_zoo_dataset(tmp_path, dataset, title):
