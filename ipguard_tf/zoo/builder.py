@@ -643,11 +643,11 @@ def table2_rows(folder: Path) -> List[Dict[str, Any]]:
                 detail = f"c={r['sixteenths']}/16"
             rows.append({"type": r["role"], "classifier": r["family"], "detail": detail,
                          "accuracy": f"{r['test_accuracy']:.4f}", "count": 1})
-    fams: Dict[str, List[float]] = {}
-    for r in recs:
-        if r["role"] == "negative":
-            fams.setdefault(r["family"], []).append(r["test_accuracy"])
-    for fam, accs in fams.items():
-        rows.append({"type": "negative", "classifier": fam, "detail": "",
+    fams: Dict[Tuple[str, str], List[float]] = {}
+    for r in recs:  # negatives, then CAE's ensemble (not suspects; not in the paper's Table 2)
+        if r["role"] in ("negative", "surrogate", "reference"):
+            fams.setdefault((r["role"], r["family"]), []).append(r["test_accuracy"])
+    for (role, fam), accs in fams.items():
+        rows.append({"type": role, "classifier": fam, "detail": "" if role == "negative" else "CAE ensemble",
                      "accuracy": f"[{min(accs):.4f}, {max(accs):.4f}]", "count": len(accs)})
     return rows
