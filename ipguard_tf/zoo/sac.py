@@ -17,7 +17,8 @@ family (positive); Finetune-A, Finetune-L; fine-pruning snapshots (every 5 % of 
 Transfer-A and Transfer-L to a coarse 4-class label set (:data:`COARSE_LABELS`, with ``labels`` recorded: a
 fingerprint of the 10 classes cannot be checked on them, so zoo verification skips them with a note);
 adversarial fine-tuning; TFLite float16 and int8 copies of the source; irrelevant models (negative) of each
-student family trained on the attacker half with true labels. Every record holds the test accuracy, the
+student family trained on the attacker half with true labels; and CAE's defender ensemble (roles ``surrogate`` and
+``reference``, on the *defender* half, no suspects: :func:`cae_plan`). Every record holds the test accuracy, the
 agreement with the source on the test set and, for extraction, the queries the thief used.
 
 Epochs are scaled to this machine per profile (:data:`SAC_PROFILES`; SAC: 200 for extraction, 30 for
