@@ -368,7 +368,11 @@ def cmd_verify(args) -> int:
         cols = [("suspect", "suspect", "{}")] + ([("role", "role", "{}")] if any(roles) else [])
         stat = results[0].statistic if results else "matching_rate"
         fmt = "{:.2f}" if stat == "matching_rate" else "{:.4f}"
-        print(format_table(rows, cols + [(stat, "value", fmt), ("verdict", "verdict", "{}")]))
+        for r in rows:
+            if r.get("ci95_low") is not None:
+                r["ci"] = f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
+        ci = [("95% CI (Clopper-Pearson)", "ci", "{}")] if any(r.get("ci") for r in rows) else []
+        print(format_table(rows, cols + [(stat, "value", fmt)] + ci + [("verdict", "verdict", "{}")]))
         if results:
             rule = ">=" if stat == "matching_rate" else "<="
             print(f"threshold {results[0].threshold:g} ({stat} {rule} threshold: verdict 1 = verified as a copy "

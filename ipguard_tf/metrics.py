@@ -7,7 +7,7 @@ Positives are post-processed copies of the target (should be verified), negative
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -108,4 +108,20 @@ def summary(positive_rates, negative_rates, threshold: Optional[float] = None,
         out.update(threshold=threshold, robustness=robustness(p, threshold, hic),
                    uniqueness=uniqueness(q, threshold, hic))
     return out
+
+
+def clopper_pearson(matches: int, n: int, level: float = 0.95) -> Tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a matching rate: ``matches`` of ``n`` points
+    matched (issue 16: ``verify`` prints it). Conservative: covers the true rate with probability >= ``level``
+    for every rate, with beta quantiles, (0, ...) at 0 matches and (..., 1) at n."""
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= matches <= n:
+        raise ParameterError(f"need 0 <= matches <= n and n >= 1, got {matches} of {n}")
+    if not 0 < level < 1:
+        raise ParameterError(f"level must lie in (0, 1), got {level}")
+    a = (1.0 - level) / 2.0
+    lo = 0.0 if matches == 0 else float(beta.ppf(a, matches, n - matches + 1))
+    hi = 1.0 if matches == n else float(beta.ppf(1.0 - a, matches + 1, n - matches))
+    return lo, hi
 

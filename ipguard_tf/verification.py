@@ -132,10 +132,17 @@ class Verification:
     verdict: int
     statistic: str = "matching_rate"
     value: Optional[float] = None
+    #: 95 % Clopper-Pearson interval of the matching rate (:func:`~ipguard_tf.metrics.clopper_pearson`); None
+    #: for other statistics
+    ci: Optional[Tuple[float, float]] = None
 
     def __post_init__(self) -> None:
         if self.value is None:
             object.__setattr__(self, "value", self.matching_rate)
+        if self.ci is None and self.matches is not None and self.n:
+            from .metrics import clopper_pearson
+
+            object.__setattr__(self, "ci", clopper_pearson(int(self.matches), int(self.n)))
 
     @classmethod
     def of(cls, suspect: str, labels: np.ndarray, fingerprint_labels: np.ndarray, threshold: float) -> "Verification":
@@ -154,6 +161,8 @@ class Verification:
              "n": self.n, "threshold": self.threshold}
         if self.statistic == "matching_rate":
             d.update(matching_rate=self.matching_rate, matches=self.matches)
+            if self.ci is not None:
+                d.update(ci95_low=self.ci[0], ci95_high=self.ci[1])
         return d
 
 

@@ -57,10 +57,12 @@ def test_extract_and_verify(model_files, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["suspect"] for r in rows] == [str(model_files / "target.keras"), str(model_files / "other.keras")]
     assert rows[0]["matching_rate"] == 1.0 and rows[0]["verdict"] == 1
+    assert rows[0]["ci95_high"] == 1.0 and 0.5 < rows[0]["ci95_low"] < 0.6
     assert {"suspect", "matching_rate", "verdict"} <= set(rows[1])
     code = main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(model_files / "target.keras")])
     table = capsys.readouterr().out
     assert code == 0 and "matching_rate" in table and "1.00" in table
+    assert "95% CI (Clopper-Pearson)" in table and "[0.54, 1.00]" in table  # 6 of 6 points match
     # --converged-only: the same verification on the converged points only (issue 16)
     from ipguard_tf.fingerprint import load_fingerprint
     from ipguard_tf.verification import verify
