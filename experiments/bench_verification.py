@@ -28,7 +28,7 @@ from ipguard_tf import as_classifier, registry  # noqa: E402
 from ipguard_tf.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.io_utils import atomic_write_bytes, format_table, run_record, write_csv, write_json  # noqa: E402
 from ipguard_tf.verification import verify  # noqa: E402
-from ipguard_tf.zoo.builder import load_member, members  # noqa: E402
+from ipguard_tf.zoo.builder import ENSEMBLE_ROLES, load_member, members  # noqa: E402
 from ipguard_tf.zoo.sac import sac_split  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main() -> int:
     target = as_classifier(load_member(zoo, "target"))
     roles = {r["role"] for r in members(zoo)}
     methods = {"sac-m": {}, "sac-w": {}, "ipguard": {"k": 1.0, "init": "T", "label": "L"}}
-    if args.cae and {"surrogate", "reference"} <= roles:
+    if args.cae and set(ENSEMBLE_ROLES) <= roles:
         methods["cae"] = {"zoo": str(zoo)}
     rows = []
     for method, params in methods.items():

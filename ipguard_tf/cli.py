@@ -331,7 +331,7 @@ def cmd_verify(args) -> int:
         roles.append(None)
     for s in args.suspect:
         if is_zoo(s):
-            from .zoo.builder import load_member, members, missing_members, rebuild_note
+            from .zoo.builder import ENSEMBLE_ROLES, load_member, members, missing_members, rebuild_note
 
             missing = missing_members(s)
             absent = {r["name"] for r in missing}
@@ -341,7 +341,7 @@ def cmd_verify(args) -> int:
             elif absent:
                 sys.stderr.write(f"ipguard: {rebuild_note(Path(s), missing)}; --no-rebuild skips them\n")
             for rec in members(s):
-                if args.no_rebuild and rec["name"] in absent or rec["role"] in ("surrogate", "reference"):
+                if (args.no_rebuild and rec["name"] in absent) or rec["role"] in ENSEMBLE_ROLES:
                     continue  # (CAE's own ensemble is no suspect)
                 if rec.get("labels") and not statistic_of(fp).needs_scores:
                     # another label set (transfer): a matching rate cannot compare it; SAC's distance can

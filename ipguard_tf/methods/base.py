@@ -148,6 +148,27 @@ class FingerprintMethod(ABC):
         resume from ``checkpoint`` (a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` or None) if the method
         iterates. May run concurrently with other shards: it must not change ``self``."""
 
+    def _metadata(self, clf: Classifier, params: Dict[str, Any], *, n: int, n_converged: int, num_classes: int,
+                  dataset: Optional[str], seconds: float, point_shape: Sequence[int]) -> Dict[str, Any]:
+        """What every fingerprint's metadata records: the method, its statistic and settings, the points' count
+        and domain, the target's identity, versions and time (methods add their own records after these)."""
+        return {
+            "method": self.name,
+            "statistic": self.spec.statistic.name,
+            "params": params,
+            "strategy": self.strategy,
+            "n": n,
+            "n_converged": n_converged,
+            "dataset": dataset,
+            "input_shape": list(clf.input_shape) if clf.input_shape else list(point_shape),
+            "value_range": list(clf.value_range),
+            "num_classes": num_classes,
+            "target": {"name": clf.name, "source": clf.source, "weights_sha256": clf.weights_sha256},
+            "versions": versions(),
+            "created": utc_now(),
+            "seconds": round(seconds, 3),
+        }
+
     # -- the one public call ---------------------------------------------------------------------------------
     def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator,
                        train_y: Optional[np.ndarray] = None) -> np.ndarray:
@@ -233,25 +254,10 @@ class FingerprintMethod(ABC):
         if not converged.all():
             log.warning("%s: %d of %d points did not converge within the iteration budget; they are kept and "
                         "flagged converged=False", self.name, int((~converged).sum()), n)
-        meta = {
-            "method": self.name,
-            "statistic": self.spec.statistic.name,
-            "params": params,
-            "strategy": self.strategy,
-            "n": n,
-            "n_converged": int(converged.sum()),
-            "dataset": dataset,
-            "input_shape": list(clf.input_shape) if clf.input_shape else list(x.shape[1:]),
-            "value_range": list(clf.value_range),
-            "num_classes": int(logits0.shape[1]),
-            "target": {"name": clf.name, "source": clf.source, "weights_sha256": clf.weights_sha256},
-            "versions": versions(),
-            "created": utc_now(),
-            "seconds": round(seconds, 3),
-            "stats": res.stats,
-            "segments": [list(s) for s in res.segments],
-            "nonfinite_points": [int(i) for i in np.flatnonzero(bad)],
-        }
+        meta = self._metadata(clf, params, n=n, n_converged=int(converged.sum()), num_classes=int(logits0.shape[1]),
+                              dataset=dataset, seconds=seconds, point_shape=x.shape[1:])
+        meta.update(stats=res.stats, segments=[list(s) for s in res.segments],
+                    nonfinite_points=[int(i) for i in np.flatnonzero(bad)])
         if outputs is not None:
             meta["outputs_kind"] = "logits"
         return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res.iterations,

@@ -43,7 +43,6 @@ import numpy as np
 import tensorflow as tf
 
 from ..constants import N_POINTS
-from ..env_info import utc_now, versions
 from ..errors import DataError, ModelError, ParameterError
 from ..fingerprint import Fingerprint
 from ..models import Classifier, as_classifier
@@ -84,7 +83,7 @@ class CAEProblem(SearchProblem):
 
     def __init__(self, source_fn, n_surrogates: int, n_references: int, num_classes: int, *, epsilon: float,
                  alpha: float, beta: float, gamma: float, dropout: float, tau: float, seed: int) -> None:
-        self._source_fn = source_fn  # underscore: not a hyperparameter (graph cache keys skip it, see key())
+        self._source_fn = source_fn  # the source's logits at x0 (in vars(): the search's graph cache key has it too)
         self.n_s, self.n_r, self.c = int(n_surrogates), int(n_references), int(num_classes)
         self.epsilon, self.alpha, self.beta, self.gamma = float(epsilon), float(alpha), float(beta), float(gamma)
         self.dropout, self.tau, self.seed = float(dropout), float(tau), int(seed)
@@ -169,41 +168,36 @@ class CAE(FingerprintMethod):
     def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None) -> SearchOutput:  # pragma: no cover
         raise NotImplementedError("CAE runs its own rounds in generate()")
 
-    def ensemble(self) -> Tuple[List[Classifier], List[Classifier], Dict[str, Any]]:
-        """The surrogate and reference classifiers and a record of them (names, SHA-256, zoo)."""
+    def ensemble(self, clf: Classifier) -> Tuple[List[Classifier], List[Classifier], Dict[str, Any]]:
+        """The surrogate and reference classifiers and a record of them (names, SHA-256, zoo). From a zoo whose
+        target is not ``clf`` (other weights), a warning: its surrogates were derived from that target."""
         if self._ensemble is not None:
             s, r = self._ensemble
             surr = [as_classifier(m, name=f"surrogate_{i}") for i, m in enumerate(s)]
             refs = [as_classifier(m, name=f"reference_{i}") for i, m in enumerate(r)]
             zoo = None
         else:
-            from ..zoo.builder import is_zoo, load_member, members
+            from ..zoo.builder import ENSEMBLE_ROLES, is_zoo, load_member, members
 
             zoo = Path(self.zoo)
             if not is_zoo(zoo):
                 raise DataError(f"CAE zoo {zoo}: not a zoo folder (no manifest.json)")
             recs = members(zoo)
-            want = {role: [r for r in recs if r["role"] == role] for role in ("surrogate", "reference")}
+            want = {role: [r for r in recs if r["role"] == role] for role in ENSEMBLE_ROLES}
             if not want["surrogate"] or not want["reference"]:
                 raise DataError(f"CAE zoo {zoo} has {len(want['surrogate'])} surrogate and {len(want['reference'])} "
                                 "reference members; it needs both (ipguard zoo build --kind sac builds them)")
+            sha = next((r.get("weights_sha256") for r in recs if r["role"] == "target"), None)
+            if sha and clf.weights_sha256 and sha != clf.weights_sha256:
+                log.warning("CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates "
+                            "were derived from that target, so the examples may not be conferrable for this model",
+                            zoo)
             surr = [as_classifier(load_member(zoo, r["name"]), name=r["name"]) for r in want["surrogate"]]
             refs = [as_classifier(load_member(zoo, r["name"]), name=r["name"]) for r in want["reference"]]
         record = {"zoo": None if zoo is None else str(zoo),
                   "surrogates": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in surr],
                   "references": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in refs]}
         return surr, refs, record
-
-    def _check_zoo_target(self, clf: Classifier) -> None:
-        if self._ensemble is not None or self.zoo is None:
-            return
-        from ..zoo.builder import read_manifest
-
-        tgt = next((r for r in read_manifest(Path(self.zoo))["models"] if r["role"] == "target"), None)
-        sha = tgt.get("weights_sha256") if tgt else None
-        if sha and clf.weights_sha256 and sha != clf.weights_sha256:
-            log.warning("CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates were "
-                        "derived from that target, so the examples may not be conferrable for this model", self.zoo)
 
     def generate(self, model: Any, n: int = N_POINTS, train_x: Optional[np.ndarray] = None, *,
                  train_y: Optional[np.ndarray] = None, dataset: Optional[str] = None,
@@ -221,8 +215,7 @@ class CAE(FingerprintMethod):
             raise DataError("CAE needs the true labels of the owner's data (train_y): it starts from examples the "
                             "model labels correctly and keeps those it then mislabels")
         t0 = time.perf_counter()
-        surr, refs, ens_record = self.ensemble()
-        self._check_zoo_target(clf)
+        surr, refs, ens_record = self.ensemble(clf)
         x_all = clf.check_inputs(np.asarray(train_x), "owner images")
         y_all = np.asarray(train_y).reshape(-1).astype(np.int64)
         c = int(clf.predict_logits(x_all[:1]).shape[1])
@@ -247,7 +240,6 @@ class CAE(FingerprintMethod):
                             segment=self.segment, progress=self.progress, desc="CAE")
         bs = self.batch_size or n
         state = _RoundState.load(checkpoint, self._run_id(clf, ens_record, n, order, y_all))
-        round_i = state.rounds
         while state.kept < n and state.searched < budget:
             idx = order[state.searched : min(state.searched + bs, budget)]
             state.searched += len(idx)
@@ -255,16 +247,15 @@ class CAE(FingerprintMethod):
             ok = clf.predict_labels(x0) == y0  # start from examples the model labels correctly
             if ok.any():
                 x0, y0 = x0[ok], y0[ok]
-                r = search.run(x0, {"src": y0, "tgt": y0, "x0": x0, "const": np.full(len(x0), round_i)})
+                r = search.run(x0, {"src": y0, "tgt": y0, "x0": x0, "const": np.full(len(x0), state.rounds)})
                 x = np.clip(r.x, 0.0, 1.0).astype(np.float32)
                 lab = clf.predict_labels(x)
                 score = conferrability(lab, *self._member_probs(x, surr, refs))
                 good = (lab != y0) & (score >= self.tau) & ~r.nonfinite & np.isfinite(x.reshape(len(x), -1)).all(1)
                 state.add(x[good], x0[good], y0[good], lab[good], score[good], r.iterations[good], r.loss[good])
-            round_i += 1
-            state.rounds = round_i
+            state.rounds += 1
             state.save(checkpoint)
-            log.info("CAE round %d: %d of %d candidates searched, %d kept", round_i, state.searched, budget,
+            log.info("CAE round %d: %d of %d candidates searched, %d kept", state.rounds, state.searched, budget,
                      state.kept)
         if state.kept == 0:
             raise ModelError(f"cae: none of the {state.searched} candidate examples searched passed the filter (tau "
@@ -274,29 +265,10 @@ class CAE(FingerprintMethod):
                         "has %d points, not %d", state.kept, state.searched, self.tau, state.kept, n)
         k = min(n, state.kept)
         x, x0, y0, lab, score, iters, loss = (a[:k] for a in state.arrays())
-        seconds = time.perf_counter() - t0
-        meta = {
-            "method": self.name,
-            "statistic": self.spec.statistic.name,
-            "params": params,
-            "strategy": self.strategy,
-            "n": k,
-            "n_requested": n,
-            "n_converged": k,
-            "candidates_searched": int(state.searched),
-            "candidates_kept": int(state.kept),
-            "conferrability": [round(float(v), 6) for v in score],
-            "ensemble": ens_record,
-            "dataset": dataset,
-            "input_shape": list(clf.input_shape) if clf.input_shape else list(x_all.shape[1:]),
-            "value_range": list(clf.value_range),
-            "num_classes": c,
-            "target": {"name": clf.name, "source": clf.source, "weights_sha256": clf.weights_sha256},
-            "versions": versions(),
-            "created": utc_now(),
-            "seconds": round(seconds, 3),
-            "nonfinite_points": [],
-        }
+        meta = self._metadata(clf, params, n=k, n_converged=k, num_classes=c, dataset=dataset,
+                              seconds=time.perf_counter() - t0, point_shape=x_all.shape[1:])
+        meta.update(n_requested=n, candidates_searched=int(state.searched), candidates_kept=int(state.kept),
+                    conferrability=[round(float(v), 6) for v in score], ensemble=ens_record, nonfinite_points=[])
         distortion = np.sqrt(np.sum((x - x0).reshape(k, -1).astype(np.float64) ** 2, axis=1))
         return Fingerprint(x=x, y=lab.astype(np.int64), source=y0.astype(np.int64), target=lab.astype(np.int64),
                            iterations=iters.astype(np.int64), objective=loss.astype(np.float32),

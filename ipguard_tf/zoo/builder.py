@@ -624,6 +624,10 @@ def rebuild_note(folder: Path, missing: List[Dict[str, Any]]) -> str:
     return f"{folder}: {len(missing)} members absent, rebuilt before use ({took}): {names}"
 
 
+#: roles of a fingerprinting method's own models in a zoo (CAE's surrogates and references): no suspects
+ENSEMBLE_ROLES = ("surrogate", "reference")
+
+
 def members(folder: Path) -> List[Dict[str, Any]]:
     """The zoo's records (target first, then positives, then negatives)."""
     order = {"target": 0, "positive": 1, "negative": 2, "surrogate": 3, "reference": 4}
@@ -645,7 +649,7 @@ def table2_rows(folder: Path) -> List[Dict[str, Any]]:
                          "accuracy": f"{r['test_accuracy']:.4f}", "count": 1})
     fams: Dict[Tuple[str, str], List[float]] = {}
     for r in recs:  # negatives, then CAE's ensemble (not suspects; not in the paper's Table 2)
-        if r["role"] in ("negative", "surrogate", "reference"):
+        if r["role"] == "negative" or r["role"] in ENSEMBLE_ROLES:
             fams.setdefault((r["role"], r["family"]), []).append(r["test_accuracy"])
     for (role, fam), accs in fams.items():
         rows.append({"type": role, "classifier": fam, "detail": "" if role == "negative" else "CAE ensemble",

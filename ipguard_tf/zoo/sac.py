@@ -268,15 +268,17 @@ def _conv_channels(architecture: str) -> int:
     return int(sum(int(c.kernel.shape[-1]) for c in conv_layers(build_architecture(architecture, (28, 28, 1), 10))))
 
 
+def _recipe_spec(base, epochs: int) -> dict:
+    """A record's ``recipe``: one of :mod:`~ipguard_tf.zoo.stealing`'s SGD recipes at ``epochs``."""
+    return dict(base.as_dict(), epochs=epochs)
+
+
 def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
     from . import stealing as S
 
-    def recipe(base, epochs: int) -> dict:
-        return dict(base.as_dict(), epochs=epochs)
-
     pgd = dict(epsilon=S.PGD_EPSILON, step=S.PGD_STEP, steps=profile.pgd_steps, max_examples=profile.adv_examples)
-    sgd = recipe(S.EXTRACT_L, profile.source_epochs)
+    sgd = _recipe_spec(S.EXTRACT_L, profile.source_epochs)
     out = [("target", dict(role="target", family="source", maker="sac_trained", architecture=profile.source,
                            data="defender", params={"recipe": sgd}, seed=0), ".keras")]
     for arch in profile.students:
@@ -284,19 +286,19 @@ def plan(profile: SACProfile) -> list:
         for s in range(1, profile.seeds + 1):
             l_name = f"extract_l_{short}_s{s}"
             out.append((l_name, dict(role="positive", family="extract_l", architecture=arch, data="attacker",
-                                     params={"recipe": recipe(S.EXTRACT_L, profile.extract_epochs)}, seed=s),
+                                     params={"recipe": _recipe_spec(S.EXTRACT_L, profile.extract_epochs)}, seed=s),
                         ".keras"))
             out.append((f"extract_p_{short}_s{s}", dict(
                 role="positive", family="extract_p", architecture=arch, data="attacker",
-                params={"recipe": recipe(S.EXTRACT_P, profile.extract_epochs), "temperature": S.EXTRACT_P_TEMPERATURE,
-                        "alpha": S.EXTRACT_P_ALPHA}, seed=s), ".keras"))
+                params={"recipe": _recipe_spec(S.EXTRACT_P, profile.extract_epochs),
+                        "temperature": S.EXTRACT_P_TEMPERATURE, "alpha": S.EXTRACT_P_ALPHA}, seed=s), ".keras"))
             out.append((f"extract_adv_{short}_s{s}", dict(
                 role="positive", family="extract_adv", architecture=arch, data="attacker",
-                params={"recipe": recipe(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd}, seed=s),
+                params={"recipe": _recipe_spec(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd}, seed=s),
                 ".keras"))
     for fam in ("finetune_a", "finetune_l"):
         out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
-                              params={"recipe": recipe(S.FINETUNE, profile.finetune_epochs)}, seed=0), ".keras"))
+                              params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)}, seed=0), ".keras"))
     refresh, finetune_every = S.scaled_prune_intervals(_conv_channels(profile.source))
     prune = dict(max_fraction=profile.prune_max, snapshots=profile.prune_snapshots, refresh=refresh,
                  finetune_every=finetune_every, finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
@@ -308,11 +310,12 @@ def plan(profile: SACProfile) -> list:
             params=dict(prune, snapshot=j), seed=0), ".keras"))
     for fam in ("transfer_a", "transfer_l"):
         out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
-                              labels=COARSE_NAME, params={"recipe": recipe(S.TRANSFER, profile.transfer_epochs)},
+                              labels=COARSE_NAME, params={"recipe": _recipe_spec(S.TRANSFER, profile.transfer_epochs)},
                               seed=0), ".keras"))
     out.append(("adv_finetune", dict(role="positive", family="adv_finetune", architecture=profile.source,
                                      data="attacker",
-                                     params={"recipe": recipe(S.ADV_FINETUNE, profile.adv_finetune_epochs), **pgd},
+                                     params={"recipe": _recipe_spec(S.ADV_FINETUNE, profile.adv_finetune_epochs),
+                                             **pgd},
                                      seed=0), ".keras"))
     from .builder import quantized_records
 
@@ -323,7 +326,7 @@ def plan(profile: SACProfile) -> list:
         for s in range(1, profile.seeds + 1):
             out.append((f"irrelevant_{short}_s{s}", dict(
                 role="negative", family="irrelevant", maker="sac_trained", architecture=arch, data="attacker",
-                params={"recipe": recipe(S.EXTRACT_L, profile.irrelevant_epochs)}, seed=100 + s), ".keras"))
+                params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)}, seed=100 + s), ".keras"))
     out += cae_plan(profile)
     return out
 
@@ -339,8 +342,8 @@ def cae_plan(profile: SACProfile) -> list:
     from . import stealing as S
 
     out = []
-    epochs = dict(S.EXTRACT_L.as_dict(), epochs=profile.extract_epochs)
-    ref_epochs = dict(S.EXTRACT_L.as_dict(), epochs=profile.irrelevant_epochs)
+    epochs = _recipe_spec(S.EXTRACT_L, profile.extract_epochs)
+    ref_epochs = _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)
     for s in range(1, profile.cae_members + 1):
         arch = profile.cae_architectures[(s - 1) % len(profile.cae_architectures)]
         short = arch.replace("sac_", "")
