@@ -1,4 +1,4 @@
-"""The ``ipguard`` command: ``extract``, ``verify``, ``zoo`` and ``demo``.
+"""The ``ipguard`` command: ``extract``, ``calibrate``, ``verify``, ``zoo`` and ``demo``.
 
 Errors a user can cause (bad arguments, missing or corrupt files, wrong shapes: every
 :class:`~ipguard_tf.errors.IPGuardError`, and file-system errors) print one line on stderr and exit with status
@@ -206,6 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow suspect files whose loading runs code (Keras Lambda layers, pickles, skops files with "
                         "foreign types); off by default: a suspect is someone else's file")
 
+    v.add_argument("--report", default=None, metavar="HTML",
+                   help="also write a self-contained HTML ownership report (hashes, settings, every suspect's "
+                        "statistic, CI, p-value and verdict, plots)")
+
+    c = sub.add_parser("calibrate", help="calibrate a fingerprint's threshold on independent models (negatives)")
+    c.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
+    c.add_argument("--negatives", required=True, action="append", metavar="DIR",
+                   help="a zoo (its negatives are used) or a folder of model files trained without the target "
+                        "(repeatable)")
+    c.add_argument("--fpr", type=_float(0.0, 0.5, strict=True), default=C.CALIBRATION_FPR,
+                   help=f"false-positive rate the threshold is set at (default {C.CALIBRATION_FPR})")
+    c.add_argument("--out", default=None, help="write the calibrated fingerprint here (default: replace the input "
+                                               "file, atomically)")
+    c.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
+    c.add_argument("--batch-size", type=_positive_int, default=None)
+    c.add_argument("--no-rebuild", action="store_true", help="skip zoo negatives whose files are absent")
+    c.add_argument("--unsafe", action="store_true", help="allow model files that can run code (Lambda layers)")
+
     z = sub.add_parser("zoo", help="build or list a suspect zoo")
     zsub = z.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", parser_class=_Parser)
     zsub.required = True
@@ -310,6 +328,7 @@ def _resolve_model(spec: str, weights: str, input_scale: float, unsafe: bool = F
 
 def cmd_verify(args) -> int:
     from .errors import ParameterError
+    from .calibration import calibration_of, format_p
     from .fingerprint import load_fingerprint
     from .verification import statistic_of, verify
     from .zoo.builder import is_zoo
@@ -325,6 +344,12 @@ def cmd_verify(args) -> int:
         log.info("verifying on the %d converged points of %d (--converged-only)", len(fp), n_all)
     if args.input_scale is None:
         args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
+    cal = calibration_of(fp)
+    if cal is not None and args.threshold is None:
+        if cal.threshold > 1:
+            raise ParameterError(f"the calibration gives no threshold on these {cal.n} points at FPR {cal.fpr}; "
+                                 "give --threshold")
+        args.threshold = cal.threshold
     results, roles = [], []
     for url in args.suspect_url:
         results.append(_verify_url(args, fp, url))
@@ -359,7 +384,17 @@ def cmd_verify(args) -> int:
             results.append(verify(fp, clf, args.threshold, name=s, batch_size=args.batch_size))
             roles.append(None)
             del clf
+    if cal is not None:
+        from dataclasses import replace
+
+        results = [replace(r, p_value=cal.p_value(r.matches, r.n)) if r.matches is not None else r for r in results]
     summary = _zoo_summary(results, roles)
+    if args.report:
+        from .ownership import write_ownership_report
+
+        write_ownership_report(args.report, fp, results, roles, calibration=cal, summary=summary,
+                               command="ipguard " + " ".join(args.argv))
+        log.info("wrote the ownership report %s", args.report)
     if args.json:
         rows = [dict(r.as_dict(), **({"role": role} if role else {})) for r, role in zip(results, roles)]
         print(json.dumps(rows if summary is None else {"suspects": rows, "summary": summary}, indent=2))
@@ -372,15 +407,80 @@ def cmd_verify(args) -> int:
             if r.get("ci95_low") is not None:
                 r["ci"] = f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
         ci = [("95% CI (Clopper-Pearson)", "ci", "{}")] if any(r.get("ci") for r in rows) else []
-        print(format_table(rows, cols + [(stat, "value", fmt)] + ci + [("verdict", "verdict", "{}")]))
+        pv = []
+        if cal is not None:
+            for r in rows:
+                r["p"] = format_p(r.get("p_value"))
+            pv = [("p-value (H0: independent)", "p", "{}")]
+        print(format_table(rows, cols + [(stat, "value", fmt)] + ci + pv + [("verdict", "verdict", "{}")]))
         if results:
             rule = ">=" if stat == "matching_rate" else "<="
-            print(f"threshold {results[0].threshold:g} ({stat} {rule} threshold: verdict 1 = verified as a copy "
-                  "of the fingerprinted model)")
+            how = ("calibrated" if cal is not None and results[0].threshold == cal.threshold else
+                   "given" if cal is not None or any(a.startswith("--threshold") for a in args.argv) else "the documented default")
+            print(f"threshold {results[0].threshold:g}, {how} ({stat} {rule} threshold: verdict 1 = verified as a "
+                  "copy of the fingerprinted model)")
+            if cal is not None:
+                print(cal.summary())
+            elif stat == "matching_rate":
+                print("not calibrated: no p-values and no stated false-positive rate; 'ipguard calibrate "
+                      "--fingerprint F --negatives DIR' gives both")
         if summary:
             print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
                   f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
                   f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}")
+    return 0
+
+
+_MODEL_SUFFIXES = (".keras", ".h5", ".tflite", ".skops")
+
+
+def _negative_models(folder: str, args):
+    """(name, model) of each negative in ``folder``: a zoo's role-negative members (rebuilt with notice when
+    absent, unless --no-rebuild), or each model file / SavedModel folder in a plain folder (loaded lazily)."""
+    from .errors import ParameterError
+    from .zoo.builder import is_zoo, load_member, members, missing_members, rebuild_note
+
+    root = Path(folder)
+    if is_zoo(folder):
+        absent = {r["name"] for r in missing_members(folder) if r["role"] == "negative"}
+        if absent and args.no_rebuild:
+            sys.stderr.write(f"ipguard: {folder}: {len(absent)} absent negatives skipped (--no-rebuild)\n")
+        elif absent:
+            miss = [r for r in missing_members(folder) if r["name"] in absent]
+            sys.stderr.write(f"ipguard: {rebuild_note(root, miss)}; --no-rebuild skips them\n")
+        for rec in members(folder):
+            if rec["role"] == "negative" and not (args.no_rebuild and rec["name"] in absent):
+                yield f"{folder.rstrip('/')}/{rec['name']}", load_member(folder, rec["name"], data_dir=args.data_dir)
+        return
+    if not root.is_dir():
+        raise ParameterError(f"--negatives {folder}: not a folder")
+    found = sorted(p for p in root.iterdir() if p.suffix in _MODEL_SUFFIXES or (p / "saved_model.pb").exists())
+    if not found:
+        raise ParameterError(f"--negatives {folder}: neither a zoo nor a folder with model files "
+                             f"({', '.join(_MODEL_SUFFIXES)} or SavedModel folders)")
+    for p in found:
+        yield str(p), _resolve_model(str(p), "none", 1.0, args.unsafe)
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import calibrate, with_calibration
+    from .errors import ParameterError
+    from .fingerprint import load_fingerprint, save_fingerprint
+
+    fp = load_fingerprint(args.fingerprint)
+    items = [item for folder in args.negatives for item in _negative_models(folder, args)]
+    cal = calibrate(fp, items, fpr=args.fpr, source=", ".join(args.negatives), batch_size=args.batch_size,
+                    progress=not args.quiet)
+    if cal.threshold > 1:
+        raise ParameterError(f"with {cal.n} points no matching rate has a p-value <= {args.fpr} under the null "
+                             f"fitted to these negatives (mean agreement {cal.rates.mean():.2f}); use more points "
+                             "or a larger --fpr")
+    out = args.out or args.fingerprint
+    calibrated = with_calibration(fp, cal)
+    calibrated.metadata["calibration"]["command"] = "ipguard " + " ".join(args.argv)
+    digest = save_fingerprint(calibrated, out)
+    print(cal.summary())
+    print(f"wrote {out}: sha256 {digest[:16]} (the calibration is part of the checked metadata)")
     return 0
 
 
@@ -464,7 +564,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if not args.debug:
             _quiet_tensorflow()
-        return {"extract": cmd_extract, "verify": cmd_verify, "zoo": cmd_zoo, "demo": cmd_demo}[args.command](args)
+        return {"extract": cmd_extract, "calibrate": cmd_calibrate, "verify": cmd_verify, "zoo": cmd_zoo,
+                "demo": cmd_demo}[args.command](args)
     except KeyboardInterrupt:
         sys.stderr.write("ipguard: interrupted\n")
         return 130

@@ -69,6 +69,8 @@ CW_INITIAL_CONST: float = 1e-3
 #: IPGuard separates positives from negatives on all three datasets (Tables 5-7: positives >= 0.90,
 #: negatives <= 0.09), and it is what a careful user would pick without a calibration set.
 DEFAULT_THRESHOLD: float = 0.5
+#: false-positive rate ``ipguard calibrate`` sets its threshold at, unless told (issue 16; a choice: 1 %)
+CALIBRATION_FPR: float = 0.01
 
 #: Default k for IPGuard on the small Fashion-MNIST target of this project (see README, "Choice of k").
 #: The paper's k grid is for CIFAR/ImageNet logit scales; k must be chosen on the target's own scale.

@@ -85,8 +85,12 @@ class Fingerprint:
         return list(POINT_FIELDS) + [k for k in OPTIONAL_FIELDS if getattr(self, k) is not None]
 
     def subset(self, mask: np.ndarray) -> "Fingerprint":
-        """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``)."""
-        return Fingerprint(**{k: getattr(self, k)[mask] for k in self._fields()}, metadata=dict(self.metadata))
+        """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``); a calibration in the metadata
+        is restricted to the same points."""
+        from .calibration import subset_metadata
+
+        return Fingerprint(**{k: getattr(self, k)[mask] for k in self._fields()},
+                           metadata=subset_metadata(dict(self.metadata), mask))
 
     def converged_only(self) -> "Fingerprint":
         """The converged points only (issue 16: the paper's searches all converged, so only they are what the

@@ -135,6 +135,8 @@ class Verification:
     #: 95 % Clopper-Pearson interval of the matching rate (:func:`~ipguard_tf.metrics.clopper_pearson`); None
     #: for other statistics
     ci: Optional[Tuple[float, float]] = None
+    #: p-value of the matches under a calibrated null (:mod:`ipguard_tf.calibration`); None without one
+    p_value: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.value is None:
@@ -163,6 +165,8 @@ class Verification:
             d.update(matching_rate=self.matching_rate, matches=self.matches)
             if self.ci is not None:
                 d.update(ci95_low=self.ci[0], ci95_high=self.ci[1])
+        if self.p_value is not None:
+            d["p_value"] = self.p_value
         return d
 
 

@@ -80,9 +80,60 @@ def test_sgd_is_torch_style_momentum_with_coupled_weight_decay():
     np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5)
 
 
+def test_nesterov_update_is_torchs():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(1, use_bias=False)(inp))
+    w0 = model.get_weights()[0].copy()
+    x = np.ones((1, 3), np.float32)
+
+    def loss(m, xb, tb):
+        return 0.5 * keras.ops.sum(m(xb, training=True) ** 2)
+
+    r = S.SGDRecipe(0.1, epochs=3, momentum=0.5, weight_decay=0.01, batch_size=1, nesterov=True)
+    S.sgd_train(model, x, np.zeros((1,), np.float32), loss, r, seed=0, progress=False)
+    w, buf = w0.copy(), np.zeros_like(w0)
+    for _ in range(3):  # torch.optim.SGD(nesterov=True): buf = m buf + g; w -= lr (g + m buf)
+        g = float(w[:, 0] @ x[0]) * x[0][:, None] + 0.01 * w
+        buf = 0.5 * buf + g
+        w = w - 0.1 * (g + 0.5 * buf)
+    np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5)
+
+
+def test_step_schedule_decays_at_its_milestones():
+    r = S.SGDRecipe(0.1, epochs=200, schedule="step", milestones=(60, 120, 160), gamma=0.2)
+    lrs = [r.learning_rate_at(0, 1, e) for e in (0, 59, 60, 119, 120, 160, 199)]
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
+    c = S.SGDRecipe(0.1, epochs=2, schedule="cosine")
+    assert c.learning_rate_at(0, 10, 0) == 0.1 and c.learning_rate_at(5, 10, 1) == pytest.approx(0.05)
+    # records of recipes written before the step schedule existed keep their keys
+    assert set(S.SGDRecipe(0.05, epochs=3).as_dict()) == {"learning_rate", "epochs", "momentum", "weight_decay",
+                                                         "batch_size", "schedule"}
+
+
+def test_training_recipes_validate_and_keep_adam_records_unchanged():
+    from ipguard_tf.zoo.train import RECIPES, Recipe
+
+    assert set(RECIPES[("fashion_mnist", "fmnist_cnn")].as_dict()) == {
+        "architecture", "epochs", "batch_size", "learning_rate", "optimizer", "augmentation"}
+    wrn = RECIPES[("cifar100", "wrn22_4")]
+    assert wrn.sgd().nesterov and wrn.sgd().milestones == (60, 120, 160) and wrn.sgd().gamma == 0.2
+    res = RECIPES[("cifar10", "resnet20")].sgd()
+    assert res.learning_rate_at(0, 1, 91) == pytest.approx(0.01) and res.weight_decay == 1e-4
+    assert Recipe(**RECIPES[("cifar10", "vgg16")].as_dict()) == RECIPES[("cifar10", "vgg16")]  # record round trip
+    for bad in (dict(optimizer="rmsprop"), dict(augmentation="cutout"), dict(weight_decay=1e-4),
+                dict(optimizer="sgd", schedule="step"), dict(optimizer="sgd", nesterov=True, momentum=0.0)):
+        with pytest.raises(ParameterError):
+            Recipe("lenet5", epochs=1, **bad)
+
+
 def test_recipe_checks():
     for bad in (dict(learning_rate=0, epochs=1), dict(learning_rate=0.1, epochs=0),
                 dict(learning_rate=0.1, epochs=1, momentum=1.0), dict(learning_rate=0.1, epochs=1, schedule="step"),
+                dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(5, 3)),
+                dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(3,), gamma=1.5),
                 dict(learning_rate=0.1, epochs=1, batch_size=0)):
         with pytest.raises(ParameterError):
             S.SGDRecipe(**bad)
@@ -186,3 +237,21 @@ def test_fine_pruning_snapshots_reach_their_fractions(victim, attack_x):
     assert _same(before, victim.get_weights())
     with pytest.raises(ParameterError):
         S.fine_prune(victim, attack_x, y, max_fraction=1.0)
+
+
+def test_sgd_recipes_train_through_train_model_repeatably():
+    """The zoo rebuilds git-ignored members from recipe and seed: the SGD path (with augmentation) must give the
+    same weights twice."""
+    from types import SimpleNamespace
+
+    from ipguard_tf.zoo.train import Recipe, train_model
+
+    rng = np.random.default_rng(0)
+    ds = SimpleNamespace(x_train=rng.random((96, 28, 28, 1), dtype=np.float32), y_train=rng.integers(0, 10, 96),
+                         input_shape=(28, 28, 1), num_classes=10)
+    r = Recipe("lenet5", epochs=2, batch_size=32, learning_rate=0.05, optimizer="sgd", weight_decay=5e-4,
+               schedule="step", milestones=(1,), augmentation="crop4+flip")
+    a, b = (train_model(ds, r, seed=3, verbose=0) for _ in range(2))
+    assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    c = train_model(ds, r, seed=4, verbose=0)
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])

@@ -308,6 +308,9 @@ ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "simple_cnn": simple_cnn,
     "lenet5": lenet5,
     "vgg16": vgg16,
+    # VGG16 at 1/8 width: the Fashion-MNIST zoo's VGG16 negatives (see zoo.train.RECIPES)
+    "vgg16_w8": lambda input_shape=(32, 32, 3), num_classes=10, K=keras: vgg16(
+        input_shape, num_classes, width=0.125, depth=16, name="vgg16_w8", K=K),
     "resnet20": resnet20,
     "wrn22_4": wrn22_4,
     **SAC_ARCHITECTURES,

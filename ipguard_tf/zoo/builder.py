@@ -520,7 +520,7 @@ class ZooBuilder:
 
     def _negatives(self) -> None:
         from .forest import N_TREES
-        from .train import get_recipe
+        from .train import VGG16_NEGATIVE, get_recipe
 
         if self.dataset_name == "imagenet":
             self._pretrained_negatives()
@@ -538,7 +538,7 @@ class ZooBuilder:
             self._entry(f"rf_seed{s:02d}", {"role": "negative", "family": "random_forest", "architecture": "rf",
                                             "features": "flattened pixels", "params": {"n_estimators": N_TREES},
                                             "seed": s}, suffix=".skops")
-        trained("vgg16", "vgg16", self.profile.vgg16)  # slowest last
+        trained("vgg16", VGG16_NEGATIVE.get(self.dataset_name, "vgg16"), self.profile.vgg16)  # slowest last
         self._cae_ensemble()
 
     def _cae_ensemble(self) -> None:

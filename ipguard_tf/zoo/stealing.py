@@ -59,37 +59,9 @@ import tensorflow as tf
 from ..errors import ParameterError
 from ..progress import progress_bar
 from .postprocess import copy_model
-from .train import deterministic
+from .train import SGDRecipe, deterministic
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SGDRecipe:
-    """Torch-style SGD: ``buf = momentum * buf + (g + weight_decay * w)``, ``w -= lr * buf``."""
-
-    learning_rate: float
-    epochs: int
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 512
-    schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * step / total)) / 2
-
-    def __post_init__(self) -> None:
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
-        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ParameterError(f"epochs must be a positive integer, got {self.epochs}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ParameterError(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum}, "
-                                 f"{self.weight_decay}")
-        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ParameterError(f"batch_size must be a positive integer, got {self.batch_size}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ParameterError(f"schedule must be constant or cosine, got {self.schedule!r}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 #: SAC ``model_extract_l.py`` (200 epochs there; profiles scale the epochs and record them)
@@ -160,18 +132,22 @@ LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) 
 
 def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe: SGDRecipe, *, seed: int,
               desc: str = "train", progress: bool = True, prepare: Optional[Callable] = None,
-              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None) -> None:
+              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None,
+              augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None) -> None:
     """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
     ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
     (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
     re-applying pruning masks); ``max_examples`` stops each epoch after that many examples (fine-pruning's
-    short fine-tuning)."""
+    short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded).
+
+    The update is PyTorch's SGD: weight decay added to the gradient (coupled L2), ``buf = momentum * buf + g``,
+    and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``."""
     variables = list(model.trainable_variables)
     if not variables:
         raise ParameterError(f"model {model.name} has no trainable variables")
     buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
     lr_var = tf.Variable(recipe.learning_rate, dtype=tf.float32, trainable=False)
-    momentum, wd = float(recipe.momentum), float(recipe.weight_decay)
+    momentum, wd, nesterov = float(recipe.momentum), float(recipe.weight_decay), bool(recipe.nesterov)
 
     @tf.function(reduce_retracing=True)
     def step(xb, tb):
@@ -189,7 +165,7 @@ def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe
             if wd:
                 g = g + wd * v
             b.assign(momentum * b + g if momentum else g)
-            v.assign_sub(lr_var * b)
+            v.assign_sub(lr_var * (g + momentum * b if nesterov else b))
         return loss
 
     n = len(x) if max_examples is None else min(len(x), int(max_examples))
@@ -198,13 +174,14 @@ def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe
     rng = np.random.default_rng(seed)
     done = 0
     with progress_bar(total, desc=desc, enabled=progress, unit="step") as bar:
-        for _ in range(recipe.epochs):
+        for epoch in range(recipe.epochs):
             order = rng.permutation(len(x))[:n]
             for s in range(0, n, recipe.batch_size):
-                if recipe.schedule == "cosine":
-                    lr_var.assign(recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * done / total)))
+                if recipe.schedule != "constant":
+                    lr_var.assign(recipe.learning_rate_at(done, total, epoch))
                 idx = order[s:s + recipe.batch_size]
-                loss = step(tf.constant(x[idx]), tf.constant(targets[idx]))
+                xb = x[idx] if augment is None else augment(x[idx], rng)
+                loss = step(tf.constant(xb), tf.constant(targets[idx]))
                 if after_step is not None:
                     after_step()
                 done += 1
