@@ -206,6 +206,16 @@ class Sweep:
             cached = {"rates": {}}
         backfill = cached.get("points_sha256") is None and bool(cached["rates"])
         cached["points_sha256"] = digest
+        # ... and for the suspect they were measured on: a member rebuilt with another recipe keeps its name
+        # (issue 16's VGG16 negatives), so rates are keyed by its content SHA-256 too; rates cached before the
+        # SHA-256s were recorded are measured again once
+        known = cached.setdefault("suspect_sha256", {})
+        for s in self.suspects:
+            sha = s.record.get("content_sha256")
+            if known.get(s.name) != sha:
+                for k in ("rates", "rates_converged"):
+                    cached.get(k, {}).pop(s.name, None)
+                known[s.name] = sha
         stat = statistic_of(fp)
         usable = comparable_suspects(stat, self.suspects)
         # the converged points only as well (issue 16), where some did not converge

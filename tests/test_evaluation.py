@@ -42,6 +42,16 @@ def test_sweep_caches_and_resumes(suspects, tiny_data, tmp_path, monkeypatch):
     assert r2["rates"] == r["rates"]
     cached = json.loads((tmp_path / "rates" / "ipguard_TL_0.5_seed0.json").read_text())
     assert set(cached["rates"]) == {s.name for s in sus}
+    # a member rebuilt under the same name (another recipe: another content SHA-256) is verified again
+    from dataclasses import replace
+
+    swapped = [replace(s, classifier=sus[0].classifier, record={"content_sha256": "new"}) if s.name == "neg0" else s
+               for s in sus]
+    r3 = Sweep(tmp_path, target, tiny_data, swapped, **kw).run("ipguard", "TL", 0.5, 0)
+    assert r["rates"]["neg0"] != r["rates"]["pos0"], "precondition: the swap must change the rate"
+    assert r3["rates"]["neg0"] == r["rates"]["pos0"]  # measured on the new model, not read from the cache
+    cached = json.loads((tmp_path / "rates" / "ipguard_TL_0.5_seed0.json").read_text())
+    assert cached["suspect_sha256"]["neg0"] == "new" and cached["rates"]["neg0"] == r3["rates"]["neg0"]
 
 
 def test_report_files_and_claims(suspects, tiny_data, tmp_path):
