@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -76,6 +76,55 @@ def _unpack(s: str, n: int) -> np.ndarray:
     if bits.size != n:
         raise ParameterError(f"calibration: a negative's match record covers {bits.size} points, expected {n}")
     return bits
+
+
+@dataclass(frozen=True)
+class BetaBinomialNull:
+    """The null distribution of an independent model's matches on ``n`` points (see the module docstring)."""
+
+    n: int
+    mean: float
+    rho: float
+
+    @classmethod
+    def fit(cls, rates: Sequence[float], n: int) -> "BetaBinomialNull":
+        """Method of moments on independent models' matching rates (at least 2) measured on ``n`` points."""
+        r = np.asarray(rates, np.float64).reshape(-1)
+        if r.size < MIN_NEGATIVES or n < 1:
+            raise ParameterError(f"a null needs at least {MIN_NEGATIVES} negatives' rates and n >= 1")
+        eps = 0.5 / (n * r.size)
+        mu = float(np.clip(r.mean(), eps, 1.0 - eps))
+        rho = 0.0
+        if n >= 2:
+            s2 = float(np.var(r, ddof=1))
+            rho = float(np.clip((n * s2 / (mu * (1 - mu)) - 1.0) / (n - 1), 0.0, 1.0 - 1e-9))
+        return cls(int(n), mu, rho)
+
+    @property
+    def beta_params(self) -> Optional[Tuple[float, float]]:
+        if self.rho <= 0:
+            return None
+        s = 1.0 / self.rho - 1.0
+        return self.mean * s, (1.0 - self.mean) * s
+
+    def p_value(self, matches: int) -> float:
+        """P(M >= matches)."""
+        from scipy import stats
+
+        m = int(matches)
+        if m <= 0:
+            return 1.0
+        ab = self.beta_params
+        sf = stats.binom.sf(m - 1, self.n, self.mean) if ab is None else stats.betabinom.sf(m - 1, self.n, *ab)
+        return float(min(1.0, max(0.0, sf)))
+
+    def threshold_matches(self, fpr: float) -> int:
+        """The fewest matches m with P(M >= m) <= fpr (n + 1 when none)."""
+        fpr = check_fpr(fpr)
+        for m in range(self.n + 1):
+            if self.p_value(m) <= fpr:
+                return m
+        return self.n + 1
 
 
 @dataclass(frozen=True)
@@ -126,43 +175,32 @@ class Calibration:
 
     # -- the null -----------------------------------------------------------------------------------------------
     @property
+    def null(self) -> "BetaBinomialNull":
+        """The beta-binomial fitted to the negatives' matching rates."""
+        return BetaBinomialNull.fit(self.rates, self.n)
+
+    @property
     def mean(self) -> float:
         """The negatives' mean matching rate, kept half a match inside (0, 1) (see the module docstring)."""
-        eps = 0.5 / (self.n * self.k)
-        return float(np.clip(self.rates.mean(), eps, 1.0 - eps))
+        return self.null.mean
 
     @property
     def rho(self) -> float:
         """Overdispersion (intra-class correlation) of the beta-binomial; 0 = binomial."""
-        mu, n = self.mean, self.n
-        if n < 2:
-            return 0.0
-        s2 = float(np.var(self.rates, ddof=1))
-        return float(np.clip((n * s2 / (mu * (1 - mu)) - 1.0) / (n - 1), 0.0, 1.0 - 1e-9))
+        return self.null.rho
 
     @property
     def beta_params(self) -> Optional[Tuple[float, float]]:
         """(a, b) of the fitted Beta, None when the binomial fits (rho = 0)."""
-        rho = self.rho
-        if rho <= 0:
-            return None
-        s = 1.0 / rho - 1.0
-        return self.mean * s, (1.0 - self.mean) * s
+        return self.null.beta_params
 
     def p_value(self, matches: int, n: Optional[int] = None) -> float:
         """P(M >= matches) for an independent model under the fitted null (one-sided: more agreement than
         independent models show is the evidence of copying). ``n`` defaults to the calibrated points."""
-        from scipy import stats
-
         n = self.n if n is None else int(n)
         if n != self.n:
             raise ParameterError(f"calibration covers {self.n} points, the suspect was checked on {n}")
-        m = int(matches)
-        if m <= 0:
-            return 1.0
-        ab = self.beta_params
-        sf = stats.binom.sf(m - 1, n, self.mean) if ab is None else stats.betabinom.sf(m - 1, n, *ab)
-        return float(min(1.0, max(0.0, sf)))
+        return self.null.p_value(matches)
 
     def p_value_of_rate(self, rate: float) -> float:
         return self.p_value(int(round(float(rate) * self.n)))
@@ -170,10 +208,7 @@ class Calibration:
     @property
     def threshold_matches(self) -> int:
         """The fewest matches m with P(M >= m) <= fpr (n + 1 when even all n matches are not that unlikely)."""
-        for m in range(self.n + 1):
-            if self.p_value(m) <= self.fpr:
-                return m
-        return self.n + 1
+        return self.null.threshold_matches(self.fpr)
 
     @property
     def threshold(self) -> float:

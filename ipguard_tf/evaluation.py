@@ -247,9 +247,9 @@ class Sweep:
         out["rates_converged"] = rates_conv
         if rates_conv is not None:
             summary_conv = summarize(rates_conv, self.roles, stat.higher_is_copy, other)
-            out.update({f"{k}_converged": summary_conv[k] for k in ("aruc", "auc", "gap")})
+            out.update({f"{k}_converged": summary_conv[k] for k in ("aruc", "auc", "gap", "perfect_thresholds")})
         else:
-            out.update({f"{k}_converged": None for k in ("aruc", "auc", "gap")})
+            out.update({f"{k}_converged": None for k in ("aruc", "auc", "gap", "perfect_thresholds")})
         return out
 
     def time_best(self, best: Dict[str, Dict[str, Any]]) -> Dict[str, float]:

@@ -70,6 +70,15 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     assert {c["claim"] for c in claims} >= {"some threshold gives robustness = uniqueness = 1 for IPGuard"}
     for c in claims:
         assert isinstance(c["holds"], bool) and c["criterion"] and c["measured"]
+    # issue 16: every claim judged on the converged points too, and calibrated verdicts at the best settings
+    text = (tmp_path / "out" / "claims.md").read_text()
+    assert "verdict, converged only" in text and "measured, converged points only" in text
+    rows = report.calibration_rows(runs, report.best_runs(runs), sus)
+    assert {r["points"] for r in rows} >= {"all"} and all(r["negatives"] == 3 for r in rows)
+    for r in rows:
+        assert 0 <= r["robustness"] <= 1 and 0 <= r["fpr_in_sample"] <= 1 and 0 <= r["fpr_leave_one_out"] <= 1
+        assert r["threshold"] is None or r["threshold"] > r["mean_negative_rate"]
+    assert (tmp_path / "out" / "calibration.md").exists()
     partial = [r for r in runs if r["method"] != "cw"]
     claims = report.evaluate_claims(partial, report.best_runs(partial), pub)
     assert any(c["holds"] is None for c in claims), "claims needing CW-L2 are marked not evaluated"

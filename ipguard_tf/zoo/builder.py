@@ -647,11 +647,16 @@ def table2_rows(folder: Path) -> List[Dict[str, Any]]:
                 detail = f"c={r['sixteenths']}/16"
             rows.append({"type": r["role"], "classifier": r["family"], "detail": detail,
                          "accuracy": f"{r['test_accuracy']:.4f}", "count": 1})
-    fams: Dict[Tuple[str, str], List[float]] = {}
+    fams: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for r in recs:  # negatives, then CAE's ensemble (not suspects; not in the paper's Table 2)
         if r["role"] == "negative" or r["role"] in ENSEMBLE_ROLES:
-            fams.setdefault((r["role"], r["family"]), []).append(r["test_accuracy"])
-    for (role, fam), accs in fams.items():
-        rows.append({"type": role, "classifier": fam, "detail": "" if role == "negative" else "CAE ensemble",
+            fams.setdefault((r["role"], r["family"]), []).append(r)
+    for (role, fam), rs in fams.items():
+        accs = [r["test_accuracy"] for r in rs]
+        archs = sorted({r.get("architecture", "") for r in rs})
+        # a family trained as another architecture than its name (Fashion-MNIST's VGG16 negatives: vgg16_w8)
+        detail = "CAE ensemble" if role != "negative" else ", ".join(
+            a for a in archs if a not in (fam, "rf") and fam != "same_arch")
+        rows.append({"type": role, "classifier": fam, "detail": detail,
                      "accuracy": f"[{min(accs):.4f}, {max(accs):.4f}]", "count": len(accs)})
     return rows
