@@ -345,11 +345,16 @@ def cmd_verify(args) -> int:
     if args.input_scale is None:
         args.input_scale = float(fp.metadata.get("input_scale") or 1.0)
     cal = calibration_of(fp)
-    if cal is not None and args.threshold is None:
+    if args.threshold is not None:
+        threshold_source = "given (--threshold)"
+    elif cal is not None:
         if cal.threshold > 1:
             raise ParameterError(f"the calibration gives no threshold on these {cal.n} points at FPR {cal.fpr}; "
                                  "give --threshold")
         args.threshold = cal.threshold
+        threshold_source = f"calibrated at false-positive rate {cal.fpr:g}"
+    else:
+        threshold_source = "the documented default (no calibration)"
     results, roles = [], []
     for url in args.suspect_url:
         results.append(_verify_url(args, fp, url))
@@ -393,7 +398,7 @@ def cmd_verify(args) -> int:
         from .ownership import write_ownership_report
 
         write_ownership_report(args.report, fp, results, roles, calibration=cal, summary=summary,
-                               command="ipguard " + " ".join(args.argv))
+                               command="ipguard " + " ".join(args.argv), threshold_source=threshold_source)
         log.info("wrote the ownership report %s", args.report)
     if args.json:
         rows = [dict(r.as_dict(), **({"role": role} if role else {})) for r, role in zip(results, roles)]
@@ -415,10 +420,8 @@ def cmd_verify(args) -> int:
         print(format_table(rows, cols + [(stat, "value", fmt)] + ci + pv + [("verdict", "verdict", "{}")]))
         if results:
             rule = ">=" if stat == "matching_rate" else "<="
-            how = ("calibrated" if cal is not None and results[0].threshold == cal.threshold else
-                   "given" if cal is not None or any(a.startswith("--threshold") for a in args.argv) else "the documented default")
-            print(f"threshold {results[0].threshold:g}, {how} ({stat} {rule} threshold: verdict 1 = verified as a "
-                  "copy of the fingerprinted model)")
+            print(f"threshold {results[0].threshold:g}, {threshold_source} ({stat} {rule} threshold: verdict 1 = "
+                  "verified as a copy of the fingerprinted model)")
             if cal is not None:
                 print(cal.summary())
             elif stat == "matching_rate":

@@ -98,7 +98,8 @@ def _row(r, role: Optional[str]) -> str:
 
 
 def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Optional[str]], *,
-                   calibration: Any = None, summary: Optional[Dict[str, Any]] = None, command: str = "") -> str:
+                   calibration: Any = None, summary: Optional[Dict[str, Any]] = None, command: str = "",
+                   threshold_source: str = "") -> str:
     """The report as one HTML string (see the module docstring)."""
     from .env_info import machine, utc_now, versions
 
@@ -116,7 +117,7 @@ def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Opt
         ("Target weights SHA-256", f"<code>{esc(str(target.get('weights_sha256', 'unknown')))}</code>"),
         ("Method and settings", f"<code>{esc(json.dumps(settings, sort_keys=True, default=str))}</code>"),
         ("Points verified", f"{len(fingerprint)}"),
-        ("Threshold", f"{threshold:.4g} ({'calibrated' if calibration is not None and threshold == calibration.threshold else 'given or default'})"),
+        ("Threshold", f"{threshold:.4g} ({esc(threshold_source or 'source not stated')})"),
         ("Verification command", f"<code>{esc(command)}</code>"),
         ("Report written", f"{esc(utc_now())} on {esc(json.dumps(machine(), default=str))}"),
         ("Library versions", f"<code>{esc(json.dumps(versions(), sort_keys=True))}</code>"),

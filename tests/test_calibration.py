@@ -168,7 +168,7 @@ def test_calibrate_then_verify_gives_p_values_and_the_calibrated_verdict(calibra
     assert rows[0]["ci95_low"] <= rows[0]["matching_rate"] <= rows[0]["ci95_high"]
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(d / "target.keras")]) == 0
     table = capsys.readouterr().out
-    assert "p-value (H0: independent)" in table and "calibrated" in table and "95% CI" in table
+    assert "p-value (H0: independent)" in table and "calibrated at false-positive rate 0.01" in table and "95% CI" in table
 
 
 def test_calibrate_errors_are_one_line(calibrated, tmp_path, capsys):
