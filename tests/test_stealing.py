@@ -57,7 +57,9 @@ def test_oracle_over_a_tflite_victim_with_softmax_output(attack_x):
     np.testing.assert_allclose(o.probabilities(attack_x[:20]), m.predict(attack_x[:20], verbose=0), atol=1e-5)
 
 
-def test_sgd_is_torch_style_momentum_with_coupled_weight_decay():
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_is_torchs_momentum_with_coupled_weight_decay(nesterov):
+    """torch.optim.SGD: g += wd w; buf = m buf + g; w -= lr buf (Nesterov: w -= lr (g + m buf))."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -65,40 +67,17 @@ def test_sgd_is_torch_style_momentum_with_coupled_weight_decay():
     model = keras.Model(inp, keras.layers.Dense(1, use_bias=False)(inp))
     w0 = model.get_weights()[0].copy()
     x = np.ones((1, 3), np.float32)
-    t = np.zeros((1,), np.float32)
 
     def loss(m, xb, tb):  # d/dw of 0.5 * (w.x)^2 = (w.x) x
         return 0.5 * keras.ops.sum(m(xb, training=True) ** 2)
 
-    r = S.SGDRecipe(0.1, epochs=2, momentum=0.5, weight_decay=0.01, batch_size=1)
-    S.sgd_train(model, x, t, loss, r, seed=0, progress=False)
-    w, buf = w0.copy(), np.zeros_like(w0)
-    for _ in range(2):
-        g = float(w[:, 0] @ x[0]) * x[0][:, None] + 0.01 * w
-        buf = 0.5 * buf + g
-        w = w - 0.1 * buf
-    np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5)
-
-
-def test_nesterov_update_is_torchs():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((3,))
-    model = keras.Model(inp, keras.layers.Dense(1, use_bias=False)(inp))
-    w0 = model.get_weights()[0].copy()
-    x = np.ones((1, 3), np.float32)
-
-    def loss(m, xb, tb):
-        return 0.5 * keras.ops.sum(m(xb, training=True) ** 2)
-
-    r = S.SGDRecipe(0.1, epochs=3, momentum=0.5, weight_decay=0.01, batch_size=1, nesterov=True)
+    r = S.SGDRecipe(0.1, epochs=3, momentum=0.5, weight_decay=0.01, batch_size=1, nesterov=nesterov)
     S.sgd_train(model, x, np.zeros((1,), np.float32), loss, r, seed=0, progress=False)
     w, buf = w0.copy(), np.zeros_like(w0)
-    for _ in range(3):  # torch.optim.SGD(nesterov=True): buf = m buf + g; w -= lr (g + m buf)
+    for _ in range(3):
         g = float(w[:, 0] @ x[0]) * x[0][:, None] + 0.01 * w
         buf = 0.5 * buf + g
-        w = w - 0.1 * (g + 0.5 * buf)
+        w = w - 0.1 * ((g + 0.5 * buf) if nesterov else buf)
     np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5)
 
 

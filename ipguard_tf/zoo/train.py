@@ -11,8 +11,8 @@ import contextlib
 import math
 import logging
 import sys
-from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import numpy as np
@@ -23,21 +23,39 @@ from .architectures import build_architecture
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SGDRecipe:
-    """Torch-style SGD: ``buf = momentum * buf + (g + weight_decay * w)``, ``w -= lr * buf``."""
+@dataclass(frozen=True, kw_only=True)
+class _SGDSettings:
+    """The SGD settings a training recipe shares with the SGD loop's recipe (keyword-only, after each recipe's
+    own fields)."""
 
-    learning_rate: float
-    epochs: int
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 512
+    weight_decay: float = 0.0
     #: "constant", "cosine" (lr * (1 + cos(pi * step / total)) / 2, per step) or "step" (lr * gamma ** k after
     #: the k-th of ``milestones``, epochs)
     schedule: str = "constant"
     milestones: Tuple[int, ...] = ()
     gamma: float = 0.1
     nesterov: bool = False
+
+
+_SGD_KEYS = ("momentum", "weight_decay", "schedule", "milestones", "gamma", "nesterov")
+
+
+def _record(recipe: Any) -> dict:
+    """A recipe as its manifest record: its own fields first, then the SGD settings (milestones as a list)."""
+    d = asdict(recipe)
+    d["milestones"] = list(recipe.milestones)
+    return {k: d[k] for k in sorted(d, key=lambda k: k in _SGD_KEYS)}
+
+
+@dataclass(frozen=True)
+class SGDRecipe(_SGDSettings):
+    """Torch-style SGD: ``buf = momentum * buf + (g + weight_decay * w)``, ``w -= lr * buf``."""
+
+    learning_rate: float
+    epochs: int
+    batch_size: int = 512
+    weight_decay: float = field(default=5e-4, kw_only=True)  # SAC's (the training recipes default to none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -68,8 +86,7 @@ class SGDRecipe:
         return self.learning_rate
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
+        d = _record(self)
         if self.schedule != "step":  # the records of recipes made before these fields existed stay as they were
             for k in ("milestones", "gamma"):
                 d.pop(k)
@@ -79,7 +96,7 @@ class SGDRecipe:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(_SGDSettings):
     """How to train one architecture on one dataset.
 
     ``optimizer="adam"``: Keras' Adam at a constant learning rate through ``fit``. ``optimizer="sgd"``: PyTorch-
@@ -96,12 +113,6 @@ class Recipe:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     augmentation: str = "none"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    milestones: Tuple[int, ...] = ()
-    gamma: float = 0.1
-    nesterov: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -121,10 +132,9 @@ class Recipe:
                          milestones=self.milestones or (), gamma=self.gamma, nesterov=self.nesterov)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
+        d = _record(self)
         if self.optimizer != "sgd":  # Adam records keep the six fields they were written with
-            for k in ("momentum", "weight_decay", "schedule", "milestones", "gamma", "nesterov"):
+            for k in _SGD_KEYS:
                 d.pop(k)
         return d
 
