@@ -258,11 +258,12 @@ class Classifier:
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
     def predict_labels(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
-        """Predicted labels (argmax of the logits, or the label function's output) as int64."""
+        """Predicted labels (argmax of the logits, the label function's output where the model has its own, e.g.
+        a forest's ``predict``, else the argmax of its outputs) as int64."""
         x = self.check_inputs(x)
         if self._logits_fn is not None:
             return np.argmax(self.predict_logits(x, batch_size), axis=1).astype(np.int64)
-        if self._output_fn is not None:
+        if self._output_fn is not None and self._label_fn is None:
             return np.argmax(self.predict_scores(x, batch_size), axis=1).astype(np.int64)
         bs = batch_size or self.batch_size
         outs = [np.asarray(self._label_fn(x[s : s + bs])).reshape(-1) for s in range(0, len(x), bs)]
@@ -376,12 +377,27 @@ def _from_callable(fn: Callable, *, output: str, input_shape, num_classes, name,
 
 
 def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classifier:
+    """Labels from ``est.predict``; class scores, where the estimator has ``predict_proba`` (a random forest:
+    the trees' mean class probabilities), as probabilities in the columns of the labels ``classes_`` names (for
+    SAC's correlation, which needs scores)."""
     def label_fn(x):
         return est.predict(x.reshape(len(x), -1))
 
-    n_classes = len(getattr(est, "classes_", [])) or None
-    return Classifier(label_fn=label_fn, input_shape=input_shape, num_classes=n_classes,
-                      name=name or type(est).__name__, source=source, batch_size=batch_size)
+    classes = np.asarray(getattr(est, "classes_", []))
+    n_classes = len(classes) or None
+    output_fn = None
+    if hasattr(est, "predict_proba") and n_classes and np.issubdtype(classes.dtype, np.integer) and classes.min() >= 0:
+        width = int(classes.max()) + 1
+
+        def output_fn(x):
+            p = est.predict_proba(x.reshape(len(x), -1))
+            out = np.zeros((len(x), width), np.float32)
+            out[:, classes] = p
+            return out
+
+        n_classes = width
+    return Classifier(label_fn=label_fn, output_fn=output_fn, output_kind="probabilities", input_shape=input_shape,
+                      num_classes=n_classes, name=name or type(est).__name__, source=source, batch_size=batch_size)
 
 
 def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:

@@ -127,6 +127,11 @@ def test_sklearn_label_predictor(tiny_model, tiny_data):
     tree = DecisionTreeClassifier(random_state=0).fit(tiny_data.reshape(len(tiny_data), -1), y)
     clf = as_classifier(tree)
     np.testing.assert_array_equal(clf.predict_labels(tiny_data), y)
+    # its class probabilities are its scores (SAC's correlation needs them), in the columns of its labels
+    probs = clf.predict_scores(tiny_data)
+    assert clf.has_scores and clf.scores_kind == "probabilities" and probs.shape[1] == int(y.max()) + 1
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(probs[:, tree.classes_], tree.predict_proba(tiny_data.reshape(64, -1)))
 
 
 def test_input_shape_mismatch(tiny_model):
