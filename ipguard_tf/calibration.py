@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from functools import cached_property
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
@@ -174,9 +175,9 @@ class Calibration:
         return self.matches.mean(axis=0)
 
     # -- the null -----------------------------------------------------------------------------------------------
-    @property
+    @cached_property
     def null(self) -> "BetaBinomialNull":
-        """The beta-binomial fitted to the negatives' matching rates."""
+        """The beta-binomial fitted to the negatives' matching rates (fitted once)."""
         return BetaBinomialNull.fit(self.rates, self.n)
 
     @property
@@ -201,9 +202,6 @@ class Calibration:
         if n != self.n:
             raise ParameterError(f"calibration covers {self.n} points, the suspect was checked on {n}")
         return self.null.p_value(matches)
-
-    def p_value_of_rate(self, rate: float) -> float:
-        return self.p_value(int(round(float(rate) * self.n)))
 
     @property
     def threshold_matches(self) -> int:

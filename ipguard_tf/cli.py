@@ -445,11 +445,11 @@ def _negative_models(folder: str, args):
 
     root = Path(folder)
     if is_zoo(folder):
-        absent = {r["name"] for r in missing_members(folder) if r["role"] == "negative"}
+        miss = [r for r in missing_members(folder) if r["role"] == "negative"]
+        absent = {r["name"] for r in miss}
         if absent and args.no_rebuild:
             sys.stderr.write(f"ipguard: {folder}: {len(absent)} absent negatives skipped (--no-rebuild)\n")
         elif absent:
-            miss = [r for r in missing_members(folder) if r["name"] in absent]
             sys.stderr.write(f"ipguard: {rebuild_note(root, miss)}; --no-rebuild skips them\n")
         for rec in members(folder):
             if rec["role"] == "negative" and not (args.no_rebuild and rec["name"] in absent):
