@@ -1,4 +1,5 @@
-"""The ``ipguard`` command: ``extract``, ``calibrate``, ``verify``, ``zoo`` and ``demo``.
+"""The ``ipguard`` command: ``extract``, ``calibrate``, ``verify``, ``zoo``, ``protect`` (anti-piracy models,
+:mod:`ipguard_tf.protect.cli`) and ``demo``.
 
 Errors a user can cause (bad arguments, missing or corrupt files, wrong shapes: every
 :class:`~ipguard_tf.errors.IPGuardError`, and file-system errors) print one line on stderr and exit with status
@@ -242,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     zl = zsub.add_parser("list", help="print a zoo's Table 2 (accuracies; a SAC zoo: every member with its "
                                       "accuracy, agreement with the source and queries)")
     zl.add_argument("zoo", help="zoo folder")
+
+    from .protect.cli import add_parser as add_protect_parser
+
+    add_protect_parser(sub)
 
     d = sub.add_parser("demo", help="end-to-end Fashion-MNIST demo")
     d.add_argument("--workdir", default=None, help="cache for the demo's suspects (default ~/.cache/ipguard_tf/demo)")
@@ -546,6 +551,12 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def cmd_protect(args) -> int:
+    from .protect.cli import run
+
+    return run(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -568,7 +579,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.debug:
             _quiet_tensorflow()
         return {"extract": cmd_extract, "calibrate": cmd_calibrate, "verify": cmd_verify, "zoo": cmd_zoo,
-                "demo": cmd_demo}[args.command](args)
+                "demo": cmd_demo, "protect": cmd_protect}[args.command](args)
     except KeyboardInterrupt:
         sys.stderr.write("ipguard: interrupted\n")
         return 130

@@ -124,3 +124,35 @@ CAE_MAX_CANDIDATES_PER_POINT: int = 10
 #: Default verdict threshold of the SAC distance (lower = copy). SAC states none (it reports AUCs); 0.05 is a
 #: small fraction of the statistic's [0, 1] range, chosen before any measurement; calibrate instead (issue 16).
 SAC_DEFAULT_THRESHOLD: float = 0.05
+
+# -- Anti-piracy transform (Chen & Wu 2018, ../shared/papers/004_*; the slides give the loss and the transforms'
+# form but no values: every number here is this implementation's choice, made before any run) ------------------
+
+#: The transforms of the slides, simplest first.
+ANTIPIRACY_TRANSFORMS = ("fixed", "learned", "generator")
+
+#: The bipolar perturbation (Fixed, and the Learned perturbation's start): each pixel -sigma, 0, +sigma with
+#: probabilities p, 1 - 2p, p. sigma = 0.1 of the [0, 1] range and p = 0.1 (20 % of the pixels move; mean squared
+#: distortion 2 p sigma^2 = 0.002, PSNR 27 dB before clipping): visible on close inspection, every garment still
+#: recognisable (as in the slides' visualisation of processed inputs).
+ANTIPIRACY_SIGMA: float = 0.1
+ANTIPIRACY_P: float = 0.1
+
+#: Feature maps of the Generator's 5x5 layer (the slides: "a convolutional layer (5-by-5), cascaded by a
+#: bottleneck layer (1-by-1)", no width).
+ANTIPIRACY_GENERATOR_FILTERS: int = 16
+
+#: Loss weights of E = alpha E_p + beta E_r + gamma ||x_p - x_r||^2 (see ipguard_tf.protect.training).
+ANTIPIRACY_ALPHA: float = 1.0
+ANTIPIRACY_BETA: float = 1.0
+ANTIPIRACY_GAMMA: float = 0.01
+
+#: Epochs per architecture (the project's Fashion-MNIST recipes: Adam 1e-3, batch 128).
+ANTIPIRACY_EPOCHS = {"simple_cnn": 8, "resnet20": 10}
+
+#: Threats: input-only trials (the issue asks for at least 10), pair-attack trials per fraction, the fractions
+#: (the slides'), and the epochs the pair attacker trains its module for.
+ANTIPIRACY_INPUT_ONLY_TRIALS: int = 10
+ANTIPIRACY_PAIR_TRIALS: int = 5
+ANTIPIRACY_PAIR_FRACTIONS = (0.1, 0.5, 1.0)
+ANTIPIRACY_PAIR_EPOCHS: int = 10

@@ -1,18 +1,14 @@
 """The fingerprint: points, their labels under the target, per-point search records, and a checked file format.
 
-A fingerprint file is a NumPy ``.npz`` archive (read with ``allow_pickle=False``: loading it cannot run code)
-holding the per-point arrays, the metadata as UTF-8 JSON, and a SHA-256 over all of it. It is written
-atomically (temporary file in the same folder, fsync, rename). :func:`load_fingerprint` rejects a truncated,
+A fingerprint file is a checked NumPy ``.npz`` archive (:mod:`ipguard_tf.checked_file`; read with
+``allow_pickle=False``: loading it cannot run code) holding the per-point arrays, the metadata as UTF-8 JSON, and
+a SHA-256 over all of it. It is written atomically (temporary file in the same folder, fsync, rename). :func:`load_fingerprint` rejects a truncated,
 altered or wrong-schema file with :class:`~ipguard_tf.errors.FingerprintFileError`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -20,7 +16,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from .errors import FingerprintFileError
-from .io_utils import atomic_write_bytes
+from .checked_file import read_checked_npz, write_checked_npz
 
 log = logging.getLogger(__name__)
 
@@ -110,81 +106,22 @@ class Fingerprint:
         return {k: getattr(self, k) for k in self._fields()}
 
 
-def _digest(arrays: Dict[str, np.ndarray], meta_bytes: bytes) -> str:
-    h = hashlib.sha256()
-    h.update(SCHEMA.encode())
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode() + b"\0" + str(a.dtype).encode() + b"\0" + str(a.shape).encode() + b"\0")
-        h.update(a.tobytes())
-    h.update(meta_bytes)
-    return h.hexdigest()
-
-
 def save_fingerprint(fp: Fingerprint, path: Union[str, Path]) -> str:
     """Write ``fp`` to ``path`` (``.npz``) atomically; return the content SHA-256."""
-    meta = dict(fp.metadata)
-    meta["schema"] = SCHEMA
-    meta_bytes = json.dumps(meta, sort_keys=True, default=_json_default).encode("utf-8")
-    arrays = fp.arrays()
-    digest = _digest(arrays, meta_bytes)
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        **arrays,
-        metadata=np.frombuffer(meta_bytes, dtype=np.uint8),
-        sha256=np.frombuffer(digest.encode("ascii"), dtype=np.uint8),
-    )
-    atomic_write_bytes(path, buf.getvalue())
+    digest = write_checked_npz(path, fp.arrays(), fp.metadata, SCHEMA)
     log.info("wrote fingerprint %s (%d points, sha256 %s)", path, len(fp), digest[:12])
     return digest
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
     """Read and check a fingerprint file; any problem raises FingerprintFileError with one line."""
     path = Path(path)
-    if not path.exists():
-        raise FingerprintFileError(f"fingerprint file {path} does not exist")
-    if path.is_dir():
-        raise FingerprintFileError(f"fingerprint path {path} is a folder, not a file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            need = set(POINT_FIELDS) | {"metadata", "sha256"}
-            if not need <= names:
-                raise FingerprintFileError(
-                    f"{path} is not an ipguard_tf fingerprint (missing {', '.join(sorted(need - names))})"
-                )
-            arrays = {k: z[k] for k in list(POINT_FIELDS) + [k for k in OPTIONAL_FIELDS if k in names]}
-            meta_bytes = z["metadata"].tobytes()
-            stored = z["sha256"].tobytes().decode("ascii", errors="replace")
-    except FingerprintFileError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib_error()) as exc:
-        raise FingerprintFileError(f"{path} is truncated or not a fingerprint file ({type(exc).__name__})") from None
-    try:
-        meta = json.loads(meta_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FingerprintFileError(f"{path}: metadata is not valid JSON (file altered or corrupt)") from None
-    if meta.get("schema") != SCHEMA:
-        raise FingerprintFileError(f"{path}: schema {meta.get('schema')!r} is not supported (expected {SCHEMA!r})")
+    arrays, meta, stored = read_checked_npz(path, SCHEMA, FingerprintFileError, "fingerprint",
+                                            required=POINT_FIELDS)
+    arrays = {k: v for k, v in arrays.items() if k in POINT_FIELDS or k in OPTIONAL_FIELDS}
     for k, dt in {**POINT_FIELDS, **OPTIONAL_FIELDS}.items():
         if k in arrays and arrays[k].dtype != np.dtype(dt):
             raise FingerprintFileError(f"{path}: field {k!r} has dtype {arrays[k].dtype}, expected {np.dtype(dt)}")
-    if _digest(arrays, meta_bytes) != stored:
-        raise FingerprintFileError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt")
     try:
         fp = Fingerprint(**arrays, metadata=meta, sha256=stored)
     except ValueError as exc:
@@ -218,9 +155,3 @@ def check_points(fp: Fingerprint) -> str:
             all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))):
         return f"metadata input_shape {shape!r} does not match points of shape {list(fp.x.shape[1:])}"
     return ""
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error

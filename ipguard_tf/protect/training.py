@@ -1,0 +1,220 @@
+"""Training an anti-piracy model (Chen & Wu 2018, slide "Training Formulation") and measuring it.
+
+The model ``f`` and the transform's own variables (the Learned perturbation, the Generator's weights) minimise
+
+    E = alpha * E_p + beta * E_r + gamma * ||x_p - x_r||_2^2,
+    E_p = -sum_i p_i log q_{p,i}   (cross-entropy on the processed input x_p = T(x_r)),
+    E_r =  sum_i p_i q_{r,i}       (the softmax probability of the true class on the raw input x_r),
+
+each averaged over the batch (the squared distance summed over an image's pixels), so that ``f`` is accurate on
+``x_p`` and wrong on ``x_r``. With ``transform=None`` the same loop trains the slides' *baseline* ("a regular DNN
+with the same architecture"): ``E = E_p`` on raw inputs.
+
+Choices the slides leave open, fixed here before any run:
+
+* ``alpha = beta = 1``: the two accuracy terms equally weighted (both are O(1) per example).
+* ``gamma = 0.01``: at the Fixed parameters' distortion (0.002 a pixel, 784 pixels: about 1.6 an image) the
+  distortion term is 0.016, a tenth of a converged cross-entropy, so it bounds the Learned perturbation and the
+  Generator's output without dominating the accuracy terms; the resulting PSNR is reported with every model.
+* Optimiser and epochs: the project's Fashion-MNIST recipe for every architecture (Adam, learning rate 1e-3,
+  batch 128; :data:`~ipguard_tf.zoo.train.RECIPES`: 8 epochs for the simple CNN, 10 for ResNet-20), the same
+  for the baseline and the protected models, and for ``f`` and the transform's variables (one optimiser).
+* The processed and raw halves of a batch go through ``f`` in one call (one batch of twice the size), so that
+  batch normalisation sees both, as it will at test time.
+
+Training is resumable: after every epoch the model's weights, the transform's values, the optimiser's state
+and the history are written atomically to a checkpoint; a rerun continues from the last finished epoch. Each
+epoch's batch order is drawn from (seed, epoch), so a resumed run visits the same batches as an uninterrupted
+one (dropout's random stream differs after a resume).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import constants as C
+from ..errors import ParameterError
+from ..io_utils import atomic_write_bytes
+from ..progress import progress_bar
+from .transforms import Transform, psnr
+
+log = logging.getLogger(__name__)
+
+ALPHA = C.ANTIPIRACY_ALPHA
+BETA = C.ANTIPIRACY_BETA
+GAMMA = C.ANTIPIRACY_GAMMA
+
+
+@dataclass(frozen=True)
+class ProtectSettings:
+    """The anti-piracy loss weights and the optimiser settings (see the module docstring for the choices)."""
+
+    alpha: float = ALPHA
+    beta: float = BETA
+    gamma: float = GAMMA
+    epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.alpha <= 0:
+            raise ParameterError(f"alpha must be > 0 (without E_p the model learns nothing), got {self.alpha}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+            raise ParameterError(f"learning_rate must lie in (0, 1), got {self.learning_rate!r}")
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _identity(model, transform: Optional[Transform], settings: "ProtectSettings", seed: int) -> Dict[str, Any]:
+    """What a checkpoint must match to be resumed: the model's name and size, the transform, the settings (but
+    the number of epochs, so that a finished run can be trained further) and the seed."""
+    kept = {k: v for k, v in settings.as_dict().items() if k != "epochs"}
+    return {"model": model.name, "parameters": int(model.count_params()), "seed": int(seed),
+            "transform": None if transform is None else transform.params(), "settings": kept}
+
+
+def _save_checkpoint(path: Path, model, transform: Optional[Transform], optimizer, epoch: int,
+                     history: list, identity: Dict[str, Any]) -> None:
+    arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
+    if transform is not None:
+        arrays.update({f"transform_{k}": v for k, v in transform.arrays().items()})
+    arrays.update({f"opt_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+    import json
+
+    arrays["state"] = np.frombuffer(json.dumps({"epoch": epoch, "history": history,
+                                                           "identity": identity}).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, model, transform: Optional[Transform], optimizer, variables,
+                     identity: Dict[str, Any]) -> tuple:
+    import json
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = json.loads(arrays["state"].tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ParameterError(f"training checkpoint {path} is unreadable ({type(exc).__name__}); delete it to "
+                             "start over") from None
+    if state.get("identity") != json.loads(json.dumps(identity)):
+        raise ParameterError(f"training checkpoint {path} is of another model, transform, seed or settings; "
+                             "delete it to start over, or rerun with the settings it was made with")
+    n_model = len(model.get_weights())
+    model.set_weights([arrays[f"model_{i}"] for i in range(n_model)])
+    if transform is not None:
+        values = {k[len("transform_"):]: a for k, a in arrays.items() if k.startswith("transform_")}
+        restored = type(transform).from_arrays(transform.params(), values)
+        for dst, src in zip(transform.trainable_variables, restored.trainable_variables):
+            dst.assign(src)
+    optimizer.build(variables)
+    for i, v in enumerate(optimizer.variables):
+        v.assign(arrays[f"opt_{i}"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray,
+                    settings: ProtectSettings, *, seed: int, checkpoint: Optional[Union[str, Path]] = None,
+                    progress: bool = True, desc: str = "protect") -> Dict[str, Any]:
+    """Train ``model`` (logits; in place) and ``transform``'s variables with the anti-piracy loss on (``x``, ``y``)
+    (raw inputs in [0, 1], integer labels); ``transform=None`` trains the baseline. Returns the history (per
+    epoch: mean loss and its three terms, seconds). With ``checkpoint`` a path, resumes from it and updates it
+    after every epoch."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).reshape(-1).astype(np.int32)
+    if len(x) != len(y) or len(x) == 0:
+        raise ParameterError(f"training data has {len(x)} inputs and {len(y)} labels")
+    variables = list(model.trainable_variables) + (list(transform.trainable_variables) if transform else [])
+    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    a, b, g = float(settings.alpha), float(settings.beta), float(settings.gamma)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            if transform is None:
+                logits_p = model(xb, training=True)
+                e_r = tf.constant(0.0)
+                dist = tf.constant(0.0)
+            else:
+                xp = transform.apply(xb)
+                n = tf.shape(xb)[0]
+                logits = model(tf.concat([xp, xb], 0), training=True)
+                logits_p, logits_r = logits[:n], logits[n:]
+                q_r = tf.nn.softmax(logits_r)
+                e_r = tf.reduce_mean(tf.gather(q_r, yb, batch_dims=1))
+                dist = tf.reduce_mean(tf.reduce_sum(tf.square(xp - xb), axis=[1, 2, 3]))
+            e_p = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits_p))
+            loss = a * e_p + b * e_r + g * dist
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(gr, v) for gr, v in zip(grads, variables) if gr is not None])
+        return tf.stack([loss, e_p, e_r, dist])
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    identity = _identity(model, transform, settings, seed)
+    start, history = 0, []
+    if ckpt is not None and ckpt.exists():
+        start, history = _load_checkpoint(ckpt, model, transform, optimizer, variables, identity)
+        log.info("resuming %s from %s after epoch %d of %d", desc, ckpt, start, settings.epochs)
+    per_epoch = math.ceil(len(x) / settings.batch_size)
+    with progress_bar(per_epoch * settings.epochs, desc=desc, enabled=progress, unit="step",
+                      initial=per_epoch * start) as bar:
+        for epoch in range(start, settings.epochs):
+            t0 = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]).permutation(len(x))
+            sums = np.zeros(4)
+            for s in range(0, len(x), settings.batch_size):
+                idx = order[s:s + settings.batch_size]
+                out = step(tf.constant(x[idx]), tf.constant(y[idx])).numpy()
+                sums += out * len(idx)
+                bar.update(1)
+            m = sums / len(x)
+            history.append({"epoch": epoch + 1, "loss": float(m[0]), "e_p": float(m[1]), "e_r": float(m[2]),
+                            "distortion": float(m[3]), "seconds": round(time.perf_counter() - t0, 1)})
+            bar.set_postfix(loss=f"{m[0]:.3f}", e_r=f"{m[2]:.3f}")
+            log.info("%s epoch %d/%d: loss %.4f (E_p %.4f, E_r %.4f, distortion %.3f), %.0f s", desc, epoch + 1,
+                     settings.epochs, *m, history[-1]["seconds"])
+            if ckpt is not None:
+                _save_checkpoint(ckpt, model, transform, optimizer, epoch + 1, history, identity)
+    return {"settings": settings.as_dict(), "history": history}
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """Top-1 accuracy on (``x``, ``y``) of any model :func:`~ipguard_tf.models.as_classifier` accepts (a Keras 2
+    or 3 model with logits or a softmax head, a TFLite model, a file ...)."""
+    from ..models import as_classifier
+
+    pred = as_classifier(model).predict_labels(np.asarray(x, np.float32), batch_size)
+    return float(np.mean(pred == np.asarray(y).reshape(-1)))
+
+
+def evaluate_protection(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray) -> Dict[str, float]:
+    """The slides' table entries for one model: ``authorized`` accuracy (on ``T(x)``; on ``x`` for a baseline),
+    ``unauthorized`` accuracy (on raw ``x``) and the ``psnr`` (dB) of ``T(x)`` against ``x``."""
+    x = np.asarray(x, np.float32)
+    if transform is None:
+        acc = accuracy(model, x, y)
+        return {"authorized": acc, "unauthorized": acc, "psnr": float("inf")}
+    xp = transform(x)
+    return {"authorized": accuracy(model, xp, y), "unauthorized": accuracy(model, x, y), "psnr": psnr(x, xp)}
