@@ -267,3 +267,29 @@ def test_cli_protect_train_evaluate_attack(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: one line, status 2
         main(["protect", "train", "--transform", "fixed", "--out", str(out), "--gamma", "-1"])
     assert exc.value.code == 2
+
+
+def test_experiment_script_composes_and_resumes(tmp_path):
+    """experiments/antipiracy.py on its tiny CI config: the table, the attacks, the report and run.json; a rerun
+    reuses every finished model and cached attack."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("antipiracy_exp", root / "experiments" / "antipiracy.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    cfg = str(root / "experiments" / "configs" / "antipiracy_ci.json")
+    assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
+    with open(tmp_path / "table.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["transform"] for r in rows] == ["none", "fixed", "learned", "generator"]
+    assert all(r["published_authorized"] for r in rows)
+    with open(tmp_path / "attacks.csv") as fh:
+        attacks = list(csv.DictReader(fh))
+    assert {r["threat"] for r in attacks} == {"direct piracy", "input-only", "pair 50%"}
+    assert (tmp_path / "run.json").exists() and "## Attacks" in (tmp_path / "README.md").read_text()
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json") if "cache" in p.parts or p.name == "train.json"}
+    assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
