@@ -293,3 +293,13 @@ def test_experiment_script_composes_and_resumes(tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json") if "cache" in p.parts or p.name == "train.json"}
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+
+
+def test_cli_trains_the_baseline(tmp_path, capsys):
+    from ipguard_tf.cli import main
+
+    assert main(["-q", "protect", "train", "--transform", "none", "--epochs", "1", "--out", str(tmp_path / "b"),
+                 "--train-size", "256", "--test-size", "128"]) == 0
+    assert "baseline, no transform" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "key.npz").exists()
+    assert json.loads((tmp_path / "b" / "train.json").read_text())["metrics"]["psnr"] is None

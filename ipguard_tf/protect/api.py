@@ -103,7 +103,7 @@ def load_protected(model_path: Union[str, Path], key_path: Optional[Union[str, P
     return model, transform, meta
 
 
-def evaluate(model, transform: Optional[Transform], dataset) -> Dict[str, float]:
+def evaluate(model, transform: Optional[Transform], dataset) -> Dict[str, Any]:
     """Authorised and unauthorised test accuracy and PSNR (:func:`evaluate_protection`) on ``dataset``'s test
     split, after checking the shapes agree."""
     if transform is not None and tuple(dataset.input_shape) != transform.input_shape:

@@ -119,9 +119,11 @@ def run(args: argparse.Namespace) -> int:
         rec = protect(_data(args), args.out, architecture=args.architecture, transform=args.transform,
                       seed=args.seed, key=args.key, settings=settings, transform_params=params, progress=progress)
         m = rec["metrics"]
-        print(f"{args.out}: {args.architecture} {args.transform}: authorised accuracy {m['authorized']:.4f}, "
-              f"unauthorised {m['unauthorized']:.4f}, PSNR {m['psnr']:.1f} dB "
-              f"({rec['train_seconds_total']:.0f} s of training)")
+        what = (f"accuracy {m['authorized']:.4f} (baseline, no transform)" if m["psnr"] is None else
+                f"authorised accuracy {m['authorized']:.4f}, unauthorised {m['unauthorized']:.4f}, PSNR "
+                f"{m['psnr']:.1f} dB")
+        print(f"{args.out}: {args.architecture} {args.transform}: {what} ({rec['train_seconds_total']:.0f} s of "
+              "training)")
         return 0
     data = _data(args)
     model, transform, _ = load_protected(args.model, args.key)

@@ -209,12 +209,13 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> floa
     return float(np.mean(pred == np.asarray(y).reshape(-1)))
 
 
-def evaluate_protection(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray) -> Dict[str, float]:
+def evaluate_protection(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
     """The slides' table entries for one model: ``authorized`` accuracy (on ``T(x)``; on ``x`` for a baseline),
-    ``unauthorized`` accuracy (on raw ``x``) and the ``psnr`` (dB) of ``T(x)`` against ``x``."""
+    ``unauthorized`` accuracy (on raw ``x``) and the ``psnr`` (dB) of ``T(x)`` against ``x`` (None for a
+    baseline, which has no transform)."""
     x = np.asarray(x, np.float32)
     if transform is None:
         acc = accuracy(model, x, y)
-        return {"authorized": acc, "unauthorized": acc, "psnr": float("inf")}
+        return {"authorized": acc, "unauthorized": acc, "psnr": None}
     xp = transform(x)
     return {"authorized": accuracy(model, xp, y), "unauthorized": accuracy(model, x, y), "psnr": psnr(x, xp)}
