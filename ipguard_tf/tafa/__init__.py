@@ -1,0 +1,8 @@
+"""Task-agnostic fingerprints for ReLU networks, after TAFA (Pan, Zhang, Lu, Yang, ESORICS 2021,
+``../shared/papers/002_*``). **A reconstruction**: the seed holds only the paper's abstract, notes, references and
+appendix, and no code is public. What the seed says: the fingerprint works for any ReLU network, whatever its task
+(classification, regression, generation), without training data, and its references point at linear regions
+(Rolnick & Kording on reverse-engineering ReLU networks, Hanin & Rolnick and Serra et al. on linear regions, an LP
+solver). What is chosen here is said where it is implemented: :mod:`.probe` (reading every hidden ReLU) and
+:mod:`.boundary` (points on the faces of the target's linear regions).
+"""

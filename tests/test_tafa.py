@@ -1,0 +1,105 @@
+"""TAFA reconstruction (ipguard_tf.tafa): the ReLU probe and the boundary points."""
+
+import numpy as np
+import pytest
+
+from ipguard_tf.errors import ModelError
+
+
+def _mlp(seed=0, out=3, out_act=None):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(16, activation="relu")(inp)
+    h = keras.layers.Dense(8)(h)
+    h = keras.layers.ReLU()(h)
+    return keras.Model(inp, keras.layers.Dense(out, activation=out_act)(h), name=f"mlp{seed}")
+
+
+def test_probe_reads_every_relu_and_keeps_the_output():
+    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.zoo.architectures import build_architecture
+
+    m = _mlp()
+    p = ReluProbe(m)
+    assert p.sizes == [16, 8] and p.total == 24
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    pre, out = p(x)
+    np.testing.assert_allclose(out.numpy(), m(x).numpy(), rtol=1e-6, atol=1e-6)
+    # the fused layer's pre-activation, checked by hand
+    w, b = m.layers[1].get_weights()
+    np.testing.assert_allclose(pre.numpy()[:, :16], x @ w + b, rtol=1e-5, atol=1e-5)
+    cnn = build_architecture("fmnist_cnn", (28, 28, 1), 10)
+    pc = ReluProbe(cnn)
+    assert pc.sizes == [28 * 28 * 32, 14 * 14 * 64, 64]
+    xc = np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(pc(xc)[1].numpy(), cnn(xc).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_probe_refuses_what_is_not_a_relu_network():
+    import keras
+
+    from ipguard_tf.tafa.probe import ReluProbe
+
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="tanh")(inp)
+    h = keras.layers.Dense(8, activation="relu")(h)
+    with pytest.raises(ModelError, match="not a ReLU network"):
+        ReluProbe(keras.Model(inp, keras.layers.Dense(2)(h)))
+    inp = keras.Input((4,))
+    with pytest.raises(ModelError, match="no ReLU"):
+        ReluProbe(keras.Model(inp, keras.layers.Dense(2)(inp)))
+    with pytest.raises(ModelError):
+        ReluProbe(object())
+
+
+@pytest.mark.parametrize("domain", [None, (0.0, 1.0)])
+def test_boundary_points_are_on_the_neuron_hyperplane_with_the_recorded_pattern(domain):
+    from ipguard_tf.tafa.boundary import TOLERANCE, check_points, find_boundary_points
+    from ipguard_tf.tafa.probe import ReluProbe
+
+    p = ReluProbe(_mlp(1, out_act="tanh"))
+    rng = np.random.default_rng(2)
+    starts = (rng.random((40, 6)) if domain else rng.standard_normal((40, 6))).astype(np.float32)
+    pts = find_boundary_points(p, starts, seed=0, reach=3.0, domain=domain, progress=False)
+    assert len(pts.x) + sum(pts.rejected.values()) == 40
+    assert len(pts.x) >= 30
+    if domain:
+        assert pts.x.min() >= 0.0 and pts.x.max() <= 1.0
+    pre, _ = p(pts.x)
+    zj = pre.numpy()[np.arange(len(pts.x)), pts.neuron]
+    # pre-activation within tolerance of 0 (in input units: |z| / ||grad z||) and the recorded pattern elsewhere
+    assert check_points(p, pts).all()
+    assert np.all(np.abs(zj) <= TOLERANCE * 1e3)  # and small in absolute terms too (the MLP's gradients are O(1))
+    assert np.allclose(np.linalg.norm(pts.normal, axis=1), 1.0, atol=1e-4)
+    assert set(pts.layer) <= {0, 1} and np.all(pts.layer == p.layer_of(pts.neuron))
+    # the points are where the chosen neuron switches: just across the hyperplane it is on, just before it off
+    # (or the reverse), along the normal
+    eps = 1e-3
+    za = p(pts.x + eps * pts.normal)[0].numpy()[np.arange(len(pts.x)), pts.neuron]
+    zb = p(pts.x - eps * pts.normal)[0].numpy()[np.arange(len(pts.x)), pts.neuron]
+    assert np.all(za > 0) and np.all(zb < 0)
+
+
+def test_a_tampered_point_fails_the_recheck():
+    from ipguard_tf.tafa.boundary import check_points, find_boundary_points
+    from ipguard_tf.tafa.probe import ReluProbe
+
+    p = ReluProbe(_mlp(2))
+    starts = np.random.default_rng(3).standard_normal((10, 6)).astype(np.float32)
+    pts = find_boundary_points(p, starts, seed=1, reach=3.0, domain=None, progress=False)
+    pts.x = pts.x + 0.05 * pts.normal
+    assert not check_points(p, pts).any()
+
+
+def test_boundary_points_on_the_fashion_mnist_cnn():
+    """The CNN has 37,632 ReLUs: the line search still finds points on single faces of its regions."""
+    from ipguard_tf.tafa.boundary import check_points, find_boundary_points
+    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.zoo.architectures import build_architecture
+
+    p = ReluProbe(build_architecture("fmnist_cnn", (28, 28, 1), 10))
+    starts = np.random.default_rng(4).random((8, 28, 28, 1), dtype=np.float32)
+    pts = find_boundary_points(p, starts, seed=2, reach=1.0, progress=False)
+    assert len(pts.x) >= 6 and check_points(p, pts).all()
