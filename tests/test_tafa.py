@@ -103,3 +103,42 @@ def test_boundary_points_on_the_fashion_mnist_cnn():
     starts = np.random.default_rng(4).random((8, 28, 28, 1), dtype=np.float32)
     pts = find_boundary_points(p, starts, seed=2, reach=1.0, progress=False)
     assert len(pts.x) >= 6 and check_points(p, pts).all()
+
+
+def _trained_regressor(seed, x, y, epochs=30, init=None):
+    import keras
+
+    m = _mlp(seed, out=3)
+    if init is not None:
+        m.set_weights(init.get_weights())
+    m.compile(optimizer=keras.optimizers.Adam(1e-2 if init is None else 1e-3), loss="mse")
+    m.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return m
+
+
+def test_bend_rate_direction_on_a_toy_positive_and_negative():
+    """A regressor (any output shape works): the target's bend rate is 1 on its kept points, a fine-tuned copy's
+    stays high, an independently trained model's is clearly lower."""
+    from ipguard_tf.tafa.boundary import find_boundary_points
+    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.tafa.statistic import bend_rate, keras_outputs, second_difference
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1024, 6)).astype(np.float32)
+    y = np.stack([np.sin(x[:, 0]) + x[:, 1], np.abs(x[:, 2] - x[:, 3]), x[:, 4] * x[:, 5]], 1).astype(np.float32)
+    target = _trained_regressor(0, x, y)
+    pts = find_boundary_points(ReluProbe(target), rng.standard_normal((200, 6)).astype(np.float32), seed=3,
+                               reach=3.0, domain=None, progress=False)
+    f_t = keras_outputs(target)
+    keep = second_difference(f_t, pts.x, pts.normal) > second_difference(f_t, pts.control, pts.normal)
+    assert keep.mean() > 0.5
+    xs, cs, ns = pts.x[keep], pts.control[keep], pts.normal[keep]
+    assert bend_rate(f_t, xs, cs, ns) == 1.0
+    positive = _trained_regressor(0, x, y, epochs=2, init=target)  # fine-tuned copy
+    negative = _trained_regressor(7, x, y)  # independent: same data and architecture, another seed
+    r_pos = bend_rate(keras_outputs(positive), xs, cs, ns)
+    r_neg = bend_rate(keras_outputs(negative), xs, cs, ns)
+    assert r_pos > r_neg + 0.1, (r_pos, r_neg)  # measured here: 0.72 vs 0.51
+    assert r_neg < 0.8
+    with pytest.raises(Exception):
+        bend_rate(f_t, xs, cs[:1], ns)

@@ -1,0 +1,68 @@
+"""TAFA's verification statistic (reconstruction, see :mod:`ipguard_tf.tafa`): does the suspect's output bend where
+the target's linear regions meet?
+
+At a boundary point x (on the hyperplane of one of the target's neurons, unit normal d) a model that shares the
+target's piecewise-linear structure has a kink: its output is not affine on [x - eps d, x + eps d]. The size of
+the kink of a model G there is the norm of the second difference
+
+    s_G(x, d) = || G(x + eps d) + G(x - eps d) - 2 G(x) ||_2        (outputs flattened: any output shape)
+
+which is 0 wherever G is affine on the segment. Every fingerprint point has a control: its start x0, a point
+inside one of the target's regions, probed along the same normal. The **bend rate** of G is the fraction of the
+points where the kink at the boundary point is larger than at its control,
+
+    bend_rate(G) = (1/n) sum_i [ s_G(x_i, d_i) > s_G(x0_i, d_i) ],
+
+higher = more likely a copy. The target's bend rate is 1 (extraction keeps only the points where it is); a model
+that does not share the target's boundaries has no reason to bend more at x_i than at x0_i (both are, for it,
+points in general position), so its rate is near 1/2, or lower where the target's boundary points sit in flat
+parts of its input space. A copy whose boundaries moved by less than ``eps`` keeps the kinks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ParameterError
+
+#: half-width of the probe segment, in input units (chosen before any measurement: a hundredth of the [0, 1]
+#: range, small next to the walk that found the point and large next to the tolerance of its re-check, 1e-4)
+EPSILON = 1e-2
+
+
+def second_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
+                      eps: float = EPSILON) -> np.ndarray:
+    """``||f(x + eps d) + f(x - eps d) - 2 f(x)||`` per point (f's outputs flattened); f maps a batch to outputs."""
+    if not eps > 0:
+        raise ParameterError(f"eps must be > 0, got {eps}")
+    x = np.asarray(x, np.float32)
+    d = np.asarray(d, np.float32)
+    n = len(x)
+    out = np.asarray(f(np.concatenate([x + eps * d, x - eps * d, x])), np.float64).reshape(3 * n, -1)
+    return np.linalg.norm(out[:n] + out[n:2 * n] - 2 * out[2 * n:], axis=1)
+
+
+def bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray, normals: np.ndarray,
+              eps: float = EPSILON) -> float:
+    """The bend rate of the model ``f`` (a batch of inputs to outputs) on fingerprint points with their controls
+    and normals (see the module docstring)."""
+    points = np.asarray(points)
+    if not (len(points) == len(controls) == len(normals)) or len(points) == 0:
+        raise ParameterError(f"points, controls and normals must be equally many (> 0), got {len(points)}, "
+                             f"{len(controls)}, {len(normals)}")
+    at = second_difference(f, points, normals, eps)
+    ctrl = second_difference(f, controls, normals, eps)
+    return float(np.mean(at > ctrl))
+
+
+def keras_outputs(model: Any, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function of a Keras model's outputs (inference mode), in batches of ``batch_size``."""
+    import tensorflow as tf
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(model(tf.constant(x[i:i + batch_size]), training=False))
+                               for i in range(0, len(x), batch_size)])
+
+    return f
