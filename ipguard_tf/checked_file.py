@@ -84,7 +84,8 @@ def read_checked_npz(path: Union[str, Path], schema: str, error: Type[Exception]
     except error:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
-        raise error(f"{path} is truncated or not an ipguard_tf {what} file ({type(exc).__name__})") from None
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise error(f"{path} is truncated or not {article} {what} file ({type(exc).__name__})") from None
     try:
         meta = json.loads(meta_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -284,8 +284,15 @@ def cmd_extract(args) -> int:
     spec = registry.get(args.method)
     params = method_params(args)
     init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data
-    clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
-    if args.dataset == "imagenet":
+    if spec.task_agnostic:  # TAFA: the raw model (any task), no data
+        from .models import load_model_file
+
+        clf, init = load_model_file(args.model, unsafe=args.unsafe), "none"
+    else:
+        clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
+    if spec.task_agnostic:
+        train_x = train_y = None
+    elif args.dataset == "imagenet":
         from .imagenet import IMAGENET_BATCH, load_imagenet_images
 
         if init == "T" and not args.data_dir:
@@ -299,7 +306,8 @@ def cmd_extract(args) -> int:
     method = registry.build(args.method, progress=not args.quiet, distribute=_mirrored() if args.mirrored else None,
                             **params)
     ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
-    fp = method.generate(clf, args.n, train_x, train_y=train_y, dataset=args.dataset, checkpoint=ckpt,
+    fp = method.generate(clf, args.n, train_x, train_y=train_y,
+                         dataset=None if spec.task_agnostic else args.dataset, checkpoint=ckpt,
                          checkpoint_every=args.checkpoint_every)
     fp.metadata["command"] = "ipguard " + " ".join(args.argv)
     fp.metadata["input_scale"] = args.input_scale
@@ -389,6 +397,12 @@ def cmd_verify(args) -> int:
                 results.append(r)
                 roles.append(rec["role"])
                 del model
+        elif statistic_of(fp).name == "bend_rate":  # TAFA: the suspect's raw outputs, whatever its task
+            from .models import load_model_file
+
+            results.append(verify(fp, load_model_file(s, unsafe=args.unsafe), args.threshold, name=s,
+                                  batch_size=args.batch_size))
+            roles.append(None)
         else:
             clf = _resolve_model(s, args.weights, args.input_scale, args.unsafe)
             results.append(verify(fp, clf, args.threshold, name=s, batch_size=args.batch_size))

@@ -156,3 +156,22 @@ ANTIPIRACY_INPUT_ONLY_TRIALS: int = 10
 ANTIPIRACY_PAIR_TRIALS: int = 5
 ANTIPIRACY_PAIR_FRACTIONS = (0.1, 0.5, 1.0)
 ANTIPIRACY_PAIR_EPOCHS: int = 10
+
+# -- TAFA, reconstructed (Pan et al. 2021, ../shared/papers/002_*: abstract, notes, references and appendix only;
+# every value here is this implementation's choice, made before any measurement) -------------------------------
+
+#: the tasks a TAFA fingerprint covers (the seed's three scenarios)
+TAFA_TASKS = ("classifier", "regressor", "generator")
+#: longest walk from a start to a boundary, in input units (images in [0, 1]; a generator's N(0, 1) latents)
+TAFA_REACH: float = 1.0
+#: bisection steps, the re-check's tolerance (input units from the neuron's hyperplane), tries per start
+TAFA_BISECTION_STEPS: int = 30
+TAFA_TOLERANCE: float = 1e-4
+TAFA_MAX_TRIES: int = 5
+#: half-width of the segment along the normal on which the second difference is taken (a hundredth of the [0, 1]
+#: range: small next to the walks, large next to the re-check's tolerance)
+TAFA_EPSILON: float = 1e-2
+#: default verdict threshold of the bend rate: a model sharing nothing with the target bends more at a point
+#: than at its control half the time, so its rate is binomial(n, 1/2) at most; 0.62 is that null's one-sided 1 %
+#: point at n = 100 (P(X >= 62) = 0.0105). Calibrate on negatives instead where there are some (issue 16).
+TAFA_DEFAULT_THRESHOLD: float = 0.62

@@ -36,8 +36,18 @@ POINT_FIELDS = {
 
 #: optional per-point arrays: present in the files of methods whose statistic needs them
 OPTIONAL_FIELDS = {
-    "outputs": np.float32,  # the target's class scores at x, (n, C): SAC's correlation (metadata outputs_kind)
+    "outputs": np.float32,  # the target's outputs at x, (n, D): class scores (SAC's correlation; metadata
+    # outputs_kind) or, for TAFA, any task's outputs flattened
+    "control": np.float32,  # TAFA: each point's start, inside a linear region of the target (like x)
+    "normal": np.float32,  # TAFA: the unit normal of the boundary each point lies on (like x)
+    "neuron": np.int64,  # TAFA: the neuron whose pre-activation is 0 at x (index over all hidden ReLUs)
+    "layer": np.int64,  # TAFA: that neuron's ReLU layer
+    "pattern": np.uint8,  # TAFA: the activation pattern of the control's region, bit-packed (n, bytes)
 }
+
+#: tasks a fingerprinted model may have (metadata ``task``; files without one are classifiers'); only a
+#: classifier's points carry labels (``y`` is -1 for the others)
+TASKS = ("classifier", "regressor", "generator")
 
 
 @dataclass
@@ -57,14 +67,25 @@ class Fingerprint:
     sha256: Optional[str] = field(default=None, compare=False)
     #: the target's class scores at the points (SAC; None for methods verified by labels)
     outputs: Optional[np.ndarray] = None
+    #: TAFA's per-point records (see OPTIONAL_FIELDS; None for other methods)
+    control: Optional[np.ndarray] = None
+    normal: Optional[np.ndarray] = None
+    neuron: Optional[np.ndarray] = None
+    layer: Optional[np.ndarray] = None
+    pattern: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         for name, dt in POINT_FIELDS.items():
             setattr(self, name, np.asarray(getattr(self, name), dtype=dt))
-        if self.outputs is not None:
-            self.outputs = np.asarray(self.outputs, dtype=OPTIONAL_FIELDS["outputs"])
-            if self.outputs.ndim != 2:
-                raise ValueError(f"fingerprint field 'outputs' has shape {self.outputs.shape}, expected (n, C)")
+        for name, dt in OPTIONAL_FIELDS.items():
+            if getattr(self, name) is not None:
+                setattr(self, name, np.asarray(getattr(self, name), dtype=dt))
+        if self.outputs is not None and self.outputs.ndim != 2:
+            raise ValueError(f"fingerprint field 'outputs' has shape {self.outputs.shape}, expected (n, C)")
+        for name in ("control", "normal"):
+            a = getattr(self, name)
+            if a is not None and a.shape != self.x.shape:
+                raise ValueError(f"fingerprint field {name!r} has shape {a.shape}, x has {self.x.shape}")
         n = len(self.x)
         for name in self._fields():
             if len(getattr(self, name)) != n:
@@ -141,8 +162,20 @@ def check_points(fp: Fingerprint) -> str:
         return f"points have shape {fp.x.shape}, expected (n, ...)"
     if not np.all(np.isfinite(fp.x)):
         return "points contain NaN or infinite values"
-    if fp.x.min() < 0.0 or fp.x.max() > 1.0:
-        return f"points lie in [{fp.x.min():.4g}, {fp.x.max():.4g}], outside [0, 1]"
+    task = fp.metadata.get("task", "classifier")
+    if task not in TASKS:
+        return f"metadata task {task!r} is not one of {', '.join(TASKS)}"
+    domain = fp.metadata.get("input_range", [0.0, 1.0])  # None: unbounded (a generator's latent space)
+    if domain is not None and (fp.x.min() < domain[0] or fp.x.max() > domain[1]):
+        return f"points lie in [{fp.x.min():.4g}, {fp.x.max():.4g}], outside [{domain[0]:g}, {domain[1]:g}]"
+    for name in ("control", "normal", "outputs"):
+        a = getattr(fp, name)
+        if a is not None and not np.all(np.isfinite(a)):
+            return f"{name} contain NaN or infinite values"
+    if task != "classifier":
+        if np.any(fp.y != -1):
+            return f"a {task}'s points carry no labels (y must be -1)"
+        return _check_shape(fp)
     c = fp.metadata.get("num_classes")
     if not isinstance(c, int) or isinstance(c, bool) or c < 2:
         return f"metadata num_classes is {c!r}, expected an integer >= 2"
@@ -150,6 +183,10 @@ def check_points(fp: Fingerprint) -> str:
         return f"labels lie in [{fp.y.min()}, {fp.y.max()}], outside the {c} classes"
     if fp.outputs is not None and (fp.outputs.shape[1] != c or not np.all(np.isfinite(fp.outputs))):
         return f"outputs have shape {fp.outputs.shape} or non-finite values; expected finite (n, {c})"
+    return _check_shape(fp)
+
+
+def _check_shape(fp: Fingerprint) -> str:
     shape = fp.metadata.get("input_shape")
     if shape is not None and (not isinstance(shape, list) or (
             all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))):

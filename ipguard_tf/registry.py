@@ -43,6 +43,10 @@ from .constants import (
     INIT_STRATEGIES,
     LABEL_STRATEGIES,
     MAX_ITERATIONS,
+    TAFA_DEFAULT_THRESHOLD,
+    TAFA_EPSILON,
+    TAFA_REACH,
+    TAFA_TASKS,
 )
 from .errors import ParameterError
 
@@ -159,7 +163,11 @@ MATCHING_RATE = Statistic("matching_rate", "matching rate", True, DEFAULT_THRESH
 #: threshold :data:`~ipguard_tf.constants.SAC_DEFAULT_THRESHOLD`.
 SAC_DISTANCE = Statistic("sac_distance", "SAC distance", False, SAC_DEFAULT_THRESHOLD, needs_scores=True)
 
-STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE)}
+#: TAFA's statistic (reconstruction; :mod:`ipguard_tf.tafa.statistic`): the fraction of fingerprint points where
+#: the suspect's output bends more than at the point's control; higher = more likely a copy; any output shape
+BEND_RATE = Statistic("bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, needs_scores=True)
+
+STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE, BEND_RATE)}
 
 
 def common_params(init: str = DEFAULT_INIT) -> Tuple[Param, ...]:
@@ -192,6 +200,7 @@ class MethodSpec:
         summary: one line for ``--help``.
         sweep_strategies: the strategies a sweep runs for the method (``None``: the configured ones; Random's
             label strategy is moot, so RR and TR; ``-`` for a method without the -TR/-TL/-RR/-RL strategies).
+        task_agnostic: the method reads the model's raw outputs (any task) and needs no training data (TAFA).
     """
 
     name: str
@@ -205,6 +214,8 @@ class MethodSpec:
     log_setting: bool = False
     summary: str = ""
     sweep_strategies: Optional[Tuple[str, ...]] = None
+    #: the method fingerprints any model (classifier, regressor, generator) from its raw outputs, without data
+    task_agnostic: bool = False
     _by_name: Dict[str, Param] = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -387,3 +398,21 @@ register(MethodSpec(
     "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
     statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
     sweep_strategies=("-",)))
+
+register(MethodSpec(
+    "tafa", "TAFA", "ipguard_tf.methods.tafa:TAFA",
+    (
+        Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
+        Param("task", str, "classifier", choices=TAFA_TASKS, cli="--task",
+              help="the target's task: classifier/regressor start from uniform [0, 1] inputs, generator from "
+                   "N(0, 1) latents"),
+        Param("reach", float, TAFA_REACH, minimum=0.0, strict=True, cli="--tafa-reach",
+              help="longest walk from a start to a region boundary (input units)"),
+        Param("epsilon", float, TAFA_EPSILON, minimum=0.0, strict=True, cli="--tafa-epsilon",
+              help="half-width of the segment the output's bend is measured on"),
+        Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
+              help="starts searched together", shown="128"),
+    ),
+    statistic=BEND_RATE, needs_logits=False, sweep_strategies=("-",), task_agnostic=True,
+    summary="reconstruction of TAFA (Pan et al. 2021): points on the target's linear-region boundaries, any "
+            "ReLU network and task"))

@@ -16,14 +16,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 
 
 def test_the_methods_are_registered_in_report_order():
-    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w"]
-    assert [s.display for s in registry.specs()] == ["Random", "FGSM", "IGSM", "CW-L2", "IPGuard", "CAE", "SAC-m", "SAC-w"]
+    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w", "tafa"]
+    assert [s.display for s in registry.specs()] == ["Random", "FGSM", "IGSM", "CW-L2", "IPGuard", "CAE", "SAC-m",
+                                                     "SAC-w", "TAFA"]
     assert {s.name: s.setting for s in registry.specs()} == {
         "random": None, "fgsm": "epsilon", "igsm": "epsilon", "cw": "kappa", "ipguard": "k", "cae": None,
-        "sac-m": None, "sac-w": None}
+        "sac-m": None, "sac-w": None, "tafa": None}
     assert {s.name: s.statistic for s in registry.specs()} == {
         **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard", "cae")},
-        "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE}
+        "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE, "tafa": registry.BEND_RATE}
+    assert [s.name for s in registry.specs() if s.task_agnostic] == ["tafa"]
     assert registry.SAC_DISTANCE.higher_is_copy is False and registry.MATCHING_RATE.higher_is_copy is True
 
 

@@ -45,7 +45,7 @@ def test_probe_refuses_what_is_not_a_relu_network():
     inp = keras.Input((4,))
     h = keras.layers.Dense(8, activation="tanh")(inp)
     h = keras.layers.Dense(8, activation="relu")(h)
-    with pytest.raises(ModelError, match="not a ReLU network"):
+    with pytest.raises(ModelError, match="not a ReLU network"):  # tanh, then a ReLU
         ReluProbe(keras.Model(inp, keras.layers.Dense(2)(h)))
     inp = keras.Input((4,))
     with pytest.raises(ModelError, match="no ReLU"):
@@ -142,3 +142,62 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
     assert r_neg < 0.8
     with pytest.raises(Exception):
         bend_rate(f_t, xs, cs[:1], ns)
+
+
+def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
+    """Through the registry: a generator-like model (latent in, image-shaped out), a stored fingerprint whose
+    every point re-checks, the target's bend rate 1.0, the file round trip and its checks."""
+    import keras
+
+    from ipguard_tf import registry
+    from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
+    from ipguard_tf.tafa.boundary import BoundaryPoints, check_points
+    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.verification import verify
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(32, activation="relu")(inp)
+    h = keras.layers.Dense(32, activation="relu")(h)
+    gen = keras.Model(inp, keras.layers.Reshape((4, 4, 1))(keras.layers.Dense(16, activation="tanh")(h)))
+    fp = registry.build("tafa", task="generator", seed=1, reach=3.0).generate(gen, 30)
+    assert len(fp) == 30 and fp.metadata["task"] == "generator" and fp.metadata["input_range"] is None
+    assert fp.outputs.shape == (30, 16) and (fp.y == -1).all()
+    pts = BoundaryPoints(x=fp.x, control=fp.control, neuron=fp.neuron, layer=fp.layer, preact=fp.objective,
+                         normal=fp.normal, pattern=fp.pattern)
+    assert check_points(ReluProbe(gen), pts).all()
+    save_fingerprint(fp, tmp_path / "fp.npz")
+    back = load_fingerprint(tmp_path / "fp.npz")
+    assert np.array_equal(back.normal, fp.normal) and np.array_equal(back.pattern, fp.pattern)
+    r = verify(back, gen)
+    assert r.statistic == "bend_rate" and r.value == 1.0 and r.verdict == 1
+    keras.utils.set_random_seed(9)
+    inp2 = keras.Input((8,))
+    h2 = keras.layers.Dense(32, activation="relu")(inp2)
+    other = keras.Model(inp2, keras.layers.Dense(16)(keras.layers.Dense(32, activation="relu")(h2)))
+    assert verify(back, other).value < 0.8
+    inp3 = keras.Input((8,))
+    with pytest.raises(ModelError, match="values"):
+        verify(back, keras.Model(inp3, keras.layers.Dense(5)(inp3)))
+
+
+def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
+    import json
+
+    import keras
+
+    from ipguard_tf.cli import main
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.Dense(16, activation="relu")(h)))
+    model.save(tmp_path / "reg.keras")
+    out = tmp_path / "fp.npz"
+    assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
+                 "--n", "20", "--out", str(out), "--no-checkpoint"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["statistic"] == "bend_rate" and rows[0]["value"] == 1.0

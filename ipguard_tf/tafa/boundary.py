@@ -31,18 +31,18 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from .. import constants as C
 from ..errors import ParameterError
 from ..progress import progress_bar
 from .probe import ReluProbe
 
 log = logging.getLogger(__name__)
 
-#: bisection steps along a segment: the bracket ends 2^-30 of the reach apart
-BISECTION_STEPS = 30
-#: a stored point lies within this many input units of its neuron's hyperplane (re-checked)
-TOLERANCE = 1e-4
-#: new directions tried per start before it is reported as failed
-MAX_TRIES = 5
+#: bisection steps along a segment (the bracket ends 2^-30 of the reach apart); a stored point lies within
+#: TOLERANCE input units of its neuron's hyperplane (re-checked); new directions tried per start
+BISECTION_STEPS = C.TAFA_BISECTION_STEPS
+TOLERANCE = C.TAFA_TOLERANCE
+MAX_TRIES = C.TAFA_MAX_TRIES
 
 
 @dataclass

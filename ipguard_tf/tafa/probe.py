@@ -21,8 +21,8 @@ from ..errors import ModelError
 
 log = logging.getLogger(__name__)
 
-#: activations a ReLU network may have besides ReLU: on hidden layers only piecewise-linear ones; the output
-#: layer may have any (a generator's tanh, a classifier's softmax)
+#: activations a ReLU network may have besides ReLU: before its last ReLU only piecewise-linear ones; after it
+#: any (a generator's tanh, a classifier's softmax)
 _PIECEWISE_LINEAR = {"linear", "relu"}
 
 
@@ -44,10 +44,19 @@ class ReluProbe:
                              f"{type(model).__name__}); load .keras files with Keras 3")
         pres: List[Any] = []
         names: List[str] = []
-        last = model.layers[-1].name if model.layers else None
+        smooth: List[str] = []  # layers with a smooth activation met so far: no ReLU may follow them
+
+        def relu_allowed(layer):
+            if smooth:
+                raise ModelError(f"hidden layer {smooth[0]} has activation {_act_name(smooth_layers[0])}, and "
+                                 f"ReLU {layer.name} follows it: not a ReLU network")
+
+        smooth_layers: List[Any] = []
 
         def call(layer, *args, **kwargs):
             act = _act_name(layer)
+            if act == "relu" or isinstance(layer, keras.layers.ReLU):
+                relu_allowed(layer)
             if isinstance(layer, keras.layers.ReLU) or (isinstance(layer, keras.layers.Activation) and act == "relu"):
                 if isinstance(layer, keras.layers.ReLU) and (layer.negative_slope or layer.max_value is not None
                                                               or layer.threshold):
@@ -63,8 +72,9 @@ class ReluProbe:
                 pres.append(z)
                 names.append(layer.name)
                 return keras.layers.ReLU(name=f"{layer.name}__relu")(z)
-            if act and act not in _PIECEWISE_LINEAR and layer.name != last:
-                raise ModelError(f"hidden layer {layer.name} has activation {act}: not a ReLU network")
+            if act and act not in _PIECEWISE_LINEAR:
+                smooth.append(layer.name)
+                smooth_layers.append(layer)
             return layer(*args, **kwargs)
 
         clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)

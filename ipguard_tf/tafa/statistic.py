@@ -25,11 +25,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import constants as C
 from ..errors import ParameterError
 
-#: half-width of the probe segment, in input units (chosen before any measurement: a hundredth of the [0, 1]
-#: range, small next to the walk that found the point and large next to the tolerance of its re-check, 1e-4)
-EPSILON = 1e-2
+#: half-width of the probe segment, in input units (ipguard_tf.constants.TAFA_EPSILON says why)
+EPSILON = C.TAFA_EPSILON
 
 
 def second_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
