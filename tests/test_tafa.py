@@ -201,3 +201,28 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["statistic"] == "bend_rate" and rows[0]["value"] == 1.0
+
+
+def test_experiment_script_on_its_tiny_config(tmp_path):
+    """experiments/tafa.py composes the library: models built and kept, one fingerprint per task, every suspect's
+    bend rate, the summary with AUC/ARUC; a rerun reuses the models and fingerprints."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tafa_exp", root / "experiments" / "tafa.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    cfg = str(root / "experiments" / "configs" / "tafa_ci.json")
+    assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
+    with open(tmp_path / "summary.csv") as fh:
+        summary = {r["task"]: r for r in csv.DictReader(fh)}
+    assert set(summary) == {"generator", "regressor"}
+    assert all(float(r["target_rate"]) == 1.0 for r in summary.values())
+    with open(tmp_path / "rates.csv") as fh:
+        rates = list(csv.DictReader(fh))
+    assert {r["role"] for r in rates} == {"positive", "negative"}
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.suffix in (".keras", ".npz")}
+    assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet", "--tasks", "regressor"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())

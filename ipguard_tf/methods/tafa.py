@@ -142,8 +142,8 @@ def _tolerance() -> float:
 
 def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
     """The suspect's bend rate on a TAFA fingerprint (:func:`~ipguard_tf.tafa.statistic.bend_rate`): ``suspect``
-    a Keras model (2 or 3), a model file, or a callable mapping a batch of inputs to outputs; its flattened
-    outputs must have the target's size."""
+    a Keras model (2 or 3), a model file, a scikit-learn classifier (its probabilities) or a callable mapping a
+    batch of inputs to outputs; its flattened outputs must have the target's size."""
     from ..tafa.statistic import bend_rate, keras_outputs
 
     if fingerprint.control is None or fingerprint.normal is None:
@@ -152,7 +152,14 @@ def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 5
         from ..models import load_model_file
 
         suspect = load_model_file(suspect)
-    f = keras_outputs(suspect, batch_size) if hasattr(suspect, "layers") else suspect
+    if hasattr(suspect, "layers"):
+        f = keras_outputs(suspect, batch_size)
+    elif hasattr(suspect, "predict_proba"):  # a scikit-learn classifier (the zoo's forests): its probabilities
+        f = lambda x, est=suspect: est.predict_proba(np.asarray(x).reshape(len(x), -1))  # noqa: E731
+    elif callable(suspect):
+        f = suspect
+    else:
+        raise ModelError(f"cannot read the outputs of a {type(suspect).__name__}")
     probe = np.asarray(f(fingerprint.x[:1])).reshape(1, -1)
     want = fingerprint.metadata.get("output_size")
     if want is not None and probe.shape[1] != int(want):
