@@ -43,11 +43,24 @@ def _model(path: Path, make, info: dict):
     return model, info
 
 
+def _family(models: Path, prefix: str, target, finetunes, fractions, negatives):
+    """A task's suspects: positives = the fine-tunings ``(detail, stem, make)`` and magnitude prunings of the
+    target at ``fractions``; negatives = ``(detail, stem, make)``; each built once (:func:`_model`)."""
+    from ipguard_tf.tafa import models as M
+
+    def made(role, detail, stem, make):
+        return role, detail, _model(models / f"{prefix}_{stem}.keras", make, {"role": role, "detail": detail})[0]
+
+    return ([made("positive", d, stem, make) for d, stem, make in finetunes]
+            + [made("positive", f"magnitude-pruned {f:.0%}", f"prune{int(f * 100)}",
+                    lambda f=f: M.magnitude_prune(target, f)) for f in fractions]
+            + [made("negative", d, stem, make) for d, stem, make in negatives])
+
+
 def build_generators(cfg, x, models: Path, progress: bool):
     from ipguard_tf.tafa import models as M
 
     its = cfg["wgan_iterations"]
-    out = []
 
     def trained(seed):
         g, c = M.generator(seed), M.critic(seed)
@@ -57,23 +70,19 @@ def build_generators(cfg, x, models: Path, progress: bool):
 
     target, _ = _model(models / "generator_target.keras", lambda: trained(cfg["seed"]),
                        {"role": "target", "detail": f"WGAN, {its} generator steps, seed {cfg['seed']}"})
-    for steps in cfg["finetune_iterations"]:
-        def ft(steps=steps):
-            g = M.copy_model(target)
-            c = M.critic(cfg["seed"])  # the thief has the generator only: a fresh critic
-            M.train_wgan(g, c, x, seed=cfg["seed"] + 1, iterations=steps, learning_rate=M.WGAN_LR / 10,
-                         progress=progress)
-            return g
-        out.append(("positive", f"fine-tuned {steps} WGAN steps (lr / 10, fresh critic)",
-                    _model(models / f"generator_ft{steps}.keras", ft, {"role": "positive"})[0]))
-    for f in cfg["prune_fractions"]:
-        out.append(("positive", f"magnitude-pruned {f:.0%}",
-                    _model(models / f"generator_prune{int(f * 100)}.keras",
-                           lambda f=f: M.magnitude_prune(target, f), {"role": "positive"})[0]))
-    for s in cfg["negative_seeds"]:
-        out.append(("negative", f"WGAN, seed {s}", _model(models / f"generator_s{s}.keras", lambda s=s: trained(s),
-                                                             {"role": "negative"})[0]))
-    return target, out
+
+    def ft(steps):
+        g = M.copy_model(target)
+        c = M.critic(cfg["seed"])  # the thief has the generator only: a fresh critic
+        M.train_wgan(g, c, x, seed=cfg["seed"] + 1, iterations=steps, learning_rate=M.WGAN_LR / 10,
+                     progress=progress)
+        return g
+
+    return target, _family(
+        models, "generator", target,
+        [(f"fine-tuned {n} WGAN steps (lr / 10, fresh critic)", f"ft{n}", lambda n=n: ft(n))
+         for n in cfg["finetune_iterations"]], cfg["prune_fractions"],
+        [(f"WGAN, seed {s}", f"s{s}", lambda s=s: trained(s)) for s in cfg["negative_seeds"]])
 
 
 def build_regressors(cfg, x, models: Path):
@@ -86,20 +95,12 @@ def build_regressors(cfg, x, models: Path):
 
     target, _ = _model(models / "regressor_target.keras", lambda: trained(cfg["seed"]),
                        {"role": "target", "detail": f"{ep} epochs, seed {cfg['seed']}"})
-    out = []
-    for e in cfg["regressor_finetune_epochs"]:
-        def ft(e=e):
-            return M.train_regressor(M.copy_model(target), x, seed=cfg["seed"] + 1, epochs=e, learning_rate=1e-4)
-        out.append(("positive", f"fine-tuned {e} epochs (lr 1e-4)",
-                    _model(models / f"regressor_ft{e}.keras", ft, {"role": "positive"})[0]))
-    for f in cfg["prune_fractions"]:
-        out.append(("positive", f"magnitude-pruned {f:.0%}",
-                    _model(models / f"regressor_prune{int(f * 100)}.keras",
-                           lambda f=f: M.magnitude_prune(target, f), {"role": "positive"})[0]))
-    for s in cfg["regressor_negative_seeds"]:
-        out.append(("negative", f"seed {s}", _model(models / f"regressor_s{s}.keras", lambda s=s: trained(s),
-                                                   {"role": "negative"})[0]))
-    return target, out
+    return target, _family(
+        models, "regressor", target,
+        [(f"fine-tuned {e} epochs (lr 1e-4)", f"ft{e}", lambda e=e: M.train_regressor(
+            M.copy_model(target), x, seed=cfg["seed"] + 1, epochs=e, learning_rate=1e-4))
+         for e in cfg["regressor_finetune_epochs"]], cfg["prune_fractions"],
+        [(f"seed {s}", f"s{s}", lambda s=s: trained(s)) for s in cfg["regressor_negative_seeds"]])
 
 
 def classifier_zoo(cfg):

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# the repository root, so that tests can import the experiment scripts (``from experiments import tafa``)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 SHAPE = (8, 8, 1)
 CLASSES = 4
 

@@ -273,13 +273,11 @@ def test_experiment_script_composes_and_resumes(tmp_path):
     """experiments/antipiracy.py on its tiny CI config: the table, the attacks, the report and run.json; a rerun
     reuses every finished model and cached attack."""
     import csv
-    import importlib.util
     from pathlib import Path
 
+    from experiments import antipiracy as exp
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("antipiracy_exp", root / "experiments" / "antipiracy.py")
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
     cfg = str(root / "experiments" / "configs" / "antipiracy_ci.json")
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     with open(tmp_path / "table.csv") as fh:

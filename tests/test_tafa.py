@@ -207,13 +207,11 @@ def test_experiment_script_on_its_tiny_config(tmp_path):
     """experiments/tafa.py composes the library: models built and kept, one fingerprint per task, every suspect's
     bend rate, the summary with AUC/ARUC; a rerun reuses the models and fingerprints."""
     import csv
-    import importlib.util
     from pathlib import Path
 
+    from experiments import tafa as exp
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("tafa_exp", root / "experiments" / "tafa.py")
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
     cfg = str(root / "experiments" / "configs" / "tafa_ci.json")
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     with open(tmp_path / "summary.csv") as fh:
