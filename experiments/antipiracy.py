@@ -63,7 +63,7 @@ def train_all(cfg, ds, out: Path, archs, progress: bool) -> None:
 
 def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dict:
     from ipguard_tf.protect.api import load_protected
-    from ipguard_tf.protect.threats import direct_piracy, input_only_attack, pair_attack
+    from ipguard_tf.protect.threats import direct_piracy, input_only_attack, pair_attack, raw_class_counts
 
     res = {}
     for t in TRANSFORMS[1:]:
@@ -74,6 +74,8 @@ def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dic
         sigma, p = params.get("sigma", cfg["input_only_sigma"]), params.get("p", cfg["input_only_p"])
         res[t] = {
             "direct": _cached(c / "direct.json", lambda: {"accuracy": direct_piracy(model, ds.x_test, ds.y_test)}),
+            "raw_classes": _cached(c / "raw_classes.json", lambda: raw_class_counts(model, ds.x_test,
+                                                                                  ds.num_classes)),
             "input_only": _cached(c / "input_only.json", lambda: {"sigma": sigma, "p": p, **input_only_attack(
                 model, ds.x_test, ds.y_test, sigma=sigma, p=p, trials=cfg["input_only_trials"], seed=cfg["seed"],
                 progress=progress)}),
@@ -131,7 +133,10 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
 
     for arch, res in sorted(attacks.items()):
         for t, r in res.items():
+            raw = r["raw_classes"]
             entries = [("direct piracy", "", _pct(r["direct"]["accuracy"]), pa["direct_piracy"][t]),
+                       ("direct piracy", f"share of the most frequent answer (class {raw['top_class']})",
+                        _pct(raw["top_share"]), None),
                        ("input-only", "mean", _pct(r["input_only"]["mean"]), pa["input_only"]["mean"][t]),
                        ("input-only", "best", _pct(r["input_only"]["best"]), pa["input_only"]["best"][t])]
             for f, pr in r["pair"].items():
@@ -151,7 +156,8 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
     missing = [f"{a} {t}" for a in cfg["architectures"] for t in TRANSFORMS if (a, t) not in recs]
     text = [
         "# Anti-piracy transform on Fashion-MNIST (Chen & Wu 2018; issue 17)\n",
-        f"Made by `{command}` (config, seed, versions and machine in `run.json`). Published numbers: "
+        f"Made by `{command}` (config, seed, versions and machine in `run.json`; each model's `train.json` and "
+        "each attack's cached result were made by the run that trained or attacked it). Published numbers: "
         "`experiments/published/antipiracy_slides.json` (the slides, `../shared/papers/004_*`). Settings the "
         "slides leave open are the defaults of `ipguard_tf.constants` (ANTIPIRACY_*), chosen before any run: "
         "sigma = 0.1, p = 0.1, generator 5x5x16 conv + 1x1 bottleneck, alpha = beta = 1, gamma = 0.01, Adam 1e-3, "
@@ -220,7 +226,8 @@ def main(argv=None) -> int:
             attacks[arch] = attack_all(cfg, ds, out, arch, recs, not args.quiet)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]) if argv is None else ""
     report(cfg, out, recs, attacks, json.loads(PUBLISHED.read_text()), command)
-    write_json(out / "run.json", run_record(cfg))
+    if not args.report_only or not (out / "run.json").exists():  # a report-only run trains nothing: the
+        write_json(out / "run.json", run_record(cfg))  # record of the run that did stays
     print(f"wrote {out}/README.md ({len(recs)} models, attacks on {', '.join(attacks) or 'none yet'})")
     return 0
 

@@ -85,6 +85,10 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
                  extra={"architecture": architecture, "dataset": dataset.name, "settings": settings.as_dict()})
         rec["key_file"] = KEY_FILE
     rec["model_sha256"] = content_sha256(model)
+    from ..io_utils import run_record
+
+    prov = run_record({})
+    rec.update(command=prov["command"], machine=prov["machine"], versions=prov["versions"], finished=prov["finished"])
     write_json(record_path, rec)
     ckpt.unlink(missing_ok=True)
     return rec

@@ -56,6 +56,17 @@ def direct_piracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return accuracy(model, np.asarray(x, np.float32), y)
 
 
+def raw_class_counts(model, x: np.ndarray, num_classes: int, batch_size: int = 512) -> Dict[str, Any]:
+    """How the copied model labels raw inputs: the count of each predicted class, and the most frequent class
+    with its share (a model that answers one class to everything has a share near 1)."""
+    from ..models import as_classifier
+
+    pred = as_classifier(model).predict_labels(np.asarray(x, np.float32), batch_size)
+    counts = np.bincount(pred, minlength=num_classes)
+    top = int(np.argmax(counts))
+    return {"counts": [int(c) for c in counts], "top_class": top, "top_share": float(counts[top] / len(pred))}
+
+
 def input_only_attack(model, x: np.ndarray, y: np.ndarray, *, sigma: float, p: float,
                       trials: int = INPUT_ONLY_TRIALS, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
     """Threat 2: accuracy of the model on ``x`` under ``trials`` fresh bipolar perturbations (``sigma``, ``p``),
