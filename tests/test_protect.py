@@ -264,6 +264,9 @@ def test_cli_protect_train_evaluate_attack(tmp_path, capsys):
                 + common) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ipguard: error:")
+    # a finished folder is not silently reused for another transform
+    assert main(["protect", "train", "--transform", "learned", "--epochs", "1", "--out", str(out)] + common) == 2
+    assert "already holds a trained simple_cnn fixed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:  # argparse: one line, status 2
         main(["protect", "train", "--transform", "fixed", "--out", str(out), "--gamma", "-1"])
     assert exc.value.code == 2

@@ -55,6 +55,9 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
         import json
 
         rec = json.loads(record_path.read_text())
+        if (rec.get("transform"), rec.get("architecture")) != (transform, architecture):
+            raise ParameterError(f"{out} already holds a trained {rec.get('architecture')} {rec.get('transform')} "
+                                 f"model; choose another --out for {architecture} {transform}")
         log.info("%s already trained (%s); delete it to retrain", out, record_path)
         return rec
     out.mkdir(parents=True, exist_ok=True)
