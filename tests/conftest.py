@@ -51,7 +51,7 @@ def make_tiny_tf_keras(weights, softmax: bool = True):
 #: two workers finish together instead of one waiting for the ImageNet zoo at the end.
 HEAVY_FIRST = ("test_imagenet_zoo.py", "test_imagenet.py", "test_zoo.py", "test_art_crosscheck.py",
                "test_resume.py", "test_sac_zoo.py", "test_regression.py", "test_demo.py", "test_remote.py",
-               "test_tflite.py", "test_stealing.py", "test_distribute.py")
+               "test_tflite.py", "test_stealing.py", "test_protect.py", "test_tafa.py", "test_distribute.py")
 
 
 def pytest_collection_modifyitems(config, items):
