@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 
+#: the statistics measured for every suspect (ipguard_tf.methods.tafa.verify_all)
+STATISTICS = ("bend_rate", "scaled_bend_rate", "output_agreement")
+
 
 def _model(path: Path, make, info: dict):
     """Load ``path`` if it exists, else build it with ``make() -> model`` and save it with its record."""
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     from ipguard_tf import metrics, registry
     from ipguard_tf.data import load_fashion_mnist
     from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
-    from ipguard_tf.methods.tafa import verify_bend_rate
+    from ipguard_tf.methods.tafa import verify_all
 
     x = load_fashion_mnist(args.data_dir).x_train[: cfg.get("train_size")]
     tasks = args.tasks.split(",") if args.tasks else cfg["tasks"]
@@ -151,37 +154,42 @@ def main(argv=None) -> int:
             fp = registry.build("tafa", task=task, seed=cfg["seed"], progress=not args.quiet).generate(target, cfg["n"])
             fp.metadata["command"] = "python " + " ".join(sys.argv)
             save_fingerprint(fp, fp_path)
-        self_rate = verify_bend_rate(fp, target)
-        pos, neg = [], []
+        own = verify_all(fp, target)
+        stats = {k: ([], []) for k in STATISTICS}
         for role, detail, model in suspects:
-            r = verify_bend_rate(fp, model)
-            rows.append({"task": task, "role": role, "suspect": detail, "bend_rate": round(r, 4)})
-            (pos if role == "positive" else neg).append(r)
-        summary.append({"task": task, "points": len(fp), "rejected": sum(fp.metadata["rejected"].values()),
-                        "target_rate": self_rate, "positives": len(pos), "negatives": len(neg),
-                        "positive_min": min(pos), "negative_max": max(neg),
-                        "auc": metrics.auc(pos, neg), "aruc": metrics.aruc(pos, neg), "gap": metrics.gap(pos, neg),
-                        "threshold": fp.metadata.get("threshold", registry.BEND_RATE.default_threshold)})
-    write_csv(out / "rates.csv", rows, ["task", "role", "suspect", "bend_rate"])
-    cols = ["task", "points", "rejected", "target_rate", "positives", "negatives", "positive_min", "negative_max",
-            "auc", "aruc", "gap", "threshold"]
+            values = verify_all(fp, model)
+            rows.append({"task": task, "role": role, "suspect": detail, **{k: round(v, 4) for k, v in values.items()}})
+            for k in STATISTICS:
+                stats[k][0 if role == "positive" else 1].append(values[k])
+        for k, (pos, neg) in stats.items():
+            summary.append({"task": task, "statistic": k, "points": len(fp),
+                            "rejected": sum(fp.metadata["rejected"].values()), "target_rate": own[k],
+                            "positives": len(pos), "negatives": len(neg), "positive_min": min(pos),
+                            "negative_max": max(neg), "auc": metrics.auc(pos, neg), "aruc": metrics.aruc(pos, neg),
+                            "gap": metrics.gap(pos, neg)})
+    write_csv(out / "rates.csv", rows, ["task", "role", "suspect"] + list(STATISTICS))
+    cols = ["task", "statistic", "points", "rejected", "target_rate", "positives", "negatives", "positive_min",
+            "negative_max", "auc", "aruc", "gap"]
     write_csv(out / "summary.csv", summary, cols)
     text = ["# TAFA, reconstructed, on Fashion-MNIST's three tasks (issue 18)\n",
             f"Made by `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}` (config, seed, versions and "
             "machine in `run.json`). **A reconstruction** of TAFA (Pan et al. 2021): the seed holds only the paper's "
             "abstract, notes, references and appendix, and no code is public; what was chosen is in "
-            "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). The statistic is the bend rate (higher = "
-            "more likely a copy; default threshold 0.62, binomial(100, 1/2)'s one-sided 1 % point).\n",
+            "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). Three statistics, higher = more likely a "
+            "copy (`ipguard_tf/tafa/statistic.py`): the bend rate (the registry's, chosen before the first run; "
+            "default threshold 0.62, binomial(100, 1/2)'s one-sided 1 % point), the scaled bend rate and the output "
+            "agreement (both chosen after the bend rate did not separate, before either ran).\n",
             "## Per task\n",
-            markdown_table([[s["task"], s["points"], s["rejected"], f"{s['target_rate']:.2f}",
+            markdown_table([[s["task"], s["statistic"], s["points"], s["rejected"], f"{s['target_rate']:.2f}",
                              f"{s['positives']}/{s['negatives']}", f"{s['positive_min']:.2f}",
                              f"{s['negative_max']:.2f}", f"{s['auc']:.2f}", f"{s['aruc']:.2f}", f"{s['gap']:.2f}"]
                             for s in summary],
-                           ["task", "points", "starts rejected", "target", "positives/negatives", "lowest positive",
+                           ["task", "statistic", "points", "starts rejected", "target", "positives/negatives",
+                            "lowest positive",
                             "highest negative", "AUC", "ARUC", "gap"]),
             "## Per suspect\n",
-            markdown_table([[r["task"], r["role"], r["suspect"], f"{r['bend_rate']:.2f}"] for r in rows],
-                           ["task", "role", "suspect", "bend rate"])]
+            markdown_table([[r["task"], r["role"], r["suspect"]] + [f"{r[k]:.2f}" for k in STATISTICS]
+                            for r in rows], ["task", "role", "suspect"] + [k.replace("_", " ") for k in STATISTICS])]
     notes = out / "NOTES.md"
     if notes.exists():
         text += ["## Notes\n", notes.read_text()]

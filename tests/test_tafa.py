@@ -142,6 +142,13 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
     assert r_neg < 0.8
     with pytest.raises(Exception):
         bend_rate(f_t, xs, cs[:1], ns)
+    # output agreement: the target agrees with its own outputs everywhere, the independent model less
+    from ipguard_tf.tafa.statistic import output_agreement, scaled_bend_rate
+
+    outs = f_t(xs)
+    assert output_agreement(f_t, xs, outs) == 1.0
+    assert output_agreement(keras_outputs(negative), xs, outs) < output_agreement(keras_outputs(positive), xs, outs)
+    assert 0.0 <= scaled_bend_rate(keras_outputs(negative), xs, cs, ns) <= 1.0
 
 
 def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
@@ -215,9 +222,12 @@ def test_experiment_script_on_its_tiny_config(tmp_path):
     cfg = str(root / "experiments" / "configs" / "tafa_ci.json")
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     with open(tmp_path / "summary.csv") as fh:
-        summary = {r["task"]: r for r in csv.DictReader(fh)}
-    assert set(summary) == {"generator", "regressor"}
-    assert all(float(r["target_rate"]) == 1.0 for r in summary.values())
+        summary = {(r["task"], r["statistic"]): r for r in csv.DictReader(fh)}
+    assert set(summary) == {(t, s) for t in ("generator", "regressor")
+                            for s in ("bend_rate", "scaled_bend_rate", "output_agreement")}
+    # the target agrees with itself at every point, and bends more at each kept point than at its control
+    assert all(float(summary[(t, s)]["target_rate"]) == 1.0 for t in ("generator", "regressor")
+               for s in ("bend_rate", "output_agreement"))
     with open(tmp_path / "rates.csv") as fh:
         rates = list(csv.DictReader(fh))
     assert {r["role"] for r in rates} == {"positive", "negative"}

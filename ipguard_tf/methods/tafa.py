@@ -140,19 +140,16 @@ def _tolerance() -> float:
     return TOLERANCE
 
 
-def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
-    """The suspect's bend rate on a TAFA fingerprint (:func:`~ipguard_tf.tafa.statistic.bend_rate`): ``suspect``
-    a Keras model (2 or 3), a model file, a scikit-learn classifier (its probabilities) or a callable mapping a
-    batch of inputs to outputs; its flattened outputs must have the target's size."""
-    from ..tafa.statistic import bend_rate, keras_outputs
-
-    if fingerprint.control is None or fingerprint.normal is None:
-        raise ModelError("the fingerprint holds no TAFA controls and normals; it was not made by TAFA")
+def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512):
+    """A batch function of ``suspect``'s flattened outputs, checked against the fingerprint's output size:
+    a Keras model (2 or 3), a model file, a scikit-learn classifier (its probabilities) or a callable."""
     if isinstance(suspect, (str, Path)):
         from ..models import load_model_file
 
         suspect = load_model_file(suspect)
     if hasattr(suspect, "layers"):
+        from ..tafa.statistic import keras_outputs
+
         f = keras_outputs(suspect, batch_size)
     elif hasattr(suspect, "predict_proba"):  # a scikit-learn classifier (the zoo's forests): its probabilities
         f = lambda x, est=suspect: est.predict_proba(np.asarray(x).reshape(len(x), -1))  # noqa: E731
@@ -165,5 +162,28 @@ def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 5
     if want is not None and probe.shape[1] != int(want):
         raise ModelError(f"the suspect's outputs have {probe.shape[1]} values, the fingerprinted model's {want}: "
                          "it cannot be a copy of it")
+    return f
+
+
+def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> Dict[str, float]:
+    """Every TAFA statistic of the suspect (:mod:`ipguard_tf.tafa.statistic`): ``bend_rate`` (the registry's),
+    ``scaled_bend_rate`` and ``output_agreement``."""
+    from ..tafa.statistic import bend_rate, output_agreement, scaled_bend_rate
+
+    f = suspect_outputs(fingerprint, suspect, batch_size)
+    fp = fingerprint
+    return {"bend_rate": bend_rate(f, fp.x, fp.control, fp.normal, float(fp.metadata.get("epsilon", 1e-2))),
+            "scaled_bend_rate": scaled_bend_rate(f, fp.x, fp.control, fp.normal),
+            "output_agreement": output_agreement(f, fp.x, fp.outputs, fp.metadata.get("task") == "classifier")}
+
+
+def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
+    """The suspect's bend rate on a TAFA fingerprint (:func:`~ipguard_tf.tafa.statistic.bend_rate`); ``suspect``
+    as :func:`suspect_outputs` takes it."""
+    from ..tafa.statistic import bend_rate
+
+    if fingerprint.control is None or fingerprint.normal is None:
+        raise ModelError("the fingerprint holds no TAFA controls and normals; it was not made by TAFA")
+    f = suspect_outputs(fingerprint, suspect, batch_size)
     return bend_rate(f, fingerprint.x, fingerprint.control, fingerprint.normal,
                      float(fingerprint.metadata.get("epsilon", 1e-2)))

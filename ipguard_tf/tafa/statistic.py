@@ -66,3 +66,44 @@ def keras_outputs(model: Any, batch_size: int = 512) -> Callable[[np.ndarray], n
                                for i in range(0, len(x), batch_size)])
 
     return f
+
+
+# -- the second and third statistics (issue 18), chosen after the first did not separate and before either ran --
+#: output agreement: a point agrees when the suspect's output is within this fraction of the target's typical
+#: output change between two fingerprint points
+AGREEMENT_FRACTION = 0.1
+
+
+def scaled_bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray,
+                     normals: np.ndarray) -> float:
+    """The bend rate with a per-point probe: ``eps_i = |(x_i - x0_i) . d_i| / 2``, half the control's distance to
+    the point's hyperplane along the normal, so that the control's segment stays on its side of that hyperplane
+    and both segments are as short as the region around the point is narrow (the first statistic's fixed 0.01
+    was long next to the CNN's regions)."""
+    points = np.asarray(points, np.float32)
+    n = len(points)
+    if not (n == len(controls) == len(normals)) or n == 0:
+        raise ParameterError("points, controls and normals must be equally many (> 0)")
+    eps = np.abs(np.sum(((points - controls) * normals).reshape(n, -1), axis=1)) / 2
+    eps = np.maximum(eps, 1e-6).astype(np.float32).reshape((n,) + (1,) * (points.ndim - 1))
+
+    def sd(x):
+        out = np.asarray(f(np.concatenate([x + eps * normals, x - eps * normals, x])), np.float64).reshape(3 * n, -1)
+        return np.linalg.norm(out[:n] + out[n:2 * n] - 2 * out[2 * n:], axis=1)
+
+    return float(np.mean(sd(points) > sd(np.asarray(controls, np.float32))))
+
+
+def output_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, target_outputs: np.ndarray,
+                     classifier: bool = False) -> float:
+    """Share of the points where the suspect's output agrees with the target's stored output: for a classifier
+    the arg max; otherwise ``||G_s(x_i) - G_t(x_i)|| <= AGREEMENT_FRACTION * median_i ||G_t(x_i) - G_t(x_{i+1})||``
+    (the target's own output change between consecutive points sets the scale)."""
+    t = np.asarray(target_outputs, np.float64).reshape(len(target_outputs), -1)
+    s = np.asarray(f(np.asarray(points, np.float32)), np.float64).reshape(len(t), -1)
+    if s.shape != t.shape:
+        raise ParameterError(f"suspect outputs of shape {s.shape[1:]} against the target's {t.shape[1:]}")
+    if classifier:
+        return float(np.mean(np.argmax(s, 1) == np.argmax(t, 1)))
+    scale = np.median(np.linalg.norm(t - np.roll(t, 1, axis=0), axis=1)) if len(t) > 1 else 1.0
+    return float(np.mean(np.linalg.norm(s - t, axis=1) <= AGREEMENT_FRACTION * max(scale, 1e-12)))
