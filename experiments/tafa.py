@@ -62,6 +62,7 @@ def _family(models: Path, prefix: str, target, finetunes, fractions, negatives):
 
 def build_generators(cfg, x, models: Path, progress: bool):
     from ipguard_tf.tafa import models as M
+    from ipguard_tf.zoo.postprocess import copy_model
 
     its = cfg["wgan_iterations"]
 
@@ -75,7 +76,7 @@ def build_generators(cfg, x, models: Path, progress: bool):
                        {"role": "target", "detail": f"WGAN, {its} generator steps, seed {cfg['seed']}"})
 
     def ft(steps):
-        g = M.copy_model(target)
+        g = copy_model(target)
         c = M.critic(cfg["seed"])  # the thief has the generator only: a fresh critic
         M.train_wgan(g, c, x, seed=cfg["seed"] + 1, iterations=steps, learning_rate=M.WGAN_LR / 10,
                      progress=progress)
@@ -90,6 +91,7 @@ def build_generators(cfg, x, models: Path, progress: bool):
 
 def build_regressors(cfg, x, models: Path):
     from ipguard_tf.tafa import models as M
+    from ipguard_tf.zoo.postprocess import copy_model
 
     ep = cfg["regressor_epochs"]
 
@@ -101,7 +103,7 @@ def build_regressors(cfg, x, models: Path):
     return target, _family(
         models, "regressor", target,
         [(f"fine-tuned {e} epochs (lr 1e-4)", f"ft{e}", lambda e=e: M.train_regressor(
-            M.copy_model(target), x, seed=cfg["seed"] + 1, epochs=e, learning_rate=1e-4))
+            copy_model(target), x, seed=cfg["seed"] + 1, epochs=e, learning_rate=1e-4))
          for e in cfg["regressor_finetune_epochs"]], cfg["prune_fractions"],
         [(f"seed {s}", f"s{s}", lambda s=s: trained(s)) for s in cfg["regressor_negative_seeds"]])
 

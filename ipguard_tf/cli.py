@@ -277,8 +277,6 @@ def method_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_extract(args) -> int:
-    from .data import load_dataset
-    from .errors import ParameterError
     from .fingerprint import save_fingerprint
 
     spec = registry.get(args.method)
@@ -287,22 +285,10 @@ def cmd_extract(args) -> int:
     if spec.task_agnostic:  # TAFA: the raw model (any task), no data
         from .models import load_model_file
 
-        clf, init = load_model_file(args.model, unsafe=args.unsafe), "none"
+        clf, train_x, train_y = load_model_file(args.model, unsafe=args.unsafe), None, None
     else:
         clf = _resolve_model(args.model, args.weights, args.input_scale, args.unsafe)
-    if spec.task_agnostic:
-        train_x = train_y = None
-    elif args.dataset == "imagenet":
-        from .imagenet import IMAGENET_BATCH, load_imagenet_images
-
-        if init == "T" and not args.data_dir:
-            raise ParameterError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
-        train_x = load_imagenet_images(args.data_dir, args.n, params.get("seed", 0)) if init == "T" else None
-        params.setdefault("batch_size", IMAGENET_BATCH)
-        train_y = None
-    else:
-        ds = load_dataset(args.dataset, args.data_dir) if init == "T" else None
-        train_x, train_y = (ds.x_train, ds.y_train) if ds is not None else (None, None)
+        train_x, train_y = _training_data(args, params, init)
     method = registry.build(args.method, progress=not args.quiet, distribute=_mirrored() if args.mirrored else None,
                             **params)
     ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
@@ -317,6 +303,23 @@ def cmd_extract(args) -> int:
     print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0
+
+
+def _training_data(args, params: dict, init: str):
+    """The training images (and labels) ``extract`` starts from with ``init`` T (None otherwise); for ImageNet a
+    sample of the train folder, and the ImageNet batch size unless one was given (``params`` is updated)."""
+    from .data import load_dataset
+    from .errors import ParameterError
+
+    if args.dataset == "imagenet":
+        from .imagenet import IMAGENET_BATCH, load_imagenet_images
+
+        if init == "T" and not args.data_dir:
+            raise ParameterError("--dataset imagenet with --init T needs --data-dir (an ImageNet train folder)")
+        params.setdefault("batch_size", IMAGENET_BATCH)
+        return (load_imagenet_images(args.data_dir, args.n, params.get("seed", 0)) if init == "T" else None), None
+    ds = load_dataset(args.dataset, args.data_dir) if init == "T" else None
+    return (ds.x_train, ds.y_train) if ds is not None else (None, None)
 
 
 def _mirrored():

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
+from .. import constants as C
 from ..env_info import utc_now, versions
 from ..errors import ModelError
 from ..fingerprint import Fingerprint
@@ -59,7 +60,7 @@ class TAFA(FingerprintMethod):
                  checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: float = 60.0) -> Fingerprint:
         """``n`` boundary points of ``model`` (training data, if given, is not used: TAFA needs none)."""
         from ..tafa.boundary import find_boundary_points
-        from ..tafa.probe import ReluProbe, flat_outputs
+        from ..tafa.probe import ReluProbe
         from ..tafa.statistic import keras_outputs, second_difference
         from ..zoo.builder import content_sha256
 
@@ -102,11 +103,11 @@ class TAFA(FingerprintMethod):
                         ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())))
         a = {k: np.concatenate(v) for k, v in kept.items()}
         x = a["x"]
-        outputs = flat_outputs(km, x)
+        outputs = f(x).reshape(len(x), -1)
         m = len(x)
         if self.task == "classifier":
             y = np.argmax(outputs, axis=1).astype(np.int64)
-            src = np.argmax(flat_outputs(km, a["control"]), axis=1).astype(np.int64)
+            src = np.argmax(f(a["control"]).reshape(m, -1), axis=1).astype(np.int64)
         else:
             y = src = np.full(m, -1, np.int64)
         params = self.params()
@@ -116,7 +117,7 @@ class TAFA(FingerprintMethod):
             "task": self.task, "n": m, "n_requested": n, "n_converged": m, "dataset": dataset,
             "input_shape": list(probe.input_shape), "input_range": None if domain is None else list(domain),
             "output_size": int(outputs.shape[1]), "epsilon": self.epsilon, "rounds": rounds,
-            "rejected": rejected, "tolerance": float(_tolerance()),
+            "rejected": rejected, "tolerance": C.TAFA_TOLERANCE,
             "relu_layers": [{"name": nm, "size": sz} for nm, sz in zip(probe.layers, probe.sizes)],
             "target": {"name": km.name, "source": str(model) if isinstance(model, (str, Path)) else "in memory",
                        "weights_sha256": content_sha256(km)},
@@ -132,12 +133,6 @@ class TAFA(FingerprintMethod):
                            distortion=np.linalg.norm((x - a["control"]).reshape(m, -1), axis=1), metadata=meta,
                            outputs=outputs, control=a["control"], normal=a["normal"], neuron=a["neuron"],
                            layer=a["layer"], pattern=a["pattern"])
-
-
-def _tolerance() -> float:
-    from ..tafa.boundary import TOLERANCE
-
-    return TOLERANCE
 
 
 def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512):

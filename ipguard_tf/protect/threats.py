@@ -33,7 +33,7 @@ import tensorflow as tf
 from .. import constants as C
 from ..errors import ParameterError
 from ..progress import progress_bar
-from .training import accuracy
+from ..zoo.train import evaluate_accuracy as accuracy
 from .transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ one (dropout's random stream differs after a resume).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import time
@@ -98,8 +99,6 @@ def _save_checkpoint(path: Path, model, transform: Optional[Transform], optimize
     if transform is not None:
         arrays.update({f"transform_{k}": v for k, v in transform.arrays().items()})
     arrays.update({f"opt_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-    import json
-
     arrays["state"] = np.frombuffer(json.dumps({"epoch": epoch, "history": history,
                                                            "identity": identity}).encode(), dtype=np.uint8)
     buf = io.BytesIO()
@@ -109,7 +108,6 @@ def _save_checkpoint(path: Path, model, transform: Optional[Transform], optimize
 
 def _load_checkpoint(path: Path, model, transform: Optional[Transform], optimizer, variables,
                      identity: Dict[str, Any]) -> tuple:
-    import json
     import zipfile
 
     try:
@@ -200,19 +198,12 @@ def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.
     return {"settings": settings.as_dict(), "history": history}
 
 
-def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
-    """Top-1 accuracy on (``x``, ``y``) of any model :func:`~ipguard_tf.models.as_classifier` accepts (a Keras 2
-    or 3 model with logits or a softmax head, a TFLite model, a file ...)."""
-    from ..models import as_classifier
-
-    pred = as_classifier(model).predict_labels(np.asarray(x, np.float32), batch_size)
-    return float(np.mean(pred == np.asarray(y).reshape(-1)))
-
-
 def evaluate_protection(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
     """The slides' table entries for one model: ``authorized`` accuracy (on ``T(x)``; on ``x`` for a baseline),
     ``unauthorized`` accuracy (on raw ``x``) and the ``psnr`` (dB) of ``T(x)`` against ``x`` (None for a
     baseline, which has no transform)."""
+    from ..zoo.train import evaluate_accuracy as accuracy
+
     x = np.asarray(x, np.float32)
     if transform is None:
         acc = accuracy(model, x, y)

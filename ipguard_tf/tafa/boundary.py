@@ -90,14 +90,14 @@ def _grad_of_neuron(probe: ReluProbe, x: np.ndarray, j: np.ndarray) -> np.ndarra
     return tape.gradient(total, xt).numpy()
 
 
-def _try(probe: ReluProbe, x0: np.ndarray, rng: np.random.Generator, reach: float,
+def _try(probe: ReluProbe, x0: np.ndarray, p0: np.ndarray, rng: np.random.Generator, reach: float,
          domain: Optional[Tuple[float, float]], steps: int, tolerance: float):
-    """One attempt for a batch of starts: (accepted mask, x*, j, z_j(x*), normal, p0, reasons)."""
+    """One attempt for a batch of starts with their activation patterns ``p0``: (accepted mask, x*, j, z_j(x*),
+    normal, reasons)."""
     b = len(x0)
     shape = (b,) + (1,) * (x0.ndim - 1)
     d = _feasible_direction(x0, rng, domain)
     t_max = _reach(x0, d, reach, domain)
-    p0 = probe.pattern(x0)
     reasons = np.array([""] * b, dtype=object)
     far = x0 + (t_max.reshape(shape) * d).astype(np.float32)
     if domain is not None:
@@ -137,7 +137,7 @@ def _try(probe: ReluProbe, x0: np.ndarray, rng: np.random.Generator, reach: floa
     ps[np.arange(b), j] = p0[np.arange(b), j]
     reasons[(reasons == "") & ~(ps == p0).all(axis=1)] = "pattern changed"
     normal = g / np.maximum(gnorm, 1e-30).reshape(shape)
-    return reasons == "", xs, j, zj, normal.astype(np.float32), p0, reasons
+    return reasons == "", xs, j, zj, normal.astype(np.float32), reasons
 
 
 def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0, reach: float = 1.0,
@@ -158,12 +158,14 @@ def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0,
     with progress_bar(len(starts), desc="TAFA boundary points", enabled=progress, unit="start") as bar:
         for s in range(0, len(starts), batch_size):
             x0 = starts[s:s + batch_size]
+            p0_all = probe.pattern(x0)  # the starts' patterns, once for all tries
             todo = np.arange(len(x0))
             last_reason = np.array([""] * len(x0), dtype=object)
             for _ in range(max_tries):
                 if not len(todo):
                     break
-                ok, xs, j, zj, normal, p0, reasons = _try(probe, x0[todo], rng, reach, domain, steps, tolerance)
+                p0 = p0_all[todo]
+                ok, xs, j, zj, normal, reasons = _try(probe, x0[todo], p0, rng, reach, domain, steps, tolerance)
                 for name, arr in (("x", xs[ok]), ("control", x0[todo][ok]), ("neuron", j[ok]), ("preact", zj[ok]),
                                   ("normal", normal[ok]), ("pattern", np.packbits(p0[ok], axis=1))):
                     keep[name].append(arr)

@@ -19,7 +19,6 @@ rate) and magnitude-pruned (the smallest weights of every kernel set to 0; no re
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -178,17 +177,4 @@ def magnitude_prune(model, fraction: float):
     return new
 
 
-def copy_model(model):
-    """An independent copy (same weights)."""
-    new = keras.models.clone_model(model)
-    new.set_weights(model.get_weights())
-    return new
-
-
-def record(path: Path, info: Dict[str, Any]) -> None:
-    """Write a small JSON record atomically."""
-    atomic_write_bytes(path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
-
-
-__all__ = ["generator", "critic", "regressor", "halves", "train_regressor", "train_wgan", "magnitude_prune",
-           "copy_model", "record"]
+__all__ = ["generator", "critic", "regressor", "halves", "train_regressor", "train_wgan", "magnitude_prune"]

@@ -112,10 +112,4 @@ def relu_probe(model: Any) -> ReluProbe:
     return ReluProbe(model)
 
 
-def flat_outputs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs at ``x``, each flattened: (B, D), whatever the output's shape."""
-    out = [np.asarray(model(tf.constant(x[i:i + batch_size]), training=False)) for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).reshape(len(x), -1)
-
-
-__all__: Sequence[str] = ("ReluProbe", "relu_probe", "flat_outputs")
+__all__: Sequence[str] = ("ReluProbe", "relu_probe")

@@ -21,7 +21,7 @@ parts of its input space. A copy whose boundaries moved by less than ``eps`` kee
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -33,21 +33,24 @@ EPSILON = C.TAFA_EPSILON
 
 
 def second_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
-                      eps: float = EPSILON) -> np.ndarray:
-    """``||f(x + eps d) + f(x - eps d) - 2 f(x)||`` per point (f's outputs flattened); f maps a batch to outputs."""
-    if not eps > 0:
-        raise ParameterError(f"eps must be > 0, got {eps}")
+                      eps: Union[float, np.ndarray] = EPSILON) -> np.ndarray:
+    """``||f(x + eps d) + f(x - eps d) - 2 f(x)||`` per point (f's outputs flattened); f maps a batch to outputs;
+    ``eps`` one half-width for all points or one per point."""
     x = np.asarray(x, np.float32)
     d = np.asarray(d, np.float32)
     n = len(x)
-    out = np.asarray(f(np.concatenate([x + eps * d, x - eps * d, x])), np.float64).reshape(3 * n, -1)
+    e = np.broadcast_to(np.asarray(eps, np.float32), (n,))
+    if not np.all(e > 0):
+        raise ParameterError(f"eps must be > 0, got {eps}")
+    e = e.reshape((n,) + (1,) * (x.ndim - 1))
+    out = np.asarray(f(np.concatenate([x + e * d, x - e * d, x])), np.float64).reshape(3 * n, -1)
     return np.linalg.norm(out[:n] + out[n:2 * n] - 2 * out[2 * n:], axis=1)
 
 
 def bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray, normals: np.ndarray,
-              eps: float = EPSILON) -> float:
+              eps: Union[float, np.ndarray] = EPSILON) -> float:
     """The bend rate of the model ``f`` (a batch of inputs to outputs) on fingerprint points with their controls
-    and normals (see the module docstring)."""
+    and normals (see the module docstring); ``eps`` one probe half-width or one per point."""
     points = np.asarray(points)
     if not (len(points) == len(controls) == len(normals)) or len(points) == 0:
         raise ParameterError(f"points, controls and normals must be equally many (> 0), got {len(points)}, "
@@ -85,13 +88,7 @@ def scaled_bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, 
     if not (n == len(controls) == len(normals)) or n == 0:
         raise ParameterError("points, controls and normals must be equally many (> 0)")
     eps = np.abs(np.sum(((points - controls) * normals).reshape(n, -1), axis=1)) / 2
-    eps = np.maximum(eps, 1e-6).astype(np.float32).reshape((n,) + (1,) * (points.ndim - 1))
-
-    def sd(x):
-        out = np.asarray(f(np.concatenate([x + eps * normals, x - eps * normals, x])), np.float64).reshape(3 * n, -1)
-        return np.linalg.norm(out[:n] + out[n:2 * n] - 2 * out[2 * n:], axis=1)
-
-    return float(np.mean(sd(points) > sd(np.asarray(controls, np.float32))))
+    return bend_rate(f, points, controls, normals, np.maximum(eps, 1e-6))
 
 
 def output_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, target_outputs: np.ndarray,
