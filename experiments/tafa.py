@@ -6,7 +6,7 @@
 
 Builds (resumably: every finished model is kept, the WGANs checkpoint every 500 steps) each task's target, its
 positives (fine-tuned and magnitude-pruned copies) and negatives (other seeds) under OUT/models, extracts one
-TAFA fingerprint per target, verifies every suspect (bend rate) and writes rates.csv (per suspect), summary.csv
+TAFA fingerprint per target, verifies every suspect (five statistics) and writes rates.csv (per suspect), summary.csv
 (AUC, ARUC, gap per task), README.md and run.json. The classifier task uses the committed zoo
 (``pretrained/fashion_mnist``: its positives and negatives, the forests through their probabilities).
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 
 #: the statistics measured for every suspect (ipguard_tf.methods.tafa.verify_all)
-STATISTICS = ("bend_rate", "scaled_bend_rate", "output_agreement")
+STATISTICS = ("bend_rate", "scaled_bend_rate", "output_agreement", "output_correlation", "slope_agreement")
 
 
 def _model(path: Path, make, info: dict):
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     from ipguard_tf import metrics, registry
     from ipguard_tf.data import load_fashion_mnist
     from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
-    from ipguard_tf.methods.tafa import verify_all
+    from ipguard_tf.methods.tafa import verify_all, with_slopes
 
     x = load_fashion_mnist(args.data_dir).x_train[: cfg.get("train_size")]
     tasks = args.tasks.split(",") if args.tasks else cfg["tasks"]
@@ -154,6 +154,9 @@ def main(argv=None) -> int:
         fp_path = out / f"fp_{task}.npz"
         if fp_path.exists():
             fp = load_fingerprint(fp_path)
+            if fp.slopes is None:  # made before the slope agreement: add the target's slopes, points unchanged
+                fp = with_slopes(fp, target)
+                save_fingerprint(fp, fp_path)
         else:
             fp = registry.build("tafa", task=task, seed=cfg["seed"], progress=not args.quiet).generate(target, cfg["n"])
             fp.metadata["command"] = "python " + " ".join(sys.argv)
@@ -183,7 +186,9 @@ def main(argv=None) -> int:
             "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). Three statistics, higher = more likely a "
             "copy (`ipguard_tf/tafa/statistic.py`): the bend rate (the registry's, chosen before the first run; "
             "default threshold 0.62, binomial(100, 1/2)'s one-sided 1 % point), the scaled bend rate and the output "
-            "agreement (both chosen after the bend rate did not separate, before either ran).\n",
+            "agreement (both chosen after the bend rate did not separate, before either ran), the output "
+            "correlation and the slope agreement (both chosen after those three did not separate, before either "
+            "ran).\n",
             "## Per task\n",
             markdown_table([[s["task"], s["statistic"], s["points"], s["rejected"], f"{s['median_walk']:.4f}",
                              f"{s['target_rate']:.2f}",

@@ -43,6 +43,7 @@ OPTIONAL_FIELDS = {
     "neuron": np.int64,  # TAFA: the neuron whose pre-activation is 0 at x (index over all hidden ReLUs)
     "layer": np.int64,  # TAFA: that neuron's ReLU layer
     "pattern": np.uint8,  # TAFA: the activation pattern of the control's region, bit-packed (n, bytes)
+    "slopes": np.float32,  # TAFA: the target's one-sided slopes along the normal at x, (n, 2 D) (tafa.statistic)
 }
 
 #: tasks a fingerprinted model may have (metadata ``task``; files without one are classifiers'); only a
@@ -73,6 +74,7 @@ class Fingerprint:
     neuron: Optional[np.ndarray] = None
     layer: Optional[np.ndarray] = None
     pattern: Optional[np.ndarray] = None
+    slopes: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         for name, dt in POINT_FIELDS.items():
@@ -82,6 +84,8 @@ class Fingerprint:
                 setattr(self, name, np.asarray(getattr(self, name), dtype=dt))
         if self.outputs is not None and self.outputs.ndim != 2:
             raise ValueError(f"fingerprint field 'outputs' has shape {self.outputs.shape}, expected (n, C)")
+        if self.slopes is not None and self.slopes.ndim != 2:
+            raise ValueError(f"fingerprint field 'slopes' has shape {self.slopes.shape}, expected (n, 2 D)")
         for name in ("control", "normal"):
             a = getattr(self, name)
             if a is not None and a.shape != self.x.shape:
@@ -168,7 +172,7 @@ def check_points(fp: Fingerprint) -> str:
     domain = fp.metadata.get("input_range", [0.0, 1.0])  # None: unbounded (a generator's latent space)
     if domain is not None and (fp.x.min() < domain[0] or fp.x.max() > domain[1]):
         return f"points lie in [{fp.x.min():.4g}, {fp.x.max():.4g}], outside [{domain[0]:g}, {domain[1]:g}]"
-    for name in ("control", "normal", "outputs"):
+    for name in ("control", "normal", "outputs", "slopes"):
         a = getattr(fp, name)
         if a is not None and not np.all(np.isfinite(a)):
             return f"{name} contain NaN or infinite values"

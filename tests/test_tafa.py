@@ -149,6 +149,20 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
     assert output_agreement(f_t, xs, outs) == 1.0
     assert output_agreement(keras_outputs(negative), xs, outs) < output_agreement(keras_outputs(positive), xs, outs)
     assert 0.0 <= scaled_bend_rate(keras_outputs(negative), xs, cs, ns) <= 1.0
+    # the scale-free statistics: the target scores 1, the fine-tuned copy above the independent model
+    from ipguard_tf.tafa.statistic import one_sided_slopes, output_correlation, slope_agreement
+
+    slopes = one_sided_slopes(f_t, xs, ns)
+    assert slopes.shape == (len(xs), 6)
+    assert slope_agreement(f_t, xs, ns, slopes) == pytest.approx(1.0)
+    assert output_correlation(f_t, xs, outs) == pytest.approx(1.0)
+    for stat in (lambda g: slope_agreement(g, xs, ns, slopes), lambda g: output_correlation(g, xs, outs)):
+        p_, n_ = stat(keras_outputs(positive)), stat(keras_outputs(negative))
+        assert 0.0 <= n_ < p_ <= 1.0, (p_, n_)
+    flat = lambda z: np.zeros((len(z), 3), np.float32)  # noqa: E731 - a constant model: no slope, no variation
+    assert slope_agreement(flat, xs, ns, slopes) == 0.0 and output_correlation(flat, xs, outs) == 0.0
+    with pytest.raises(Exception):
+        slope_agreement(f_t, xs, ns, slopes[:, :3])
 
 
 def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
@@ -178,6 +192,16 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     assert np.array_equal(back.normal, fp.normal) and np.array_equal(back.pattern, fp.pattern)
     r = verify(back, gen)
     assert r.statistic == "bend_rate" and r.value == 1.0 and r.verdict == 1
+    assert back.slopes.shape == (30, 32) and np.array_equal(back.slopes, fp.slopes)
+    from ipguard_tf.methods.tafa import verify_all, with_slopes
+
+    own = verify_all(back, gen)
+    assert own["slope_agreement"] == pytest.approx(1.0) and own["output_correlation"] == pytest.approx(1.0)
+    import dataclasses
+
+    old = dataclasses.replace(back, slopes=None)  # a file made before the slopes existed
+    assert "slope_agreement" not in verify_all(old, gen)
+    assert np.allclose(with_slopes(old, gen).slopes, fp.slopes, atol=1e-5)
     keras.utils.set_random_seed(9)
     inp2 = keras.Input((8,))
     h2 = keras.layers.Dense(32, activation="relu")(inp2)
@@ -224,10 +248,13 @@ def test_experiment_script_on_its_tiny_config(tmp_path):
     with open(tmp_path / "summary.csv") as fh:
         summary = {(r["task"], r["statistic"]): r for r in csv.DictReader(fh)}
     assert set(summary) == {(t, s) for t in ("generator", "regressor")
-                            for s in ("bend_rate", "scaled_bend_rate", "output_agreement")}
+                            for s in ("bend_rate", "scaled_bend_rate", "output_agreement", "output_correlation",
+                                      "slope_agreement")}
     # the target agrees with itself at every point, and bends more at each kept point than at its control
     assert all(float(summary[(t, s)]["target_rate"]) == 1.0 for t in ("generator", "regressor")
                for s in ("bend_rate", "output_agreement"))
+    assert all(abs(float(summary[(t, s)]["target_rate"]) - 1.0) < 1e-6 for t in ("generator", "regressor")
+               for s in ("output_correlation", "slope_agreement"))
     with open(tmp_path / "rates.csv") as fh:
         rates = list(csv.DictReader(fh))
     assert {r["role"] for r in rates} == {"positive", "negative"}

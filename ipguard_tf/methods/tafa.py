@@ -61,7 +61,7 @@ class TAFA(FingerprintMethod):
         """``n`` boundary points of ``model`` (training data, if given, is not used: TAFA needs none)."""
         from ..tafa.boundary import find_boundary_points
         from ..tafa.probe import ReluProbe
-        from ..tafa.statistic import keras_outputs, second_difference
+        from ..tafa.statistic import keras_outputs, one_sided_slopes, second_difference
         from ..zoo.builder import content_sha256
 
         km = keras_model_of(model)
@@ -132,7 +132,29 @@ class TAFA(FingerprintMethod):
                            iterations=np.full(m, 0, np.int64), objective=distance, converged=np.ones(m, bool),
                            distortion=np.linalg.norm((x - a["control"]).reshape(m, -1), axis=1), metadata=meta,
                            outputs=outputs, control=a["control"], normal=a["normal"], neuron=a["neuron"],
-                           layer=a["layer"], pattern=a["pattern"])
+                           layer=a["layer"], pattern=a["pattern"],
+                           slopes=one_sided_slopes(f, x, a["normal"], self.epsilon))
+
+
+def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
+    """``fingerprint`` with the target's one-sided slopes (:func:`~ipguard_tf.tafa.statistic.one_sided_slopes`,
+    the fingerprint's epsilon) added, for files made before the slope agreement existed; the points and every
+    other record are unchanged, and the target must be the fingerprinted model (its content hash is checked)."""
+    import dataclasses
+
+    from ..tafa.statistic import keras_outputs, one_sided_slopes
+    from ..zoo.builder import content_sha256
+
+    if fingerprint.slopes is not None:
+        return fingerprint
+    km = keras_model_of(target)
+    want = fingerprint.metadata.get("target", {}).get("weights_sha256")
+    if want is not None and content_sha256(km) != want:
+        raise ModelError("the model given is not the fingerprinted target (its weights' hash differs)")
+    eps = float(fingerprint.metadata.get("epsilon", C.TAFA_EPSILON))
+    meta = dict(fingerprint.metadata, slopes_added=utc_now())
+    return dataclasses.replace(fingerprint, metadata=meta, sha256=None,
+                               slopes=one_sided_slopes(keras_outputs(km), fingerprint.x, fingerprint.normal, eps))
 
 
 def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512):
@@ -162,14 +184,21 @@ def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 51
 
 def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> Dict[str, float]:
     """Every TAFA statistic of the suspect (:mod:`ipguard_tf.tafa.statistic`): ``bend_rate`` (the registry's),
-    ``scaled_bend_rate`` and ``output_agreement``."""
-    from ..tafa.statistic import bend_rate, output_agreement, scaled_bend_rate
+    ``scaled_bend_rate``, ``output_agreement``, ``output_correlation`` and, where the fingerprint holds the
+    target's slopes (files made since they exist, or :func:`with_slopes`), ``slope_agreement``."""
+    from ..tafa.statistic import (bend_rate, output_agreement, output_correlation, scaled_bend_rate,
+                                  slope_agreement)
 
     f = suspect_outputs(fingerprint, suspect, batch_size)
     fp = fingerprint
-    return {"bend_rate": bend_rate(f, fp.x, fp.control, fp.normal, float(fp.metadata.get("epsilon", 1e-2))),
-            "scaled_bend_rate": scaled_bend_rate(f, fp.x, fp.control, fp.normal),
-            "output_agreement": output_agreement(f, fp.x, fp.outputs, fp.metadata.get("task") == "classifier")}
+    eps = float(fp.metadata.get("epsilon", C.TAFA_EPSILON))
+    out = {"bend_rate": bend_rate(f, fp.x, fp.control, fp.normal, eps),
+           "scaled_bend_rate": scaled_bend_rate(f, fp.x, fp.control, fp.normal),
+           "output_agreement": output_agreement(f, fp.x, fp.outputs, fp.metadata.get("task") == "classifier"),
+           "output_correlation": output_correlation(f, fp.x, fp.outputs)}
+    if fp.slopes is not None:
+        out["slope_agreement"] = slope_agreement(f, fp.x, fp.normal, fp.slopes, eps)
+    return out
 
 
 def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
