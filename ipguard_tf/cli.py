@@ -400,7 +400,7 @@ def cmd_verify(args) -> int:
                 results.append(r)
                 roles.append(rec["role"])
                 del model
-        elif statistic_of(fp).name == "bend_rate":  # TAFA: the suspect's raw outputs, whatever its task
+        elif statistic_of(fp).task_agnostic:  # TAFA: the suspect's raw outputs, whatever its task
             from .models import load_model_file
 
             results.append(verify(fp, load_model_file(s, unsafe=args.unsafe), args.threshold, name=s,

@@ -43,9 +43,11 @@ from .constants import (
     INIT_STRATEGIES,
     LABEL_STRATEGIES,
     MAX_ITERATIONS,
+    TAFA_CORRELATION_THRESHOLD,
     TAFA_DEFAULT_THRESHOLD,
     TAFA_EPSILON,
     TAFA_REACH,
+    TAFA_STATISTICS,
     TAFA_TASKS,
 )
 from .errors import ParameterError
@@ -152,6 +154,9 @@ class Statistic:
     default_threshold: float
     #: verification needs the suspect's class scores (not only labels), and the fingerprint the target's
     needs_scores: bool = False
+    #: computed on the suspect's raw outputs, whatever its task (TAFA's; :func:`ipguard_tf.methods.tafa.
+    #: verify_statistic`), not through the classifier adapter
+    task_agnostic: bool = False
 
 
 #: IPGuard's statistic (paper Section 4.1): the fraction of fingerprint points the suspect labels the same way
@@ -165,9 +170,14 @@ SAC_DISTANCE = Statistic("sac_distance", "SAC distance", False, SAC_DEFAULT_THRE
 
 #: TAFA's statistic (reconstruction; :mod:`ipguard_tf.tafa.statistic`): the fraction of fingerprint points where
 #: the suspect's output bends more than at the point's control; higher = more likely a copy; any output shape
-BEND_RATE = Statistic("bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, needs_scores=True)
+BEND_RATE = Statistic("bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, needs_scores=True, task_agnostic=True)
 
-STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE, BEND_RATE)}
+#: TAFA's default statistic (reconstruction; :func:`ipguard_tf.tafa.statistic.output_correlation`): Pearson's r of
+#: the target's and the suspect's outputs at the points, each output centred; higher = more likely a copy
+OUTPUT_CORRELATION = Statistic("output_correlation", "output correlation", True, TAFA_CORRELATION_THRESHOLD,
+                               needs_scores=True, task_agnostic=True)
+
+STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE, BEND_RATE, OUTPUT_CORRELATION)}
 
 
 def common_params(init: str = DEFAULT_INIT) -> Tuple[Param, ...]:
@@ -410,9 +420,11 @@ register(MethodSpec(
               help="longest walk from a start to a region boundary (input units)"),
         Param("epsilon", float, TAFA_EPSILON, minimum=0.0, strict=True, cli="--tafa-epsilon",
               help="half-width of the segment the output's bend is measured on"),
+        Param("statistic", str, TAFA_STATISTICS[0], choices=TAFA_STATISTICS, cli="--tafa-statistic",
+              help="the statistic the fingerprint is verified by (recorded in the file)"),
         Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
               help="starts searched together", shown="128"),
     ),
-    statistic=BEND_RATE, needs_logits=False, sweep_strategies=("-",), task_agnostic=True,
+    statistic=OUTPUT_CORRELATION, needs_logits=False, sweep_strategies=("-",), task_agnostic=True,
     summary="reconstruction of TAFA (Pan et al. 2021): points on the target's linear-region boundaries, any "
             "ReLU network and task"))

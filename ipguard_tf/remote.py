@@ -388,6 +388,9 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
                                sac_distance, statistic_of)
 
     stat = statistic_of(fp)
+    if stat.task_agnostic:
+        raise RemoteError(f"{stat.display} reads a model's raw outputs (TAFA); verify a TAFA fingerprint against "
+                          "a model file, not a prediction API")
     threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
     n = len(fp)
     if n == 0:

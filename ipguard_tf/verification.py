@@ -199,11 +199,11 @@ def verify(fingerprint: Fingerprint, suspect: Any, threshold: Optional[float] = 
 
     stat = statistic_of(fingerprint)
     threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
-    if stat.name == "bend_rate":  # TAFA: the suspect's raw outputs, any task
-        from .methods.tafa import verify_bend_rate
+    if stat.task_agnostic:  # TAFA: the suspect's raw outputs, any task
+        from .methods.tafa import verify_statistic
 
         who = name or getattr(suspect, "name", None) or str(suspect)
-        value = verify_bend_rate(fingerprint, suspect, batch_size or 512)
+        value = verify_statistic(fingerprint, suspect, batch_size or 512)
         return Verification.of_statistic(who, stat, value, len(fingerprint), threshold)
     clf = as_classifier(suspect, **adapter_kw)
     who = name or clf.name

@@ -24,7 +24,7 @@ def test_the_methods_are_registered_in_report_order():
         "sac-m": None, "sac-w": None, "tafa": None}
     assert {s.name: s.statistic for s in registry.specs()} == {
         **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard", "cae")},
-        "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE, "tafa": registry.BEND_RATE}
+        "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE, "tafa": registry.OUTPUT_CORRELATION}
     assert [s.name for s in registry.specs() if s.task_agnostic] == ["tafa"]
     assert registry.SAC_DISTANCE.higher_is_copy is False and registry.MATCHING_RATE.higher_is_copy is True
 

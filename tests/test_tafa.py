@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ipguard_tf.errors import ModelError
+from ipguard_tf.errors import ModelError, ParameterError
 
 
 def _mlp(seed=0, out=3, out_act=None):
@@ -191,7 +191,17 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     back = load_fingerprint(tmp_path / "fp.npz")
     assert np.array_equal(back.normal, fp.normal) and np.array_equal(back.pattern, fp.pattern)
     r = verify(back, gen)
+    assert r.statistic == "output_correlation" and r.value == pytest.approx(1.0) and r.verdict == 1
+    by_bend = registry.build("tafa", task="generator", seed=1, reach=3.0, statistic="bend_rate").generate(gen, 30)
+    assert np.array_equal(by_bend.x, fp.x)  # the statistic changes how points are verified, not which
+    r = verify(by_bend, gen)
     assert r.statistic == "bend_rate" and r.value == 1.0 and r.verdict == 1
+    with pytest.raises(ParameterError):
+        registry.build("tafa", statistic="matching_rate")
+    from ipguard_tf.remote import RemoteError, verify_remote
+
+    with pytest.raises(RemoteError, match="raw outputs"):
+        verify_remote(back, None)
     assert back.slopes.shape == (30, 32) and np.array_equal(back.slopes, fp.slopes)
     from ipguard_tf.methods.tafa import verify_all, with_slopes
 
@@ -206,7 +216,7 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     inp2 = keras.Input((8,))
     h2 = keras.layers.Dense(32, activation="relu")(inp2)
     other = keras.Model(inp2, keras.layers.Dense(16)(keras.layers.Dense(32, activation="relu")(h2)))
-    assert verify(back, other).value < 0.8
+    assert verify(by_bend, other).value < 0.8
     inp3 = keras.Input((8,))
     with pytest.raises(ModelError, match="values"):
         verify(back, keras.Model(inp3, keras.layers.Dense(5)(inp3)))
@@ -230,6 +240,14 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
                  "--n", "20", "--out", str(out), "--no-checkpoint"]) == 0
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["statistic"] == "output_correlation" and rows[0]["value"] == pytest.approx(1.0)
+    assert rows[0]["verdict"] == 1 and rows[0]["threshold"] == 0.6
+    assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
+                 "--n", "20", "--out", str(tmp_path / "fp2.npz"), "--no-checkpoint", "--tafa-statistic",
+                 "bend_rate"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp2.npz"), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["statistic"] == "bend_rate" and rows[0]["value"] == 1.0
 

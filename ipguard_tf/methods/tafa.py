@@ -113,7 +113,7 @@ class TAFA(FingerprintMethod):
         params = self.params()
         params["batch_size"] = self.batch_size or _DEFAULT_BATCH
         meta = {
-            "method": self.name, "statistic": self.spec.statistic.name, "params": params, "strategy": "-",
+            "method": self.name, "statistic": self.statistic, "params": params, "strategy": "-",
             "task": self.task, "n": m, "n_requested": n, "n_converged": m, "dataset": dataset,
             "input_shape": list(probe.input_shape), "input_range": None if domain is None else list(domain),
             "output_size": int(outputs.shape[1]), "epsilon": self.epsilon, "rounds": rounds,
@@ -201,13 +201,22 @@ def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) ->
     return out
 
 
-def verify_bend_rate(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
-    """The suspect's bend rate on a TAFA fingerprint (:func:`~ipguard_tf.tafa.statistic.bend_rate`); ``suspect``
-    as :func:`suspect_outputs` takes it."""
-    from ..tafa.statistic import bend_rate
+def verify_statistic(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> float:
+    """The suspect's value of the statistic the TAFA fingerprint is verified by (its metadata's ``statistic``:
+    :func:`~ipguard_tf.tafa.statistic.output_correlation` or :func:`~ipguard_tf.tafa.statistic.bend_rate`);
+    ``suspect`` as :func:`suspect_outputs` takes it."""
+    from ..tafa.statistic import bend_rate, output_correlation
 
-    if fingerprint.control is None or fingerprint.normal is None:
-        raise ModelError("the fingerprint holds no TAFA controls and normals; it was not made by TAFA")
-    f = suspect_outputs(fingerprint, suspect, batch_size)
-    return bend_rate(f, fingerprint.x, fingerprint.control, fingerprint.normal,
-                     float(fingerprint.metadata.get("epsilon", 1e-2)))
+    name = fingerprint.metadata.get("statistic")
+    if name == "bend_rate":
+        if fingerprint.control is None or fingerprint.normal is None:
+            raise ModelError("the fingerprint holds no TAFA controls and normals; it was not made by TAFA")
+        f = suspect_outputs(fingerprint, suspect, batch_size)
+        return bend_rate(f, fingerprint.x, fingerprint.control, fingerprint.normal,
+                         float(fingerprint.metadata.get("epsilon", C.TAFA_EPSILON)))
+    if name == "output_correlation":
+        if fingerprint.outputs is None:
+            raise ModelError("the fingerprint holds no target outputs; it was not made by TAFA")
+        return output_correlation(suspect_outputs(fingerprint, suspect, batch_size), fingerprint.x,
+                                  fingerprint.outputs)
+    raise ModelError(f"a TAFA fingerprint is verified by one of {', '.join(C.TAFA_STATISTICS)}, not {name!r}")

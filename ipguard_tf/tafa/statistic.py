@@ -169,4 +169,4 @@ def output_correlation(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray
     if s.shape != t.shape:
         raise ParameterError(f"suspect outputs of shape {s.shape[1:]} against the target's {t.shape[1:]}")
     a, b = (t - t.mean(0)).reshape(1, -1), (s - s.mean(0)).reshape(1, -1)
-    return float(max(_cosines(a, b)[0], 0.0))
+    return float(np.clip(_cosines(a, b)[0], 0.0, 1.0))
