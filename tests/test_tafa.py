@@ -267,12 +267,12 @@ def test_experiment_script_on_its_tiny_config(tmp_path):
         summary = {(r["task"], r["statistic"]): r for r in csv.DictReader(fh)}
     assert set(summary) == {(t, s) for t in ("generator", "regressor")
                             for s in ("bend_rate", "scaled_bend_rate", "output_agreement", "output_correlation",
-                                      "slope_agreement")}
+                                      "slope_agreement", "output_correlation_at_starts")}
     # the target agrees with itself at every point, and bends more at each kept point than at its control
     assert all(float(summary[(t, s)]["target_rate"]) == 1.0 for t in ("generator", "regressor")
                for s in ("bend_rate", "output_agreement"))
     assert all(abs(float(summary[(t, s)]["target_rate"]) - 1.0) < 1e-6 for t in ("generator", "regressor")
-               for s in ("output_correlation", "slope_agreement"))
+               for s in ("output_correlation", "slope_agreement", "output_correlation_at_starts"))
     with open(tmp_path / "rates.csv") as fh:
         rates = list(csv.DictReader(fh))
     assert {r["role"] for r in rates} == {"positive", "negative"}
