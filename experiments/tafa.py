@@ -211,7 +211,7 @@ def main(argv=None) -> int:
             f"Made by `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}` (config, seed, versions and "
             "machine in `run.json`). **A reconstruction** of TAFA (Pan et al. 2021): the seed holds only the paper's "
             "abstract, notes, references and appendix, and no code is public; what was chosen is in "
-            "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). Three statistics, higher = more likely a "
+            "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). Five statistics, higher = more likely a "
             "copy (`ipguard_tf/tafa/statistic.py`): the bend rate (chosen before the first run; default threshold "
             "0.62, binomial(100, 1/2)'s one-sided 1 % point), the scaled bend rate and the output agreement (both "
             "chosen after the bend rate did not separate, before either ran), the output correlation and the "
