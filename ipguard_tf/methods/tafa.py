@@ -183,7 +183,7 @@ def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 51
 
 
 def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> Dict[str, float]:
-    """Every TAFA statistic of the suspect (:mod:`ipguard_tf.tafa.statistic`): ``bend_rate`` (the registry's),
+    """Every TAFA statistic of the suspect (:mod:`ipguard_tf.tafa.statistic`): ``bend_rate``,
     ``scaled_bend_rate``, ``output_agreement``, ``output_correlation`` and, where the fingerprint holds the
     target's slopes (files made since they exist, or :func:`with_slopes`), ``slope_agreement``."""
     from ..tafa.statistic import (bend_rate, output_agreement, output_correlation, scaled_bend_rate,
