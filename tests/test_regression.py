@@ -15,6 +15,9 @@ Tolerances (stated once here):
   reference was made on this platform the points hash and every rate must be equal; on any other machine every
   matching rate is within the tolerance measured between two CPUs (experiments/results/cross_machine: the
   largest difference over all 24 IPGuard runs and 35 stored suspects, Intel Xeon vs AMD EPYC).
+* TAFA (reconstructed, no published numbers): each committed summary recomputed from its rates.csv (4 decimals
+  there: AUC and ARUC within 0.02, gap within 1e-4, robustness/uniqueness exact), and the held-out prediction
+  fixed before that run.
 """
 
 import json
