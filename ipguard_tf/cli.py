@@ -300,7 +300,8 @@ def cmd_extract(args) -> int:
     digest = save_fingerprint(fp, args.out)
     if ckpt is not None:
         Path(ckpt).unlink(missing_ok=True)
-    print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}-{method.strategy}, "
+    print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}"
+          f"{'' if method.strategy == '-' else '-' + method.strategy}, "
           f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
     return 0
 
@@ -441,7 +442,7 @@ def cmd_verify(args) -> int:
             pv = [("p-value (H0: independent)", "p", "{}")]
         print(format_table(rows, cols + [(stat, "value", fmt)] + ci + pv + [("verdict", "verdict", "{}")]))
         if results:
-            rule = ">=" if stat == "matching_rate" else "<="
+            rule = ">=" if registry.STATISTICS[stat].higher_is_copy else "<="
             print(f"threshold {results[0].threshold:g}, {threshold_source} ({stat} {rule} threshold: verdict 1 = "
                   "verified as a copy of the fingerprinted model)")
             if cal is not None:

@@ -243,6 +243,8 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["statistic"] == "output_correlation" and rows[0]["value"] == pytest.approx(1.0)
     assert rows[0]["verdict"] == 1 and rows[0]["threshold"] == 0.6
+    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras")]) == 0
+    assert "output_correlation >= threshold: verdict 1" in capsys.readouterr().out  # higher = copy
     assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
                  "--n", "20", "--out", str(tmp_path / "fp2.npz"), "--no-checkpoint", "--tafa-statistic",
                  "bend_rate"]) == 0
