@@ -245,6 +245,10 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     assert rows[0]["verdict"] == 1 and rows[0]["threshold"] == 0.6
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras")]) == 0
     assert "output_correlation >= threshold: verdict 1" in capsys.readouterr().out  # higher = copy
+    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--report",
+                 str(tmp_path / "report.html")]) == 0
+    report = (tmp_path / "report.html").read_text()
+    assert "TAFA, reconstructed" in report and "labels many of them" not in report
     assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
                  "--n", "20", "--out", str(tmp_path / "fp2.npz"), "--no-checkpoint", "--tafa-statistic",
                  "bend_rate"]) == 0
