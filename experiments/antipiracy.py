@@ -86,6 +86,25 @@ def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dic
     return res
 
 
+def attacks_cached(cfg, out: Path, arch: str, recs: dict) -> bool:
+    """Whether every attack on ``arch``'s three protected models is already in the cache (reporting it costs
+    nothing, so a run restricted to other architectures still reports it)."""
+    names = ["direct.json", "raw_classes.json", "input_only.json"] + [f"pair_{f:g}.json" for f in cfg["pair_fractions"]]
+    return all((out / "cache" / f"{arch}_{t}_{recs[(arch, t)]['model_sha256'][:12]}" / n).exists()
+               for t in TRANSFORMS[1:] for n in names)
+
+
+def run_history(out: Path, record: dict) -> dict:
+    """``record`` with the earlier runs' records (from an existing run.json) kept under ``previous_runs``: a run
+    restricted to some architectures must not erase the record of the run that trained the others."""
+    f = out / "run.json"
+    if f.exists():
+        old = json.loads(f.read_text())
+        earlier = old.pop("previous_runs", [])
+        record = {**record, "previous_runs": earlier + [old]}
+    return record
+
+
 def _pct(v):
     return None if v is None else round(100 * v, 2)
 
@@ -156,8 +175,9 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
     missing = [f"{a} {t}" for a in cfg["architectures"] for t in TRANSFORMS if (a, t) not in recs]
     text = [
         "# Anti-piracy transform on Fashion-MNIST (Chen & Wu 2018; issue 17)\n",
-        f"Made by `{command}` (config, seed, versions and machine in `run.json`; each model's `train.json` and "
-        "each attack's cached result were made by the run that trained or attacked it). Published numbers: "
+        f"Written by `{command}` (config, seed, versions and machine in `run.json`, with the records of earlier "
+        "runs restricted to other architectures under `previous_runs`; each model's `train.json` and each "
+        "attack's cached result were made by the run that trained or attacked it). Published numbers: "
         "`experiments/published/antipiracy_slides.json` (the slides, `../shared/papers/004_*`). Settings the "
         "slides leave open are the defaults of `ipguard_tf.constants` (ANTIPIRACY_*), chosen before any run: "
         "sigma = 0.1, p = 0.1, generator 5x5x16 conv + 1x1 bottleneck, alpha = beta = 1, gamma = 0.01, Adam 1e-3, "
@@ -222,12 +242,13 @@ def main(argv=None) -> int:
                 recs[(arch, t)] = json.loads(f.read_text())
     attacks = {}
     for arch in cfg["attack_architectures"]:
-        if all((arch, t) in recs for t in TRANSFORMS[1:]) and (arch in archs or args.report_only):
+        if all((arch, t) in recs for t in TRANSFORMS[1:]) and (arch in archs or args.report_only
+                                                               or attacks_cached(cfg, out, arch, recs)):
             attacks[arch] = attack_all(cfg, ds, out, arch, recs, not args.quiet)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]) if argv is None else ""
     report(cfg, out, recs, attacks, json.loads(PUBLISHED.read_text()), command)
     if not args.report_only or not (out / "run.json").exists():  # a report-only run trains nothing: the
-        write_json(out / "run.json", run_record(cfg))  # record of the run that did stays
+        write_json(out / "run.json", run_history(out, run_record(cfg)))  # record of the run that did stays
     print(f"wrote {out}/README.md ({len(recs)} models, attacks on {', '.join(attacks) or 'none yet'})")
     return 0
 

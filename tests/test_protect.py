@@ -294,6 +294,12 @@ def test_experiment_script_composes_and_resumes(tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json") if "cache" in p.parts or p.name == "train.json"}
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+    # the second run's record keeps the first's; every attack is cached, so any run reports it
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert len(run["previous_runs"]) == 1 and "previous_runs" not in run["previous_runs"][0]
+    recs = {(a, t): json.loads((tmp_path / "models" / f"{a}_{t}" / "train.json").read_text())
+            for a in ["simple_cnn"] for t in exp.TRANSFORMS}
+    assert exp.attacks_cached(json.loads(Path(cfg).read_text()), tmp_path, "simple_cnn", recs)
 
 
 def test_cli_trains_the_baseline(tmp_path, capsys):
