@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .io_utils import atomic_write_bytes
+from .registry import MATCHING_RATE, STATISTICS
 
 _CSS = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:left}
@@ -97,24 +98,6 @@ def _row(r, role: Optional[str]) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-#: what the report says was done, per statistic (the fingerprint's metadata ``statistic``)
-_INTRO = {
-    "matching_rate": "A suspect model was queried on the fingerprint's points (IPGuard, Cao, Jia &amp; Gong, "
-                     "AsiaCCS 2021: data points near the fingerprinted model's classification boundary). A suspect "
-                     "that labels many of them as the fingerprinted model does is verified as a copy of it.",
-    "sac_distance": "A suspect model was queried on the fingerprint's samples (SAC, Guan et al. 2022). A suspect "
-                    "whose outputs correlate among the samples as the fingerprinted model's do (a small distance "
-                    "between the two correlation matrices) is verified as a copy of it.",
-    "bend_rate": "A suspect model was queried at the fingerprint's points (TAFA, reconstructed: points on the "
-                 "boundaries of the fingerprinted ReLU network's linear regions). A suspect whose output bends at "
-                 "many of them, more than at their controls, is verified as a copy of it.",
-    "output_correlation": "A suspect model was queried at the fingerprint's points (TAFA, reconstructed: random "
-                          "inputs moved onto the boundaries of the fingerprinted ReLU network's linear regions). A "
-                          "suspect whose outputs there vary from point to point as the fingerprinted model's do "
-                          "(Pearson's r of the centred outputs) is verified as a copy of it.",
-}
-
-
 def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Optional[str]], *,
                    calibration: Any = None, summary: Optional[Dict[str, Any]] = None, command: str = "",
                    threshold_source: str = "") -> str:
@@ -143,7 +126,7 @@ def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Opt
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Ownership report</title>"
              f"<style>{_CSS}</style></head><body>",
              "<h1>Model ownership report</h1>",
-             f"<p>{_INTRO.get(meta.get('statistic', 'matching_rate'), _INTRO['matching_rate'])}</p>",
+             f"<p>{html.escape(STATISTICS.get(meta.get('statistic'), MATCHING_RATE).explanation, quote=False)}</p>",
              "<h2>What was checked</h2><table>",
              *[f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts], "</table>"]
     if calibration is not None:

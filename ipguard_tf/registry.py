@@ -157,25 +157,44 @@ class Statistic:
     #: computed on the suspect's raw outputs, whatever its task (TAFA's; :func:`ipguard_tf.methods.tafa.
     #: verify_statistic`), not through the classifier adapter
     task_agnostic: bool = False
+    #: what a verification by this statistic did, in a person's words (plain text; the ownership report's opening)
+    explanation: str = ""
 
 
 #: IPGuard's statistic (paper Section 4.1): the fraction of fingerprint points the suspect labels the same way
 #: (:func:`ipguard_tf.verification.matching_rate`)
-MATCHING_RATE = Statistic("matching_rate", "matching rate", True, DEFAULT_THRESHOLD)
+MATCHING_RATE = Statistic(
+    "matching_rate", "matching rate", True, DEFAULT_THRESHOLD,
+    explanation="A suspect model was queried on the fingerprint's points (IPGuard, Cao, Jia & Gong, AsiaCCS 2021: "
+                "data points near the fingerprinted model's classification boundary). A suspect that labels many of "
+                "them as the fingerprinted model does is verified as a copy of it.")
 
 #: SAC's statistic (Guan et al. 2022): mean absolute difference of the suspect's and the target's sample
 #: correlation matrices (:func:`ipguard_tf.verification.sac_distance`); lower = more likely a copy; default
 #: threshold :data:`~ipguard_tf.constants.SAC_DEFAULT_THRESHOLD`.
-SAC_DISTANCE = Statistic("sac_distance", "SAC distance", False, SAC_DEFAULT_THRESHOLD, needs_scores=True)
+SAC_DISTANCE = Statistic(
+    "sac_distance", "SAC distance", False, SAC_DEFAULT_THRESHOLD, needs_scores=True,
+    explanation="A suspect model was queried on the fingerprint's samples (SAC, Guan et al. 2022). A suspect whose "
+                "outputs correlate among the samples as the fingerprinted model's do (a small distance between the "
+                "two correlation matrices) is verified as a copy of it.")
 
 #: TAFA's statistic (reconstruction; :mod:`ipguard_tf.tafa.statistic`): the fraction of fingerprint points where
 #: the suspect's output bends more than at the point's control; higher = more likely a copy; any output shape
-BEND_RATE = Statistic("bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, needs_scores=True, task_agnostic=True)
+BEND_RATE = Statistic(
+    "bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, needs_scores=True, task_agnostic=True,
+    explanation="A suspect model was queried at the fingerprint's points (TAFA, reconstructed: points on the "
+                "boundaries of the fingerprinted ReLU network's linear regions). A suspect whose output bends at many "
+                "of them, more than at their controls, is verified as a copy of it.")
 
 #: TAFA's default statistic (reconstruction; :func:`ipguard_tf.tafa.statistic.output_correlation`): Pearson's r of
 #: the target's and the suspect's outputs at the points, each output centred; higher = more likely a copy
-OUTPUT_CORRELATION = Statistic("output_correlation", "output correlation", True, TAFA_CORRELATION_THRESHOLD,
-                               needs_scores=True, task_agnostic=True)
+OUTPUT_CORRELATION = Statistic(
+    "output_correlation", "output correlation", True, TAFA_CORRELATION_THRESHOLD, needs_scores=True,
+    task_agnostic=True,
+    explanation="A suspect model was queried at the fingerprint's points (TAFA, reconstructed: random inputs moved "
+                "onto the boundaries of the fingerprinted ReLU network's linear regions). A suspect whose outputs "
+                "there vary from point to point as the fingerprinted model's do (Pearson's r of the centred outputs) "
+                "is verified as a copy of it.")
 
 STATISTICS = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE, BEND_RATE, OUTPUT_CORRELATION)}
 

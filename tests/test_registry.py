@@ -110,6 +110,13 @@ def _midpoint_class():
     return Midpoints
 
 
+def test_every_statistic_explains_itself():
+    """The ownership report opens with the fingerprint's statistic's own explanation: each registered statistic
+    has one, and none borrows another's (a missing one once made SAC and TAFA reports describe IPGuard)."""
+    texts = [s.explanation for s in registry.STATISTICS.values()]
+    assert all(texts) and len(set(texts)) == len(texts)
+
+
 def test_adding_a_method_is_one_registration(monkeypatch, tiny_model, tiny_data, tmp_path):
     import sys
 
