@@ -61,6 +61,21 @@ def train_all(cfg, ds, out: Path, archs, progress: bool) -> None:
                     settings=ProtectSettings(epochs=epochs) if epochs else None, progress=progress)
 
 
+def _cache_dir(out: Path, arch: str, transform: str, recs: dict) -> Path:
+    """Where the attacks on one trained model are cached: keyed by its SHA-256, so a retrained model gets a new
+    cache."""
+    return out / "cache" / f"{arch}_{transform}_{recs[(arch, transform)]['model_sha256'][:12]}"
+
+
+#: one model's attack results other than the pair attack's, each cached in its own ``NAME.json`` (the pair attack
+#: adds one file per fraction, :func:`_pair_file`)
+_ATTACKS = ("direct", "raw_classes", "input_only")
+
+
+def _pair_file(fraction: float) -> str:
+    return f"pair_{fraction:g}.json"
+
+
 def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dict:
     from ipguard_tf.protect.api import load_protected
     from ipguard_tf.protect.threats import direct_piracy, input_only_attack, pair_attack, raw_class_counts
@@ -69,29 +84,28 @@ def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dic
     for t in TRANSFORMS[1:]:
         folder = out / "models" / f"{arch}_{t}"
         model, transform, _ = load_protected(folder / "model.keras", folder / "key.npz")
-        c = out / "cache" / f"{arch}_{t}_{recs[(arch, t)]['model_sha256'][:12]}"  # a retrained model: new cache
+        c = _cache_dir(out, arch, t, recs)
         params = transform.params()
         sigma, p = params.get("sigma", cfg["input_only_sigma"]), params.get("p", cfg["input_only_p"])
-        res[t] = {
-            "direct": _cached(c / "direct.json", lambda: {"accuracy": direct_piracy(model, ds.x_test, ds.y_test)}),
-            "raw_classes": _cached(c / "raw_classes.json", lambda: raw_class_counts(model, ds.x_test,
-                                                                                  ds.num_classes)),
-            "input_only": _cached(c / "input_only.json", lambda: {"sigma": sigma, "p": p, **input_only_attack(
+        jobs = {
+            "direct": lambda: {"accuracy": direct_piracy(model, ds.x_test, ds.y_test)},
+            "raw_classes": lambda: raw_class_counts(model, ds.x_test, ds.num_classes),
+            "input_only": lambda: {"sigma": sigma, "p": p, **input_only_attack(
                 model, ds.x_test, ds.y_test, sigma=sigma, p=p, trials=cfg["input_only_trials"], seed=cfg["seed"],
-                progress=progress)}),
-            "pair": {f"{f:g}": _cached(c / f"pair_{f:g}.json", lambda f=f: pair_attack(
-                model, transform, ds.x_train, ds.x_test, ds.y_test, fraction=f, trials=cfg["pair_trials"],
-                seed=cfg["seed"], epochs=cfg["pair_epochs"], progress=progress)) for f in cfg["pair_fractions"]},
+                progress=progress)},
         }
+        res[t] = {name: _cached(c / f"{name}.json", jobs[name]) for name in _ATTACKS}
+        res[t]["pair"] = {f"{f:g}": _cached(c / _pair_file(f), lambda f=f: pair_attack(
+            model, transform, ds.x_train, ds.x_test, ds.y_test, fraction=f, trials=cfg["pair_trials"],
+            seed=cfg["seed"], epochs=cfg["pair_epochs"], progress=progress)) for f in cfg["pair_fractions"]}
     return res
 
 
 def attacks_cached(cfg, out: Path, arch: str, recs: dict) -> bool:
     """Whether every attack on ``arch``'s three protected models is already in the cache (reporting it costs
     nothing, so a run restricted to other architectures still reports it)."""
-    names = ["direct.json", "raw_classes.json", "input_only.json"] + [f"pair_{f:g}.json" for f in cfg["pair_fractions"]]
-    return all((out / "cache" / f"{arch}_{t}_{recs[(arch, t)]['model_sha256'][:12]}" / n).exists()
-               for t in TRANSFORMS[1:] for n in names)
+    names = [f"{name}.json" for name in _ATTACKS] + [_pair_file(f) for f in cfg["pair_fractions"]]
+    return all((_cache_dir(out, arch, t, recs) / n).exists() for t in TRANSFORMS[1:] for n in names)
 
 
 def run_history(out: Path, record: dict) -> dict:
