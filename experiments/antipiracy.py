@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 
 PUBLISHED = ROOT / "experiments" / "published" / "antipiracy_slides.json"
 TRANSFORMS = ("none", "fixed", "learned", "generator")
@@ -193,7 +193,7 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
         "runs restricted to other architectures under `previous_runs`; each model's `train.json` and each "
         "attack's cached result were made by the run that trained or attacked it). Published numbers: "
         "`experiments/published/antipiracy_slides.json` (the slides, `../shared/papers/004_*`). Settings the "
-        "slides leave open are the defaults of `ipguard_tf.constants` (ANTIPIRACY_*), chosen before any run: "
+        "slides leave open are the defaults of `ipguard_tf.core.constants` (ANTIPIRACY_*), chosen before any run: "
         "sigma = 0.1, p = 0.1, generator 5x5x16 conv + 1x1 bottleneck, alpha = beta = 1, gamma = 0.01, Adam 1e-3, "
         "batch 128, 8 epochs (simple CNN) and 10 (ResNet-20), the same for the baseline.\n",
         ("**Incomplete**: not yet trained: " + ", ".join(missing) + " (rerun the command: it resumes).\n")
@@ -233,11 +233,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = json.loads(Path(args.config).read_text())
     out = Path(args.out)
-    from ipguard_tf.data import load_dataset
+    from ipguard_tf.io.data import load_dataset
 
     ds = load_dataset(cfg["dataset"], args.data_dir)
     if cfg.get("train_size") or cfg.get("test_size"):  # small configs (the test's)
-        from ipguard_tf.data import Dataset
+        from ipguard_tf.io.data import Dataset
 
         tr, te = cfg.get("train_size") or len(ds.x_train), cfg.get("test_size") or len(ds.x_test)
         ds = Dataset(ds.name, ds.x_train[:tr], ds.y_train[:tr], ds.x_test[:te], ds.y_test[:te], ds.num_classes)

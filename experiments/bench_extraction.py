@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from ipguard_tf import as_classifier  # noqa: E402
-from ipguard_tf.bench import eager_per_point_ipguard, forward_backward_seconds, same_batch_floor  # noqa: E402
-from ipguard_tf.data import load_fashion_mnist  # noqa: E402
+from ipguard_tf.evaluation.bench import eager_per_point_ipguard, forward_backward_seconds, same_batch_floor  # noqa: E402
+from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
-from ipguard_tf.io_utils import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.io.files import run_record, write_csv, write_json  # noqa: E402
 
 
 def timed(fn, reps):
@@ -168,7 +168,7 @@ def main() -> int:
 
 def _resnet50(args, add, rows):
     """ResNet50 (weights=None) at 224x224: batched vs one at a time vs XLA, and the floor."""
-    from ipguard_tf.imagenet import as_imagenet_classifier
+    from ipguard_tf.models.imagenet import as_imagenet_classifier
 
     clf = as_imagenet_classifier("ResNet50", None)
     rn, it = args.resnet50_n, args.resnet50_iter

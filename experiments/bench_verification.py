@@ -24,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ipguard_tf import as_classifier, registry  # noqa: E402
-from ipguard_tf.data import load_fashion_mnist  # noqa: E402
-from ipguard_tf.io_utils import atomic_write_bytes, format_table, run_record, write_csv, write_json  # noqa: E402
-from ipguard_tf.verification import verify  # noqa: E402
-from ipguard_tf.zoo.builder import ENSEMBLE_ROLES, load_member, members  # noqa: E402
+from ipguard_tf import as_classifier
+from ipguard_tf.core import registry  # noqa: E402
+from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, format_table, run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.verification.suspects import verify  # noqa: E402
+from ipguard_tf.zoo.store import ENSEMBLE_ROLES, members
+from ipguard_tf.zoo.members import load_member  # noqa: E402
 from ipguard_tf.zoo.sac import sac_split  # noqa: E402
 
 

@@ -33,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ipguard_tf.data import load_dataset  # noqa: E402
-from ipguard_tf.evaluation import Sweep, load_zoo_suspects, run_key  # noqa: E402
-from ipguard_tf.env_info import platform_key  # noqa: E402
-from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
-from ipguard_tf.zoo.builder import load_member, members  # noqa: E402
+from ipguard_tf.io.data import load_dataset  # noqa: E402
+from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, run_key  # noqa: E402
+from ipguard_tf.io.env_info import platform_key  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.zoo.members import load_member
+from ipguard_tf.zoo.store import members  # noqa: E402
 
 
 def main(argv=None) -> int:

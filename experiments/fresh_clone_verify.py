@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ipguard_tf.io_utils import atomic_write_bytes, run_record, write_json  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, run_record, write_json  # noqa: E402
 
 LIMIT_MINUTES = 10  # issue 16's bar
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ipguard_tf.data import load_fashion_mnist  # noqa: E402
-from ipguard_tf.demo import compute_demo  # noqa: E402
+from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
+from ipguard_tf.evaluation.demo import compute_demo  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
-from ipguard_tf.io_utils import run_record, write_csv, write_json  # noqa: E402
-from ipguard_tf.verification import verify  # noqa: E402
+from ipguard_tf.io.files import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.verification.suspects import verify  # noqa: E402
 
 
 def main() -> None:

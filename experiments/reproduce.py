@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ipguard_tf import report  # noqa: E402
-from ipguard_tf.data import load_dataset  # noqa: E402
-from ipguard_tf.evaluation import Sweep, load_zoo_suspects, strategies_for  # noqa: E402
-from ipguard_tf.io_utils import run_record, write_json  # noqa: E402
-from ipguard_tf.zoo.builder import load_member  # noqa: E402
+from ipguard_tf.evaluation import report  # noqa: E402
+from ipguard_tf.io.data import load_dataset  # noqa: E402
+from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, strategies_for  # noqa: E402
+from ipguard_tf.io.files import run_record, write_json  # noqa: E402
+from ipguard_tf.zoo.members import load_member  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """TAFA (reconstructed) on Fashion-MNIST's three tasks: a WGAN generator, a regressor and the classifier zoo
-(issue 18), composing :mod:`ipguard_tf.tafa` and the ``tafa`` method.
+(issue 18), composing :mod:`ipguard_tf.methods.tafa` and the ``tafa`` method.
 
     python experiments/tafa.py --config experiments/configs/tafa_fashion_mnist.json \
         --out experiments/results/tafa_fashion_mnist
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 
 #: the statistics measured for every suspect (ipguard_tf.methods.tafa.verify_all)
 STATISTICS = ("bend_rate", "scaled_bend_rate", "output_agreement", "output_correlation", "slope_agreement",
@@ -34,8 +34,8 @@ def measure(fp, model, start_outputs) -> dict:
     """Every statistic of ``model`` on ``fp`` (:func:`~ipguard_tf.methods.tafa.verify_all`) and, as an ablation,
     the output correlation at the points' starts instead of the points (random inputs with no boundary
     property; ``start_outputs`` the target's outputs there): does it matter that the points lie on boundaries?"""
-    from ipguard_tf.methods.tafa import suspect_outputs, verify_all
-    from ipguard_tf.tafa.statistic import output_correlation
+    from ipguard_tf.methods.tafa.method import suspect_outputs, verify_all
+    from ipguard_tf.core.tafa_statistics import output_correlation
 
     values = verify_all(fp, model)
     values["output_correlation_at_starts"] = output_correlation(suspect_outputs(fp, model), fp.control,
@@ -47,7 +47,7 @@ def _model(path: Path, make, info: dict):
     """Load ``path`` if it exists, else build it with ``make() -> model`` and save it with its record."""
     import keras
 
-    from ipguard_tf.zoo.builder import save_member
+    from ipguard_tf.zoo.store import save_member
 
     rec = path.with_suffix(".json")
     if path.exists() and rec.exists():
@@ -63,7 +63,7 @@ def _model(path: Path, make, info: dict):
 def _family(models: Path, prefix: str, target, finetunes, fractions, negatives):
     """A task's suspects: positives = the fine-tunings ``(detail, stem, make)`` and magnitude prunings of the
     target at ``fractions``; negatives = ``(detail, stem, make)``; each built once (:func:`_model`)."""
-    from ipguard_tf.tafa import models as M
+    from ipguard_tf.zoo import tafa_models as M
 
     def made(role, detail, stem, make):
         return role, detail, _model(models / f"{prefix}_{stem}.keras", make, {"role": role, "detail": detail})[0]
@@ -75,7 +75,7 @@ def _family(models: Path, prefix: str, target, finetunes, fractions, negatives):
 
 
 def build_generators(cfg, x, models: Path, progress: bool):
-    from ipguard_tf.tafa import models as M
+    from ipguard_tf.zoo import tafa_models as M
     from ipguard_tf.zoo.postprocess import copy_model
 
     its = cfg["wgan_iterations"]
@@ -104,7 +104,7 @@ def build_generators(cfg, x, models: Path, progress: bool):
 
 
 def build_regressors(cfg, x, models: Path):
-    from ipguard_tf.tafa import models as M
+    from ipguard_tf.zoo import tafa_models as M
     from ipguard_tf.zoo.postprocess import copy_model
 
     ep = cfg["regressor_epochs"]
@@ -123,7 +123,8 @@ def build_regressors(cfg, x, models: Path):
 
 
 def classifier_zoo(cfg):
-    from ipguard_tf.zoo.builder import load_member, members
+    from ipguard_tf.zoo.members import load_member
+    from ipguard_tf.zoo.store import members
 
     zoo = ROOT / cfg["classifier_zoo"]
     target = load_member(zoo, "target")
@@ -135,7 +136,7 @@ def classifier_zoo(cfg):
 def at_default(statistic: str, pos, neg) -> dict:
     """Robustness and uniqueness at the registry's default threshold of ``statistic`` (empty for the statistics
     that are not the registry's)."""
-    from ipguard_tf import metrics, registry
+    from ipguard_tf.core import metrics, registry
 
     stat = registry.STATISTICS.get(statistic)
     if stat is None:
@@ -159,11 +160,11 @@ def main(argv=None) -> int:
     models.mkdir(parents=True, exist_ok=True)
     import numpy as np
 
-    from ipguard_tf import metrics, registry
-    from ipguard_tf.data import load_fashion_mnist
-    from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
-    from ipguard_tf.methods.tafa import with_slopes
-    from ipguard_tf.tafa.statistic import keras_outputs
+    from ipguard_tf.core import metrics, registry
+    from ipguard_tf.io.data import load_fashion_mnist
+    from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
+    from ipguard_tf.methods.tafa.method import with_slopes
+    from ipguard_tf.models.outputs import keras_outputs
 
     x = load_fashion_mnist(args.data_dir).x_train[: cfg.get("train_size")]
     tasks = args.tasks.split(",") if args.tasks else cfg["tasks"]
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
             "machine in `run.json`). **A reconstruction** of TAFA (Pan et al. 2021): the seed holds only the paper's "
             "abstract, notes, references and appendix, and no code is public; what was chosen is in "
             "`ipguard_tf/tafa/` and `ipguard_tf/constants.py` (TAFA_*). Five statistics, higher = more likely a "
-            "copy (`ipguard_tf/tafa/statistic.py`): the bend rate (chosen before the first run; default threshold "
+            "copy (`ipguard_tf/core/tafa_statistics.py`): the bend rate (chosen before the first run; default threshold "
             "0.62, binomial(100, 1/2)'s one-sided 1 % point), the scaled bend rate and the output agreement (both "
             "chosen after the bend rate did not separate, before either ran), the output correlation and the "
             "slope agreement (both chosen after those three did not separate, before either ran). The output "

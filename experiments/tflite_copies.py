@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_tf.cli import main as ipguard  # noqa: E402
-from ipguard_tf.io_utils import atomic_write_bytes, markdown_table, run_record, write_json  # noqa: E402
-from ipguard_tf.zoo.builder import read_manifest  # noqa: E402
+from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_json  # noqa: E402
+from ipguard_tf.zoo.store import read_manifest  # noqa: E402
 
 
 def _cli(argv):

@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ipguard_tf.io_utils import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.io.files import run_record, write_csv, write_json  # noqa: E402
 from ipguard_tf.zoo.architectures import SAC_ARCHITECTURES, build_architecture  # noqa: E402
-from ipguard_tf.zoo.stealing import EXTRACT_L, _ce_loss, sgd_train  # noqa: E402
+from ipguard_tf.zoo.stealing import EXTRACT_L
+from ipguard_tf.zoo.train import _ce_loss, sgd_train  # noqa: E402
 
 
 def main() -> None:

@@ -6,11 +6,11 @@ import pytest
 
 from conftest import CLASSES, SHAPE
 
-from ipguard_tf import registry
-from ipguard_tf.errors import DataError, ModelError, ParameterError
-from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
+from ipguard_tf.core import registry
+from ipguard_tf.core.errors import DataError, ModelError, ParameterError
+from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.methods.cae import CAE, conferrability, ensemble_output
-from ipguard_tf.verification import verify
+from ipguard_tf.verification.suspects import verify
 
 
 def _net(seed: int):

@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from ipguard_tf.calibration import Calibration, calibration_of, subset_metadata, with_calibration
+from ipguard_tf.core.calibration import Calibration, calibration_of, subset_metadata, with_calibration
 from ipguard_tf.cli import main
-from ipguard_tf.errors import IPGuardError, ParameterError
+from ipguard_tf.core.errors import IPGuardError, ParameterError
 
 
 def _sim(rng, k, n, a=4.0, b=12.0):
@@ -80,7 +80,9 @@ def test_bad_calibrations_raise(kw, expect):
 
 
 def test_metadata_round_trip_subset_and_tamper_check(tmp_path):
-    from ipguard_tf.fingerprint import Fingerprint, FingerprintFileError, load_fingerprint, save_fingerprint
+    from ipguard_tf.core.errors import FingerprintFileError
+    from ipguard_tf.core.fingerprint import Fingerprint
+    from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 
     rng = np.random.default_rng(3)
     n = 37
@@ -143,7 +145,7 @@ def calibrated(tmp_path_factory):
 
 
 def test_calibrate_then_verify_gives_p_values_and_the_calibrated_verdict(calibrated, capsys):
-    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
 
     d, fp = calibrated
     capsys.readouterr()
@@ -194,7 +196,7 @@ def test_ownership_report_is_self_contained_and_renders(calibrated, tmp_path, ca
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(d / "target.keras"),
                  "--suspect", str(d / "negatives" / "m03.keras"), "--report", str(report)]) == 0
     page = report.read_text()
-    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
 
     f = load_fingerprint(out)
     assert f.sha256 in page and f.metadata["target"]["weights_sha256"] in page and f.metadata["created"] in page
@@ -219,8 +221,8 @@ def test_ownership_report_is_self_contained_and_renders(calibrated, tmp_path, ca
 def test_distance_fingerprints_are_not_calibrated(calibrated):
     from dataclasses import replace
 
-    from ipguard_tf.calibration import calibrate
-    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.verification.calibration import calibrate
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
 
     d, fp = calibrated
     f = load_fingerprint(fp)

@@ -38,7 +38,7 @@ def test_builds_the_configured_zoo_then_sweeps(dataset, monkeypatch):
 
 
 def test_absent_data_is_one_line_and_exit_2(monkeypatch, capsys):
-    from ipguard_tf.errors import DataError
+    from ipguard_tf.core.errors import DataError
 
     def absent(name):
         raise DataError("cifar10 could not be loaded through keras.datasets (URLError); it needs internet once")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ipguard_tf.cli import main
-from ipguard_tf.data import FASHION_MNIST_DEBIAN_DIR
+from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 HAVE_FMNIST = os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz")) or bool(
     os.environ.get("IPGUARD_FASHION_MNIST_DIR"))
@@ -64,8 +64,8 @@ def test_extract_and_verify(model_files, tmp_path, capsys):
     assert code == 0 and "matching_rate" in table and "1.00" in table
     assert "95% CI (Clopper-Pearson)" in table and "[0.54, 1.00]" in table  # 6 of 6 points match
     # --converged-only: the same verification on the converged points only (issue 16)
-    from ipguard_tf.fingerprint import load_fingerprint
-    from ipguard_tf.verification import verify
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
+    from ipguard_tf.verification.suspects import verify
 
     out = tmp_path / "fp300.npz"
     assert main(["-q", "extract", "--model", str(model_files / "target.keras"), "--dataset", "fashion_mnist",
@@ -182,7 +182,7 @@ def test_internal_bugs_are_not_reported_as_user_mistakes(monkeypatch, capsys, tm
     def bug(args):
         raise ValueError("operands could not be broadcast together")
 
-    monkeypatch.setattr(cli, "cmd_verify", bug)
+    monkeypatch.setattr(cli.verify, "run", bug)
     argv = ["verify", "--fingerprint", str(tmp_path / "f.npz"), "--suspect", "s"]
     assert main(["-q"] + argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -190,12 +190,12 @@ def test_internal_bugs_are_not_reported_as_user_mistakes(monkeypatch, capsys, tm
     with pytest.raises(ValueError, match="broadcast"):
         main(["-q", "--debug"] + argv)
 
-    from ipguard_tf.errors import ParameterError
+    from ipguard_tf.core.errors import ParameterError
 
     def mistake(args):
         raise ParameterError("threshold must lie in [0, 1], got 3")
 
-    monkeypatch.setattr(cli, "cmd_verify", mistake)
+    monkeypatch.setattr(cli.verify, "run", mistake)
     assert main(["-q"] + argv) == 2
     _one_line_error(capsys, 2, "threshold must lie in [0, 1]")
 

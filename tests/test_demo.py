@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ipguard_tf.cli import main
-from ipguard_tf.data import FASHION_MNIST_DEBIAN_DIR
+from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_keras3
-from ipguard_tf import as_classifier, report
-from ipguard_tf.evaluation import Suspect, Sweep
+from ipguard_tf import as_classifier
+from ipguard_tf.evaluation import report
+from ipguard_tf.evaluation.sweep import Suspect, Sweep
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,8 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
 
 def test_sweep_reports_converged_points_only_too(suspects, tiny_data, tmp_path):
     """Issue 16: each run's statistics on all points and on the converged points only, cached like the rest."""
-    from ipguard_tf.fingerprint import load_fingerprint
-    from ipguard_tf.evaluation import statistics
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
+    from ipguard_tf.evaluation.sweep import statistics
 
     target, sus = suspects
     kw = dict(n=12, method_params={"ipguard": {"learning_rate": 0.01, "max_iter": 60}}, progress=False)

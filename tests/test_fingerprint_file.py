@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ipguard_tf import IPGuard, load_fingerprint, save_fingerprint
-from ipguard_tf.errors import FingerprintFileError
-from ipguard_tf.fingerprint import SCHEMA, POINT_FIELDS
+from ipguard_tf.core.errors import FingerprintFileError
+from ipguard_tf.core.fingerprint import SCHEMA, POINT_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_atomic_write_keeps_old_file_on_failure(fp, tmp_path, monkeypatch):
     p = tmp_path / "fp.npz"
     save_fingerprint(fp, p)
     before = p.read_bytes()
-    import ipguard_tf.io_utils as io_utils
+    import ipguard_tf.io.files as io_utils
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import CLASSES, SHAPE, make_tiny_keras3  # noqa: E402
-from ipguard_tf.errors import FingerprintFileError  # noqa: E402
-from ipguard_tf.fingerprint import Fingerprint, load_fingerprint, save_fingerprint  # noqa: E402
+from ipguard_tf.core.errors import FingerprintFileError  # noqa: E402
+from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
-from ipguard_tf.remote import RemoteError, RemoteSuspect  # noqa: E402
+from ipguard_tf.models.remote import RemoteError, RemoteSuspect  # noqa: E402
 
 FUZZ = dict(deadline=None, derandomize=True, database=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

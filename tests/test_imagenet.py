@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ipguard_tf import IPGuard, verify
-from ipguard_tf.errors import ModelError
-from ipguard_tf.imagenet import SPECS, SUSPECTS, TARGET, as_imagenet_classifier, resnext101, resolve_weights
+from ipguard_tf.core.errors import ModelError
+from ipguard_tf.models.imagenet import SPECS, SUSPECTS, TARGET, as_imagenet_classifier, resnext101, resolve_weights
 
 EXPECTED = {  # input side and preprocessing mode of each Keras Applications model
     "ResNet50": (224, "caffe"), "VGG16": (224, "caffe"), "ResNet152": (224, "caffe"), "ResNet152V2": (224, "tf"),
@@ -68,7 +68,7 @@ def test_pixel_model_equals_keras_preprocessing(name):
     import keras
     import tensorflow as tf
 
-    from ipguard_tf.imagenet import build_model, copy_application_weights, pixel_model, preprocess_fn
+    from ipguard_tf.models.imagenet import build_model, copy_application_weights, pixel_model, preprocess_fn
 
     pm = pixel_model(name, None)
     base = build_model(name, None)

@@ -13,8 +13,8 @@ def test_imagenet_zoo_smoke(tmp_path):
     negatives, and a sweep point over them."""
     import keras
 
-    from ipguard_tf.data import load_dataset
-    from ipguard_tf.evaluation import Sweep, load_zoo_suspects
+    from ipguard_tf.io.data import load_dataset
+    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
     from ipguard_tf.zoo import builder as B
     from ipguard_tf.zoo.postprocess import eligible_conv_layers
 

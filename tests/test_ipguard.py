@@ -3,7 +3,7 @@ import pytest
 
 from conftest import CLASSES, SHAPE
 from ipguard_tf import IPGuard, as_classifier
-from ipguard_tf.constants import LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL
+from ipguard_tf.core.constants import LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL
 from ipguard_tf.methods import build_method, default_learning_rate
 
 K = 0.5
@@ -123,7 +123,7 @@ def test_build_method_unknown():
 
 
 def test_t_init_needs_data(tiny_model):
-    from ipguard_tf.errors import DataError
+    from ipguard_tf.core.errors import DataError
 
     with pytest.raises(DataError):
         IPGuard(init="T").generate(tiny_model, 4, None)

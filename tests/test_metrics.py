@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ipguard_tf.errors import ParameterError
-from ipguard_tf.metrics import aruc, auc, gap, perfect_thresholds, robustness, ru_curves, uniqueness
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.metrics import aruc, auc, gap, perfect_thresholds, robustness, ru_curves, uniqueness
 
 
 def test_figure2_perfect():
@@ -70,7 +70,7 @@ def test_sac_attack_rows_and_verdicts():
     from pathlib import Path
     from types import SimpleNamespace as NS
 
-    from ipguard_tf import report
+    from ipguard_tf.evaluation import report
 
     fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "quantized"]
     sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
@@ -108,7 +108,7 @@ def test_sac_table_per_method_with_transfer_rows():
     from pathlib import Path
     from types import SimpleNamespace as NS
 
-    from ipguard_tf import report
+    from ipguard_tf.evaluation import report
 
     fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "transfer_a"]
     sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
@@ -127,7 +127,7 @@ def test_sac_table_per_method_with_transfer_rows():
     assert t["auc"] == 1.0 and t["sac"] == 1.0 and t["sac_source"].startswith("Table 5") and t["verdict"] == "holds"
     assert rows[("Extract-Adv", "SAC-m")]["auc"] == 0.0 and rows[("Extract-L", "SAC-m")]["auc"] == 1.0
     # ARUC over the thresholds 0, 0.01, ..., 0.99 of a distance: here the first 0.10-0.15 of them separate
-    from ipguard_tf.metrics import aruc
+    from ipguard_tf.core.metrics import aruc
 
     assert rows[("Finetune-A", "SAC-m")]["aruc"] == pytest.approx(
         aruc([0.0], [0.1, 0.15, 0.12], higher_is_copy=False)) and 0.1 < rows[("Finetune-A", "SAC-m")]["aruc"] < 0.15
@@ -138,7 +138,7 @@ def test_sac_table_per_method_with_transfer_rows():
 def test_clopper_pearson_covers_the_true_rate_on_simulated_matches():
     """Issue 16: the 95 % interval verify prints covers the true matching rate in at least 95 % of simulated
     verifications (Clopper-Pearson is conservative); measured over 2,000 draws per rate."""
-    from ipguard_tf.metrics import clopper_pearson
+    from ipguard_tf.core.metrics import clopper_pearson
 
     rng = np.random.default_rng(0)
     for p in (0.02, 0.3, 0.5, 0.9, 1.0):

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from conftest import SHAPE, make_tiny_keras3, make_tiny_tf_keras
 from ipguard_tf import IPGuard, as_classifier, verify
-from ipguard_tf.errors import ModelError
-from ipguard_tf.models import keras_logits_model
+from ipguard_tf.core.errors import ModelError
+from ipguard_tf.models.classifier import keras_logits_model
 
 
 @pytest.fixture(scope="module")

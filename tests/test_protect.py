@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ipguard_tf.errors import ParameterError
+from ipguard_tf.core.errors import ParameterError
 
 SHAPE = (8, 8, 1)
 CLASSES = 4
@@ -161,10 +161,11 @@ def test_key_file_rejects_tampering_wrong_files_and_wrong_model(tmp_path):
     import io
     import zipfile
 
-    from ipguard_tf.fingerprint import Fingerprint, save_fingerprint
+    from ipguard_tf.core.fingerprint import Fingerprint
+    from ipguard_tf.io.fingerprint_file import save_fingerprint
     from ipguard_tf.protect.keyfile import KeyFileError, check_model, load_key, save_key
     from ipguard_tf.protect.transforms import LearnedTransform
-    from ipguard_tf.zoo.builder import content_sha256
+    from ipguard_tf.models.classifier import content_sha256
 
     t = LearnedTransform(SHAPE, 77)
     p = tmp_path / "key.npz"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_python_script
-from ipguard_tf import registry
-from ipguard_tf.errors import IPGuardError, ParameterError
+from ipguard_tf.core import registry
+from ipguard_tf.core.errors import IPGuardError, ParameterError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 
@@ -61,7 +61,7 @@ def test_cli_options_come_from_the_registry():
     for flag in registry.cli_flags():
         assert flag in options, flag
     args = parser.parse_args(["extract", "--model", "m", "--out", "o", "--method", "cw", "--k", "2", "--cw-steps", "3"])
-    from ipguard_tf.cli import method_params
+    from ipguard_tf.cli.extract import method_params
 
     assert method_params(args) == {"kappa": 2.0, "binary_search_steps": 3}
     args = parser.parse_args(["extract", "--model", "m", "--out", "o", "--epsilon", "0.1"])
@@ -72,7 +72,7 @@ def test_cli_options_come_from_the_registry():
 def test_names_and_cli_do_not_import_tensorflow():
     r = run_python_script(textwrap.dedent("""
         import sys
-        from ipguard_tf import registry
+        from ipguard_tf.core import registry
         from ipguard_tf.cli import build_parser
         build_parser().format_help()
         assert registry.names() and registry.get("ipguard").setting == "k"
@@ -120,8 +120,8 @@ def test_every_statistic_explains_itself():
 def test_adding_a_method_is_one_registration(monkeypatch, tiny_model, tiny_data, tmp_path):
     import sys
 
-    from ipguard_tf.evaluation import Suspect, Sweep
-    from ipguard_tf.models import as_classifier
+    from ipguard_tf.evaluation.sweep import Suspect, Sweep
+    from ipguard_tf.models.classifier import as_classifier
 
     module = type(sys)("toy_midpoints")
     module.Midpoints = _midpoint_class()
@@ -133,7 +133,8 @@ def test_adding_a_method_is_one_registration(monkeypatch, tiny_model, tiny_data,
                                                            help="fraction of the way to 0.5"),),
         setting="t", needs_logits=False, summary="toy"))
 
-    from ipguard_tf.cli import build_parser, method_params
+    from ipguard_tf.cli import build_parser
+    from ipguard_tf.cli.extract import method_params
 
     args = build_parser().parse_args(["extract", "--model", "m", "--out", "o", "--method", "midpoints", "--t", "0.25"])
     assert method_params(args) == {"t": 0.25}

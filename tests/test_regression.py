@@ -11,7 +11,7 @@ Tolerances (stated once here):
   stated tolerance (published ``tolerance_auc``, 0.10) gives against SAC's number.
 * CI slice: IPGuard-TL at k = 1 recomputed from pretrained/ on a few suspects. What is promised (README,
   "Reproducibility"): on the same platform (CPU model, kernel-relevant instruction sets, caches, cores, library
-  versions; :func:`ipguard_tf.env_info.platform_key`) the points are bit-identical, so where a committed
+  versions; :func:`ipguard_tf.io.env_info.platform_key`) the points are bit-identical, so where a committed
   reference was made on this platform the points hash and every rate must be equal; on any other machine every
   matching rate is within the tolerance measured between two CPUs (experiments/results/cross_machine: the
   largest difference over all 24 IPGuard runs and 35 stored suspects, Intel Xeon vs AMD EPYC).
@@ -63,7 +63,7 @@ def _fmnist_rates():
 
 
 def test_fashion_mnist_sac_table3_ipguard():
-    from ipguard_tf.metrics import auc
+    from ipguard_tf.core.metrics import auc
 
     rows = _fmnist_rates()
     neg = [float(r["ipguard"]) for r in rows if r["role"] == "negative"]
@@ -81,9 +81,9 @@ def test_sac_benchmark_table_recomputes_and_its_verdicts_hold(name, full):
     FTLL, WP/FP; issue 15's rows for CAE, SAC-m and SAC-w there)."""
     import csv
 
-    from ipguard_tf import report
-    from ipguard_tf.evaluation import Suspect, suspect_label
-    from ipguard_tf.zoo.builder import members
+    from ipguard_tf.evaluation import report
+    from ipguard_tf.evaluation.sweep import Suspect, suspect_label
+    from ipguard_tf.zoo.store import members
 
     folder = RESULTS / name
     if not (folder / "sac_table3.csv").exists():
@@ -97,7 +97,7 @@ def test_sac_benchmark_table_recomputes_and_its_verdicts_hold(name, full):
         stats = list(csv.DictReader(fh))
     suspects = [Suspect(r["suspect"], r["role"], recs[r["suspect"]]["family"], suspect_label(recs[r["suspect"]]),
                         None, recs[r["suspect"]]) for r in stats]
-    from ipguard_tf import registry
+    from ipguard_tf.core import registry
 
     best = {}
     for m in cfg["grids"]:
@@ -140,10 +140,10 @@ def test_ci_slice_recomputes_committed_numbers():
     if not (os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
             or os.environ.get("IPGUARD_FASHION_MNIST_DIR")):
         pytest.skip("Fashion-MNIST not installed")
-    from ipguard_tf.data import load_fashion_mnist
-    from ipguard_tf.env_info import platform_key
-    from ipguard_tf.evaluation import Sweep, load_zoo_suspects
-    from ipguard_tf.zoo.builder import load_member
+    from ipguard_tf.io.data import load_fashion_mnist
+    from ipguard_tf.io.env_info import platform_key
+    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
+    from ipguard_tf.zoo.members import load_member
 
     zoo = ROOT / cfg["zoo"]
     suspects = load_zoo_suspects(zoo, names=cfg["suspects"])
@@ -250,7 +250,7 @@ def test_tafa_summary_recomputes_from_the_committed_rates(run):
     CPU)."""
     import csv
 
-    from ipguard_tf import metrics
+    from ipguard_tf.core import metrics
 
     folder = RESULTS / run
     if not (folder / "summary.csv").exists():

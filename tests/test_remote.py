@@ -17,10 +17,11 @@ from conftest import make_tiny_keras3
 pytest.importorskip("kserve", reason="kserve (test dependency) is not installed")
 requests = pytest.importorskip("requests")
 
-from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint  # noqa: E402
+from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
-from ipguard_tf.remote import RemoteError, RemoteSuspect, resolve_endpoint, verify_remote  # noqa: E402
-from ipguard_tf.verification import verify  # noqa: E402
+from ipguard_tf.models.remote import RemoteError, RemoteSuspect, resolve_endpoint
+from ipguard_tf.verification.remote import verify_remote  # noqa: E402
+from ipguard_tf.verification.suspects import verify  # noqa: E402
 from servers.fault_proxy import FaultProxy  # noqa: E402
 
 SERVERS = Path(__file__).resolve().parent / "servers"
@@ -117,8 +118,9 @@ def test_wrong_output_kind_is_an_error(served):
 def test_remote_oracle_answers_like_the_local_model(served):
     """A thief's oracle over the served model (issue 14): probabilities equal the local softmax, queries are
     counted, and a label-only endpoint is refused for probabilities with a reason."""
-    from ipguard_tf.oracle import Oracle, OracleError, softmax
-    from ipguard_tf.zoo.stealing import SGDRecipe, extract_labels
+    from ipguard_tf.models.oracle import Oracle, OracleError, softmax
+    from ipguard_tf.zoo.train import SGDRecipe
+    from ipguard_tf.zoo.stealing import extract_labels
 
     fp_path, fp, suspect, base = served
     x = np.random.default_rng(3).random((40, 8, 8, 1), dtype=np.float32)
@@ -140,7 +142,7 @@ def test_remote_sac_verification_equals_the_local_computation(served, tmp_path):
     """SAC-m over a probability API (issue 15): the served probabilities against the target's softmax, as
     computed locally; a label-only endpoint is refused with a reason."""
     from ipguard_tf.methods.sac import SACm
-    from ipguard_tf.verification import sac_distance, softmax
+    from ipguard_tf.core.statistics import sac_distance, softmax
 
     fp_path, fp, suspect, base = served
     target = make_tiny_keras3(0)

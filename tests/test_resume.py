@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import SHAPE, make_tiny_keras3
-from ipguard_tf.checkpoint import CheckpointError
-from ipguard_tf.fingerprint import POINT_FIELDS, load_fingerprint
+from ipguard_tf.io.checkpoint import CheckpointError
+from ipguard_tf.core.fingerprint import POINT_FIELDS
+from ipguard_tf.io.fingerprint_file import load_fingerprint
 from ipguard_tf.methods import CWL2, IPGuard
-from ipguard_tf.models import as_classifier
+from ipguard_tf.models.classifier import as_classifier
 
 
 def _extract(model_path, out, *extra):
@@ -60,7 +61,7 @@ def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, 
     with np.load(ckpt) as z:
         assert len([f for f in z.files if f.endswith("/w")]) == 3  # one entry per binary-search step
     m = CWL2(**kw)
-    with caplog.at_level("INFO", logger="ipguard_tf.checkpoint"):
+    with caplog.at_level("INFO", logger="ipguard_tf.io.checkpoint"):
         b = m.generate(tiny_model, 12, tiny_data, checkpoint=ckpt)  # everything restored
     assert "resuming from checkpoint" in caplog.text and "(3 search run(s) saved)" in caplog.text
     for k in POINT_FIELDS:

@@ -6,11 +6,12 @@ import pytest
 
 from conftest import SHAPE, make_tiny_keras3
 
-from ipguard_tf import registry
-from ipguard_tf.errors import DataError, ModelError, ParameterError
-from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
+from ipguard_tf.core import registry
+from ipguard_tf.core.errors import DataError, ModelError, ParameterError
+from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.methods.sac import SACm, SACw, cutmix_box, cutmix_samples
-from ipguard_tf.verification import Verification, correlation_matrix, sac_distance, verify
+from ipguard_tf.core.statistics import Verification, correlation_matrix, sac_distance
+from ipguard_tf.verification.suspects import verify
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_sac_file_tampering_is_detected(owner_data, tmp_path):
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     p.write_bytes(buf.getvalue())
-    from ipguard_tf.errors import FingerprintFileError
+    from ipguard_tf.core.errors import FingerprintFileError
 
     with pytest.raises(FingerprintFileError, match="SHA-256"):
         load_fingerprint(p)
@@ -112,8 +113,8 @@ def test_sac_w_uses_misclassified_examples(owner_data):
 
 
 def test_label_only_suspects_are_refused_and_probability_suspects_compared_as_probabilities(owner_data):
-    from ipguard_tf import tflite
-    from ipguard_tf.models import as_classifier
+    from ipguard_tf.models import tflite
+    from ipguard_tf.models.classifier import as_classifier
 
     target = make_tiny_keras3(0, softmax=True)
     fp = SACm(seed=0).generate(target, 30, owner_data)
@@ -124,7 +125,7 @@ def test_label_only_suspects_are_refused_and_probability_suspects_compared_as_pr
     copy = tflite.TFLiteModel(tflite.convert(target, "float32"))  # a softmax output: probabilities
     v = verify(fp, copy)
     probs = target.predict(fp.x, verbose=0)
-    from ipguard_tf.verification import softmax
+    from ipguard_tf.core.statistics import softmax
 
     assert v.value == pytest.approx(sac_distance(softmax(fp.outputs), probs), abs=1e-6)
     assert v.value < 1e-4 and v.verdict == 1
@@ -134,7 +135,7 @@ def test_verdict_direction_for_a_distance():
     stat = registry.SAC_DISTANCE
     assert Verification.of_statistic("s", stat, 0.01, 100, 0.05).verdict == 1
     assert Verification.of_statistic("s", stat, 0.2, 100, 0.05).verdict == 0
-    from ipguard_tf import metrics
+    from ipguard_tf.core import metrics
 
     s = metrics.summary([0.01, 0.02], [0.2, 0.3], 0.05, higher_is_copy=False)
     assert s["auc"] == 1.0 and s["aruc"] > 0.1 and s["robustness"] == 1.0 and s["uniqueness"] == 1.0

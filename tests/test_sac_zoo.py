@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipguard_tf.data import FASHION_MNIST_DEBIAN_DIR
+from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 HAVE_FMNIST = os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz")) or bool(
     os.environ.get("IPGUARD_FASHION_MNIST_DIR"))
@@ -82,7 +82,8 @@ def test_every_planned_member_is_recorded(sac_zoo):
 
 @needs_fmnist
 def test_resumed_and_rebuilt_members_are_identical(sac_zoo):
-    from ipguard_tf.zoo.builder import load_member, read_manifest
+    from ipguard_tf.zoo.members import load_member
+    from ipguard_tf.zoo.store import read_manifest
     from ipguard_tf.zoo.sac import SACZooBuilder
 
     out, manifest, b = sac_zoo
@@ -99,7 +100,7 @@ def test_resumed_and_rebuilt_members_are_identical(sac_zoo):
         assert new[name]["content_sha256"] == recs[name]["content_sha256"], name
     # a member whose file is gone (not kept in the repository): rebuilt on load, from its record
     (out / recs["extract_adv_lenet5_s1"]["file"]).unlink()
-    from ipguard_tf.zoo.builder import content_sha256
+    from ipguard_tf.models.classifier import content_sha256
 
     model = load_member(out, "extract_adv_lenet5_s1")
     assert content_sha256(model) == recs["extract_adv_lenet5_s1"]["content_sha256"]
@@ -162,9 +163,9 @@ def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_pa
     """A SAC-m fingerprint compares every member, the transfer models to another label set too (SAC Table 5),
     through the CLI and the sweep; a matching rate leaves them out. The sweep records each statistic with its
     direction, and the SAC table gets the transfer rows for SAC-m only."""
-    from ipguard_tf import report
-    from ipguard_tf.evaluation import Sweep, load_zoo_suspects, strategies_for
-    from ipguard_tf.zoo.builder import load_member
+    from ipguard_tf.evaluation import report
+    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, strategies_for
+    from ipguard_tf.zoo.members import load_member
     from ipguard_tf.zoo.sac import sac_split
 
     out, manifest, b = sac_zoo
@@ -194,7 +195,7 @@ def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_pa
 def test_cae_through_the_cli_takes_its_ensemble_from_the_zoo(sac_zoo, tmp_path, capsys):
     """``ipguard extract --method cae --cae-zoo ZOO``: the zoo's surrogates and references, recorded in the file;
     zoo verification leaves them out (they are the method's own models, not suspects)."""
-    from ipguard_tf.fingerprint import load_fingerprint
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
 
     out, manifest, _ = sac_zoo
     result = _extract_and_verify(out, "cae", 10, 0, tmp_path, capsys, ["--cae-zoo", str(out), "--cae-tau", "0"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import SHAPE, make_tiny_keras3
-from ipguard_tf.models import as_classifier
-from ipguard_tf.safety import UnsafeModelError
+from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.models.safety import UnsafeModelError
 
 
 
@@ -60,7 +60,7 @@ def test_plain_models_load_in_safe_mode(tmp_path, tiny_data):
 
 def test_cli_refuses_with_one_line_and_accepts_unsafe(tmp_path, tiny_model, tiny_data, capsys):
     from ipguard_tf.cli import main
-    from ipguard_tf.fingerprint import save_fingerprint
+    from ipguard_tf.io.fingerprint_file import save_fingerprint
     from ipguard_tf.methods import IPGuard
 
     _lambda_models(tmp_path)

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import CLASSES, SHAPE, make_tiny_keras3
 
-from ipguard_tf.errors import ParameterError
-from ipguard_tf.oracle import Oracle, OracleError, softmax
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.models.oracle import Oracle, OracleError, softmax
 from ipguard_tf.zoo import stealing as S
 
 
@@ -50,7 +50,7 @@ def test_oracle_counts_queries_and_keeps_its_budget(victim, attack_x):
 
 
 def test_oracle_over_a_tflite_victim_with_softmax_output(attack_x):
-    from ipguard_tf import tflite
+    from ipguard_tf.models import tflite
 
     m = make_tiny_keras3(4, softmax=True)
     o = Oracle(tflite.TFLiteModel(tflite.convert(m, "float32")), output="probabilities")

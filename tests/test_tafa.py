@@ -1,9 +1,9 @@
-"""TAFA reconstruction (ipguard_tf.tafa): the ReLU probe and the boundary points."""
+"""TAFA reconstruction (ipguard_tf.methods.tafa): the ReLU probe and the boundary points."""
 
 import numpy as np
 import pytest
 
-from ipguard_tf.errors import ModelError, ParameterError
+from ipguard_tf.core.errors import ModelError, ParameterError
 
 
 def _mlp(seed=0, out=3, out_act=None):
@@ -18,7 +18,7 @@ def _mlp(seed=0, out=3, out_act=None):
 
 
 def test_probe_reads_every_relu_and_keeps_the_output():
-    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.methods.tafa.probe import ReluProbe
     from ipguard_tf.zoo.architectures import build_architecture
 
     m = _mlp()
@@ -40,7 +40,7 @@ def test_probe_reads_every_relu_and_keeps_the_output():
 def test_probe_refuses_what_is_not_a_relu_network():
     import keras
 
-    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.methods.tafa.probe import ReluProbe
 
     inp = keras.Input((4,))
     h = keras.layers.Dense(8, activation="tanh")(inp)
@@ -56,8 +56,8 @@ def test_probe_refuses_what_is_not_a_relu_network():
 
 @pytest.mark.parametrize("domain", [None, (0.0, 1.0)])
 def test_boundary_points_are_on_the_neuron_hyperplane_with_the_recorded_pattern(domain):
-    from ipguard_tf.tafa.boundary import TOLERANCE, check_points, find_boundary_points
-    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.methods.tafa.boundary import TOLERANCE, check_points, find_boundary_points
+    from ipguard_tf.methods.tafa.probe import ReluProbe
 
     p = ReluProbe(_mlp(1, out_act="tanh"))
     rng = np.random.default_rng(2)
@@ -83,8 +83,8 @@ def test_boundary_points_are_on_the_neuron_hyperplane_with_the_recorded_pattern(
 
 
 def test_a_tampered_point_fails_the_recheck():
-    from ipguard_tf.tafa.boundary import check_points, find_boundary_points
-    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.methods.tafa.boundary import check_points, find_boundary_points
+    from ipguard_tf.methods.tafa.probe import ReluProbe
 
     p = ReluProbe(_mlp(2))
     starts = np.random.default_rng(3).standard_normal((10, 6)).astype(np.float32)
@@ -95,8 +95,8 @@ def test_a_tampered_point_fails_the_recheck():
 
 def test_boundary_points_on_the_fashion_mnist_cnn():
     """The CNN has 37,632 ReLUs: the line search still finds points on single faces of its regions."""
-    from ipguard_tf.tafa.boundary import check_points, find_boundary_points
-    from ipguard_tf.tafa.probe import ReluProbe
+    from ipguard_tf.methods.tafa.boundary import check_points, find_boundary_points
+    from ipguard_tf.methods.tafa.probe import ReluProbe
     from ipguard_tf.zoo.architectures import build_architecture
 
     p = ReluProbe(build_architecture("fmnist_cnn", (28, 28, 1), 10))
@@ -119,9 +119,10 @@ def _trained_regressor(seed, x, y, epochs=30, init=None):
 def test_bend_rate_direction_on_a_toy_positive_and_negative():
     """A regressor (any output shape works): the target's bend rate is 1 on its kept points, a fine-tuned copy's
     stays high, an independently trained model's is clearly lower."""
-    from ipguard_tf.tafa.boundary import find_boundary_points
-    from ipguard_tf.tafa.probe import ReluProbe
-    from ipguard_tf.tafa.statistic import bend_rate, keras_outputs, second_difference
+    from ipguard_tf.methods.tafa.boundary import find_boundary_points
+    from ipguard_tf.methods.tafa.probe import ReluProbe
+    from ipguard_tf.core.tafa_statistics import bend_rate, second_difference
+    from ipguard_tf.models.outputs import keras_outputs
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1024, 6)).astype(np.float32)
@@ -143,14 +144,14 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
     with pytest.raises(Exception):
         bend_rate(f_t, xs, cs[:1], ns)
     # output agreement: the target agrees with its own outputs everywhere, the independent model less
-    from ipguard_tf.tafa.statistic import output_agreement, scaled_bend_rate
+    from ipguard_tf.core.tafa_statistics import output_agreement, scaled_bend_rate
 
     outs = f_t(xs)
     assert output_agreement(f_t, xs, outs) == 1.0
     assert output_agreement(keras_outputs(negative), xs, outs) < output_agreement(keras_outputs(positive), xs, outs)
     assert 0.0 <= scaled_bend_rate(keras_outputs(negative), xs, cs, ns) <= 1.0
     # the scale-free statistics: the target scores 1, the fine-tuned copy above the independent model
-    from ipguard_tf.tafa.statistic import one_sided_slopes, output_correlation, slope_agreement
+    from ipguard_tf.core.tafa_statistics import one_sided_slopes, output_correlation, slope_agreement
 
     slopes = one_sided_slopes(f_t, xs, ns)
     assert slopes.shape == (len(xs), 6)
@@ -170,11 +171,11 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     every point re-checks, the target's bend rate 1.0, the file round trip and its checks."""
     import keras
 
-    from ipguard_tf import registry
-    from ipguard_tf.fingerprint import load_fingerprint, save_fingerprint
-    from ipguard_tf.tafa.boundary import BoundaryPoints, check_points
-    from ipguard_tf.tafa.probe import ReluProbe
-    from ipguard_tf.verification import verify
+    from ipguard_tf.core import registry
+    from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
+    from ipguard_tf.methods.tafa.boundary import BoundaryPoints, check_points
+    from ipguard_tf.methods.tafa.probe import ReluProbe
+    from ipguard_tf.verification.suspects import verify
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((8,))
@@ -198,12 +199,13 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     assert r.statistic == "bend_rate" and r.value == 1.0 and r.verdict == 1
     with pytest.raises(ParameterError):
         registry.build("tafa", statistic="matching_rate")
-    from ipguard_tf.remote import RemoteError, verify_remote
+    from ipguard_tf.models.remote import RemoteError
+    from ipguard_tf.verification.remote import verify_remote
 
     with pytest.raises(RemoteError, match="raw outputs"):
         verify_remote(back, None)
     assert back.slopes.shape == (30, 32) and np.array_equal(back.slopes, fp.slopes)
-    from ipguard_tf.methods.tafa import verify_all, with_slopes
+    from ipguard_tf.methods.tafa.method import verify_all, with_slopes
 
     own = verify_all(back, gen)
     assert own["slope_agreement"] == pytest.approx(1.0) and own["output_correlation"] == pytest.approx(1.0)

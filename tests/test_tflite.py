@@ -9,10 +9,10 @@ import pytest
 
 from conftest import SHAPE, make_tiny_keras3, make_tiny_tf_keras
 
-from ipguard_tf import tflite
+from ipguard_tf.models import tflite
 from ipguard_tf.cli import main
-from ipguard_tf.errors import ModelError, ParameterError
-from ipguard_tf.models import as_classifier
+from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.models.classifier import as_classifier
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ipguard_tf.data import Dataset
+from ipguard_tf.io.data import Dataset
 from ipguard_tf.zoo import architectures as A
 from ipguard_tf.zoo import postprocess as P
 
@@ -191,7 +191,7 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     cae = {r["role"]: r for r in m["models"] if r["family"].startswith("cae_")}
     assert set(cae) == {"surrogate", "reference"} and cae["surrogate"]["maker"] == "student"
     assert cae["reference"]["maker"] == "trained"
-    from ipguard_tf.models import as_classifier
+    from ipguard_tf.models.classifier import as_classifier
     from ipguard_tf.zoo import train as T
 
     seen = {}

@@ -29,13 +29,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .. import registry
-from ..constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL, N_POINTS
-from ..env_info import utc_now, versions
-from ..errors import DataError, ModelError
-from ..fingerprint import Fingerprint
-from ..models import Classifier, as_classifier
-from ..sharding import run_sharded
+from ipguard_tf.core import registry
+from ipguard_tf.core.constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL, N_POINTS
+from ipguard_tf.io.env_info import utc_now, versions
+from ipguard_tf.core.errors import DataError, ModelError
+from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.models.classifier import Classifier, as_classifier
+from ipguard_tf.models.sharding import run_sharded
+from ipguard_tf.io.checkpoint import SearchCheckpoint, content_key
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,6 @@ class FingerprintMethod(ABC):
         params = self.resolved_params(clf)
         ckpt = None
         if checkpoint is not None:
-            from ..checkpoint import SearchCheckpoint, content_key
 
             run_id = content_key(clf.weights_sha256 or clf.name, self.name, params, n, x0, src, tgt)
             ckpt = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)

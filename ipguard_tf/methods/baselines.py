@@ -13,11 +13,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from ..models import Classifier
-from ..progress import progress_bar
-from ..search import AdamSearch, SearchProblem
-from .base import FingerprintMethod, SearchOutput
-from .ipguard import _max_excluding, search_stats
+from ipguard_tf.models.classifier import Classifier
+from ipguard_tf.io.progress import progress_bar
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
+from ipguard_tf.methods.ipguard import _max_excluding, search_stats
 
 log = logging.getLogger(__name__)
 

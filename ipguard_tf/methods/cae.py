@@ -37,17 +37,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from ..constants import N_POINTS
-from ..errors import DataError, ModelError, ParameterError
-from ..fingerprint import Fingerprint
-from ..models import Classifier, as_classifier
-from ..search import AdamSearch, SearchProblem
-from .base import _N, FingerprintMethod, SearchOutput
+from ipguard_tf.core.constants import N_POINTS
+from ipguard_tf.core.errors import DataError, ModelError, ParameterError
+from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.models.classifier import Classifier, as_classifier
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.methods.base import _N, FingerprintMethod, SearchOutput
+from ipguard_tf.io.checkpoint import CheckpointError, content_key
+from ipguard_tf.io.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +127,25 @@ def _probs_fn(clf: Classifier):
     return lambda x: tf.nn.softmax(clf.logits(x))
 
 
+#: an ensemble given to CAE: models (named ``surrogate_0``, ...) or a mapping name -> model
+Ensemble = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def _named(models: Ensemble, role: str) -> List[Tuple[str, Any]]:
+    if isinstance(models, Mapping):
+        return list(models.items())
+    return [(f"{role}_{i}", m) for i, m in enumerate(models)]
+
+
 class CAE(FingerprintMethod):
     """CAE (see the module docstring). Hyperparameters (registry, ``CAE_*`` in :mod:`ipguard_tf.constants`):
     ``zoo``, ``epsilon``, ``alpha``, ``beta``, ``gamma``, ``dropout``, ``tau``, ``learning_rate``, ``max_iter``,
     ``max_candidates_per_point``, ``segment``, ``seed``, ``batch_size``.
 
-    The ensemble: the surrogate and reference members of ``zoo`` (loaded, and rebuilt if absent, when
-    :meth:`generate` runs), or, in Python, the runtime options ``surrogates=`` and ``references=`` (models or
-    classifiers; they take precedence over ``zoo``)."""
+    The ensemble: the runtime options ``surrogates=`` and ``references=`` (models or classifiers, or mappings
+    name -> model). ``zoo`` names the zoo they come from (recorded); the zoo layer loads its surrogate and
+    reference members (:func:`ipguard_tf.zoo.members.cae_ensemble`, rebuilt if absent), which the command line
+    and the sweeps do for ``--cae-zoo`` (:func:`ipguard_tf.zoo.members.method_inputs`)."""
 
     name = "cae"
     zoo: Optional[str]
@@ -147,8 +160,9 @@ class CAE(FingerprintMethod):
     max_candidates_per_point: int
     segment: int
 
-    def __init__(self, *, surrogates: Optional[Sequence[Any]] = None, references: Optional[Sequence[Any]] = None,
-                 progress: bool = False, distribute: Any = None, **params: Any) -> None:
+    def __init__(self, *, surrogates: Optional[Ensemble] = None, references: Optional[Ensemble] = None,
+                 ensemble_target_sha256: Optional[str] = None, progress: bool = False, distribute: Any = None,
+                 **params: Any) -> None:
         super().__init__(progress=progress, distribute=distribute, **params)
         if self.dropout >= 1.0:
             raise ParameterError(f"dropout must be below 1 (it would leave every member out), got {self.dropout}")
@@ -159,7 +173,9 @@ class CAE(FingerprintMethod):
         if surrogates is None and self.zoo is None:
             raise ParameterError("CAE needs its surrogate and reference models: give zoo (--cae-zoo), a zoo with "
                                  "CAE members, or surrogates= and references=")
-        self._ensemble = None if surrogates is None else (list(surrogates), list(references))
+        self._ensemble = None if surrogates is None else (_named(surrogates, "surrogate"),
+                                                          _named(references, "reference"))
+        self._ensemble_target_sha256 = ensemble_target_sha256
 
     @property
     def strategy(self) -> str:
@@ -169,32 +185,21 @@ class CAE(FingerprintMethod):
         raise NotImplementedError("CAE runs its own rounds in generate()")
 
     def ensemble(self, clf: Classifier) -> Tuple[List[Classifier], List[Classifier], Dict[str, Any]]:
-        """The surrogate and reference classifiers and a record of them (names, SHA-256, zoo). From a zoo whose
-        target is not ``clf`` (other weights), a warning: its surrogates were derived from that target."""
-        if self._ensemble is not None:
-            s, r = self._ensemble
-            surr = [as_classifier(m, name=f"surrogate_{i}") for i, m in enumerate(s)]
-            refs = [as_classifier(m, name=f"reference_{i}") for i, m in enumerate(r)]
-            zoo = None
-        else:
-            from ..zoo.builder import ENSEMBLE_ROLES, is_zoo, load_member, members
-
-            zoo = Path(self.zoo)
-            if not is_zoo(zoo):
-                raise DataError(f"CAE zoo {zoo}: not a zoo folder (no manifest.json)")
-            recs = members(zoo)
-            want = {role: [r for r in recs if r["role"] == role] for role in ENSEMBLE_ROLES}
-            if not want["surrogate"] or not want["reference"]:
-                raise DataError(f"CAE zoo {zoo} has {len(want['surrogate'])} surrogate and {len(want['reference'])} "
-                                "reference members; it needs both (ipguard zoo build --kind sac builds them)")
-            sha = next((r.get("weights_sha256") for r in recs if r["role"] == "target"), None)
-            if sha and clf.weights_sha256 and sha != clf.weights_sha256:
-                log.warning("CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates "
-                            "were derived from that target, so the examples may not be conferrable for this model",
-                            zoo)
-            surr = [as_classifier(load_member(zoo, r["name"]), name=r["name"]) for r in want["surrogate"]]
-            refs = [as_classifier(load_member(zoo, r["name"]), name=r["name"]) for r in want["reference"]]
-        record = {"zoo": None if zoo is None else str(zoo),
+        """The surrogate and reference classifiers and a record of them (names, SHA-256, zoo). An ensemble made
+        for another target (``ensemble_target_sha256``, the zoo's target, differs from ``clf``'s weights) gives a
+        warning: its surrogates were derived from that target."""
+        if self._ensemble is None:  # a zoo was named but its members were not given
+            raise DataError(f"CAE zoo {self.zoo}: its ensemble was not loaded; pass surrogates= and references= "
+                            "(ipguard_tf.zoo.members.cae_ensemble loads them from a zoo folder)")
+        sha = self._ensemble_target_sha256
+        if sha and clf.weights_sha256 and sha != clf.weights_sha256:
+            log.warning("CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates "
+                        "were derived from that target, so the examples may not be conferrable for this model",
+                        self.zoo or "the ensemble")
+        s, r = self._ensemble
+        surr = [as_classifier(m, name=name) for name, m in s]
+        refs = [as_classifier(m, name=name) for name, m in r]
+        record = {"zoo": self.zoo,
                   "surrogates": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in surr],
                   "references": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in refs]}
         return surr, refs, record
@@ -282,7 +287,6 @@ class CAE(FingerprintMethod):
         return probs(surr), probs(refs)
 
     def _run_id(self, clf, ens_record, n, order, y_all) -> str:
-        from ..checkpoint import content_key
 
         return content_key(clf.weights_sha256 or clf.name, self.name, self.params(), ens_record, n, order, y_all)
 
@@ -320,7 +324,6 @@ class _RoundState:
             return st
         with np.load(path, allow_pickle=False) as z:
             if str(z["run_id"]) != run_id:
-                from ..checkpoint import CheckpointError
 
                 raise CheckpointError(f"{path} belongs to another CAE run; delete it or give another file")
             st.searched, st.rounds = int(z["searched"]), int(z["rounds"])
@@ -334,7 +337,6 @@ class _RoundState:
             return
         import io
 
-        from ..io_utils import atomic_write_bytes
 
         buf = io.BytesIO()
         arrays = dict(zip(self.FIELDS, self.arrays())) if self.kept else {}

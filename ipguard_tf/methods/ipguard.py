@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from ..models import Classifier
-from ..search import AdamSearch, SearchProblem
-from .base import FingerprintMethod, SearchOutput
+from ipguard_tf.models.classifier import Classifier
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
 
 log = logging.getLogger(__name__)
 

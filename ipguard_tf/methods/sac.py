@@ -27,10 +27,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..constants import SAC_CENTRE_BAND
-from ..errors import DataError, ModelError
-from ..models import Classifier
-from .base import FingerprintMethod, SearchOutput
+from ipguard_tf.core.constants import SAC_CENTRE_BAND
+from ipguard_tf.core.errors import DataError, ModelError
+from ipguard_tf.models.classifier import Classifier
+from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
 
 
 def cutmix_box(height: int, width: int, patch: float, rng: np.random.Generator) -> Tuple[int, int, int, int]:

@@ -15,12 +15,18 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import constants as C
-from ..errors import ModelError, ParameterError
-from ..io_utils import write_json
-from .keyfile import check_model, load_key, save_key
-from .training import ProtectSettings, evaluate_protection, train_protected
-from .transforms import KINDS, Transform, make_transform, new_key
+from ipguard_tf.core import constants as C
+from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.io.files import write_json
+from ipguard_tf.protect.keyfile import check_model, load_key, save_key
+from ipguard_tf.protect.training import ProtectSettings, evaluate_protection, train_protected
+from ipguard_tf.protect.transforms import KINDS, Transform, make_transform, new_key
+from ipguard_tf.io.files import run_record
+from ipguard_tf.models.classifier import load_model_file
+from ipguard_tf.zoo.architectures import build_architecture
+from ipguard_tf.models.classifier import content_sha256
+from ipguard_tf.zoo.store import save_member
+from ipguard_tf.zoo.train import deterministic
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,6 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
     ``key`` (default: a fresh secret one) keys the transform; ``seed`` fixes the model's initialisation and the
     batch order. Resumes an unfinished run in ``out``; returns the ``train.json`` record (also when the run had
     already finished)."""
-    from ..zoo.architectures import build_architecture
-    from ..zoo.builder import content_sha256, save_member
-    from ..zoo.train import deterministic
 
     out = Path(out)
     if transform not in KINDS + ("none",):
@@ -88,7 +91,6 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
                  extra={"architecture": architecture, "dataset": dataset.name, "settings": settings.as_dict()})
         rec["key_file"] = KEY_FILE
     rec["model_sha256"] = content_sha256(model)
-    from ..io_utils import run_record
 
     prov = run_record({})
     rec.update(command=prov["command"], machine=prov["machine"], versions=prov["versions"], finished=prov["finished"])
@@ -100,7 +102,6 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
 def load_protected(model_path: Union[str, Path], key_path: Optional[Union[str, Path]]) -> Tuple[Any, Optional[Transform],
                                                                                                   Dict[str, Any]]:
     """The protected model (logits) and its transform (None without a key), the key checked against the model."""
-    from ..models import load_model_file
 
     model = load_model_file(model_path)
     if key_path is None:

@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ..checked_file import read_checked_npz, write_checked_npz
-from ..errors import IPGuardError, ParameterError
-from .transforms import CLASSES, Transform
+from ipguard_tf.io.checked_file import read_checked_npz, write_checked_npz
+from ipguard_tf.core.errors import IPGuardError, ParameterError
+from ipguard_tf.protect.transforms import CLASSES, Transform
+from ipguard_tf.models.classifier import content_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ def check_model(meta: Dict[str, Any], model: Any, path: Union[str, Path] = "key"
     want = meta.get("model_sha256")
     if not want:
         return
-    from ..zoo.builder import content_sha256
 
     have = content_sha256(model)
     if have != want:

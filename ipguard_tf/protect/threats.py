@@ -30,11 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import constants as C
-from ..errors import ParameterError
-from ..progress import progress_bar
-from ..zoo.train import evaluate_accuracy as accuracy
-from .transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
+from ipguard_tf.core import constants as C
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.io.progress import progress_bar
+from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
+from ipguard_tf.protect.transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
+from ipguard_tf.models.classifier import as_classifier
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ def direct_piracy(model, x: np.ndarray, y: np.ndarray) -> float:
 def raw_class_counts(model, x: np.ndarray, num_classes: int, batch_size: int = 512) -> Dict[str, Any]:
     """How the copied model labels raw inputs: the count of each predicted class, and the most frequent class
     with its share (a model that answers one class to everything has a share near 1)."""
-    from ..models import as_classifier
 
     pred = as_classifier(model).predict_labels(np.asarray(x, np.float32), batch_size)
     counts = np.bincount(pred, minlength=num_classes)

@@ -43,11 +43,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import constants as C
-from ..errors import ParameterError
-from ..io_utils import atomic_write_bytes
-from ..progress import progress_bar
-from .transforms import Transform, psnr
+from ipguard_tf.core import constants as C
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.progress import progress_bar
+from ipguard_tf.protect.transforms import Transform, psnr
+from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,6 @@ def evaluate_protection(model, transform: Optional[Transform], x: np.ndarray, y:
     """The slides' table entries for one model: ``authorized`` accuracy (on ``T(x)``; on ``x`` for a baseline),
     ``unauthorized`` accuracy (on raw ``x``) and the ``psnr`` (dB) of ``T(x)`` against ``x`` (None for a
     baseline, which has no transform)."""
-    from ..zoo.train import evaluate_accuracy as accuracy
 
     x = np.asarray(x, np.float32)
     if transform is None:

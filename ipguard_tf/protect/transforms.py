@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .. import constants as C
-from ..errors import ParameterError
+from ipguard_tf.core import constants as C
+from ipguard_tf.core.errors import ParameterError
 
 SIGMA = C.ANTIPIRACY_SIGMA
 P = C.ANTIPIRACY_P

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Sequence
 
 import keras
 
-from ..errors import ParameterError
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.models.imagenet import pixel_model
 
 
 def _inp(K, input_shape):
@@ -321,7 +322,6 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
     """Build an architecture by name with Keras 3 (``K=keras``) or Keras 2 (``K=tf_keras``); ``imagenet:NAME``
     is the ImageNet pixel model of Keras Applications' NAME (random weights)."""
     if name.startswith("imagenet:"):
-        from ..imagenet import pixel_model
 
         return pixel_model(name.split(":", 1)[1], None, K=K)
     if name not in ARCHITECTURES:

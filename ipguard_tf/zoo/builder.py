@@ -23,8 +23,6 @@ a mismatch is logged).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,17 +31,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..constants import FP_STEP, MAX_ACCURACY_LOSS, WP_STEP
-from ..env_info import machine, utc_now, versions
-from ..errors import IPGuardError
-from ..io_utils import atomic_write_bytes
+from ipguard_tf.core.constants import FP_STEP, MAX_ACCURACY_LOSS, WP_STEP
+from ipguard_tf.io.env_info import machine, utc_now, versions
+from ipguard_tf.models.classifier import content_sha256
+from ipguard_tf.zoo.store import (MANIFEST, SCHEMA, ZooError, file_sha256, load_member_file, read_manifest,
+                                  save_member, write_manifest)
+from ipguard_tf.io.data import load_dataset
+from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.models.imagenet import SUSPECTS, pixel_model
+from ipguard_tf.models.tflite import DEFAULT_CALIBRATION_EXAMPLES
+from ipguard_tf.zoo import postprocess as P
+from ipguard_tf.zoo.forest import N_TREES, forest_accuracy, train_forest
+from ipguard_tf.zoo.postprocess import quantize
+from ipguard_tf.zoo.train import Recipe, VGG16_NEGATIVE, evaluate_accuracy, get_recipe, train_model
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "ipguard_tf.zoo/2"
-OLD_SCHEMAS = ("ipguard_tf.zoo/1",)
-MANIFEST = "manifest.json"
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -76,125 +78,9 @@ TARGETS = {"fashion_mnist": "fmnist_cnn", "cifar10": "resnet20", "cifar100": "wr
            "imagenet": "imagenet:ResNet50"}
 
 
-class ZooError(IPGuardError):
-    pass
-
-
-# -- manifest -------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_sha256(model: Any) -> str:
-    """SHA-256 of what a model computes with, independent of the file container (whose zip entries carry
-    timestamps): the weight arrays of a Keras model, the node and value arrays of a forest's trees, or a TFLite
-    model's flatbuffer."""
-    if hasattr(model, "content_sha256"):  # TFLite
-        return model.content_sha256
-    if hasattr(model, "estimators_"):
-        h = hashlib.sha256()
-        for est in model.estimators_:
-            st = est.tree_.__getstate__()
-            for key in ("nodes", "values"):
-                a = np.ascontiguousarray(st[key])
-                h.update(a.tobytes())
-        return h.hexdigest()
-    from ..models import weights_sha256
-
-    return weights_sha256(model)
-
-
-def upgrade_manifest(manifest: Dict[str, Any]) -> Dict[str, Any]:
-    """A manifest of an older schema in the current one (in place; returned). ``zoo/1`` -> ``zoo/2``: every
-    record's ``params`` become exactly the keyword arguments its maker passes (the post-processings' batch size
-    128, which was their default, made explicit; WP's architecture added; WP's ``tool`` and the forests'
-    ``features`` moved out of ``params`` into the record)."""
-    if manifest.get("schema") == "ipguard_tf.zoo/1":
-        for rec in manifest.get("models", []):
-            params = rec.get("params")
-            if params is None:
-                continue
-            if rec["family"] in ("FTLL", "FTAL", "RTLL", "RTAL", "WP", "FP"):
-                params.setdefault("batch_size", 128)
-            if rec["family"] == "WP":
-                rec["tool"] = params.pop("tool", "tfmot prune_low_magnitude")
-                params.setdefault("architecture", rec["architecture"])
-            if rec["family"] == "random_forest":
-                rec["features"] = params.pop("features", "flattened pixels")
-        manifest["schema"] = SCHEMA
-    return manifest
-
-
-def read_manifest(folder: Path) -> Dict[str, Any]:
-    p = Path(folder) / MANIFEST
-    if not p.exists():
-        raise ZooError(f"{folder} is not a zoo (no {MANIFEST})")
-    try:
-        m = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ZooError(f"{p}: unreadable manifest ({exc})") from None
-    if not isinstance(m, dict) or m.get("schema") not in (SCHEMA,) + OLD_SCHEMAS:
-        raise ZooError(f"{p}: schema {m.get('schema') if isinstance(m, dict) else None!r} is not {SCHEMA!r}")
-    return upgrade_manifest(m)
-
-
-def is_zoo(path: Any) -> bool:
-    p = Path(path)
-    if not (p.is_dir() and (p / MANIFEST).exists()):
-        return False
-    try:
-        return json.loads((p / MANIFEST).read_text()).get("schema") in (SCHEMA,) + OLD_SCHEMAS
-    except Exception:
-        return False
-
-
-def _write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
-    manifest["updated"] = utc_now()
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
-    big = sorted(r["file"] for r in manifest["models"] if r.get("file") and not r.get("in_repo", True))
-    gi = "# models too large for the repository: rebuilt on demand by `ipguard zoo build`\n" + "".join(
-        f"{f}\n" for f in big)
-    atomic_write_bytes(folder / ".gitignore", gi.encode())
-
-
-# -- saving / loading members ---------------------------------------------------------------------------------------
-def save_member(model: Any, path: Path) -> None:
-    """Write a Keras 3 model (.keras, without optimizer state), a forest (.skops) or a TFLite model (.tflite)
-    atomically."""
-    if path.suffix == ".tflite":
-        atomic_write_bytes(path, model.content)
-    elif path.suffix == ".skops":
-        from .forest import save_forest
-
-        save_forest(model, path)
-    else:
-        from ..models import save_keras_atomic
-
-        save_keras_atomic(model, path)
-
-
-def load_member_file(path: Path) -> Any:
-    if path.suffix == ".tflite":
-        from ..tflite import TFLiteModel
-
-        return TFLiteModel(path)
-    if path.suffix == ".skops":
-        from .forest import load_forest
-
-        return load_forest(path)
-    import keras
-
-    return keras.saving.load_model(str(path), compile=False)
-
-
 # -- how each member is made: one table for building and rebuilding ------------------------------------------------
 def _trained(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
     """A model trained from scratch with the recorded recipe and seed (target and trained negatives)."""
-    from .train import Recipe, train_model
 
     return train_model(b._data(), Recipe(**rec["recipe"]), rec["seed"], verbose=b.verbose), {}
 
@@ -204,8 +90,6 @@ def _student(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]
     *target's* labels of the training set (the defender extracts its own model by retraining on its labels)."""
     from dataclasses import replace
 
-    from ..models import as_classifier
-    from .train import Recipe, train_model
 
     ds = b._data()
     labels = as_classifier(b._get("target")).predict_labels(ds.x_train, 512)
@@ -214,14 +98,12 @@ def _student(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]
 
 def _pretrained(b: Optional["ZooBuilder"], rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
     """ImageNet: a Keras Applications model with its pretrained weights (target and negatives)."""
-    from ..imagenet import pixel_model
 
     weights = rec.get("weights", b.weights if b is not None else None)
     return pixel_model(rec["architecture"].split(":", 1)[1], weights), {}
 
 
 def _forest(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
-    from .forest import train_forest
 
     return train_forest(b._data(), rec["seed"], **rec["params"]), {}
 
@@ -231,8 +113,6 @@ def _postprocessed(function: str, measure: Optional[Callable[[Any, Any], Tuple[A
     ``measure(postprocess, result)`` splits the result into the model and what to record about it."""
 
     def make(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
-        from . import postprocess as P
-
         out = getattr(P, function)(b._get("target"), b._data(), seed=rec["seed"], verbose=b.verbose, **rec["params"])
         return measure(P, out) if measure is not None else (out, {})
 
@@ -244,27 +124,12 @@ def _quantized(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any
     builder's calibration inputs (:meth:`ZooBuilder._calibration_x`)."""
     from types import SimpleNamespace
 
-    from .postprocess import quantize
 
     p = rec["params"]
     data = SimpleNamespace(x_train=b._calibration_x())
     return quantize(b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"),
                     name=rec.get("name")), {}
 
-
-def _sac(name: str):
-    """A maker of the SAC zoo (:mod:`ipguard_tf.zoo.sac`, imported when first used)."""
-
-    def make(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
-        from .sac import SAC_MAKERS
-
-        return SAC_MAKERS[name](b, rec)
-
-    return make
-
-
-_SAC_FAMILIES = ("sac_trained", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
-                 "transfer_a", "transfer_l", "adv_finetune", "cae_surrogate")
 
 #: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
 MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
@@ -279,28 +144,29 @@ MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
     "WP": _postprocessed("weight_prune", lambda P, m: (m, {"measured_sparsity": P.measured_sparsity(m)})),
     "FP": _postprocessed("filter_prune", lambda P, out: (out[0], {"pruned_filter_fractions": out[1]})),
     "quantized": _quantized,
-    **{name: _sac(name) for name in _SAC_FAMILIES},
 }
 
 
-def maker_of(rec: Dict[str, Any]) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
-    """The maker of a record: the one it names (``maker``), ``trained`` for records with a recipe,
+def maker_of(rec: Dict[str, Any], makers: Optional[Dict[str, Callable[..., Any]]] = None
+             ) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
+    """The maker of a record among ``makers`` (default :data:`MAKERS`; a kind of zoo adds its own, see
+    :attr:`ZooBuilder.makers`): the one it names (``maker``), ``trained`` for records with a recipe,
     ``pretrained`` for ImageNet models taken as published, else the one of its family."""
-    if rec.get("maker") in MAKERS:
-        return MAKERS[rec["maker"]]
+    makers = MAKERS if makers is None else makers
+    if rec.get("maker") in makers:
+        return makers[rec["maker"]]
     if "recipe" in rec:
-        return MAKERS["trained"]
+        return makers["trained"]
     if str(rec.get("architecture", "")).startswith("imagenet:") and rec.get("role") != "positive":
-        return MAKERS["pretrained"]
-    if rec["family"] not in MAKERS:
+        return makers["pretrained"]
+    if rec["family"] not in makers:
         raise ZooError(f"cannot make a member of family {rec['family']!r}")
-    return MAKERS[rec["family"]]
+    return makers[rec["family"]]
 
 
 def quantized_records(architecture: str) -> List[Tuple[str, Dict[str, Any]]]:
     """The TFLite copies of a target in a zoo: float16 weights, and full-integer int8 calibrated on
     :data:`~ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES` inputs (TensorFlow's converter)."""
-    from ..tflite import DEFAULT_CALIBRATION_EXAMPLES
 
     return [(f"tflite_{mode}", {"role": "positive", "family": "quantized", "architecture": architecture, "seed": 0,
                                 "params": dict({"mode": mode}, **({"calibration_examples": DEFAULT_CALIBRATION_EXAMPLES}
@@ -338,6 +204,8 @@ class ZooBuilder:
     # -- bookkeeping ------------------------------------------------------------------------------------------
     #: the manifest's ``kind`` (None: the IPGuard paper's zoo, whose manifests have no such field)
     kind = None
+    #: how this kind of zoo makes each family (:func:`maker_of`)
+    makers = MAKERS
 
     def _load_state(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -374,7 +242,6 @@ class ZooBuilder:
 
     def _data(self):
         if self.dataset is None:
-            from ..data import load_dataset
 
             self.dataset = load_dataset(self.dataset_name, self.data_dir)
         return self.dataset
@@ -386,10 +253,8 @@ class ZooBuilder:
     def _accuracy(self, model) -> float:
         ds = self._data()
         if hasattr(model, "predict") and not hasattr(model, "layers"):
-            from .forest import forest_accuracy
 
             return forest_accuracy(model, ds.x_test, ds.y_test)
-        from .train import evaluate_accuracy
 
         return evaluate_accuracy(model, ds.x_test, ds.y_test)
 
@@ -398,12 +263,12 @@ class ZooBuilder:
         save_member(model, path)
         acc = info.pop("test_accuracy", None)
         rec = {"name": name, **info, "test_accuracy": self._accuracy(model) if acc is None else acc,
-               "file": path.name, "sha256": _sha256(path), "content_sha256": content_sha256(model),
+               "file": path.name, "sha256": file_sha256(path), "content_sha256": content_sha256(model),
                "size_bytes": path.stat().st_size,
                "created": utc_now()}
         rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6
         self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name] + [rec]
-        _write_manifest(self.out, self.manifest)
+        write_manifest(self.out, self.manifest)
         log.info("zoo %s: %s (%s, acc %.4f, %.1f MB)", self.out, name, info.get("family"), rec["test_accuracy"],
                  rec["size_bytes"] / 1e6)
         return rec
@@ -421,21 +286,33 @@ class ZooBuilder:
             self._store(name, load_member_file(path), dict(info), suffix)
             return
         t0 = time.perf_counter()
-        model, extra = maker_of(info)(self, info)
+        model, extra = maker_of(info, self.makers)(self, info)
         self._store(name, model, {**info, **extra, "build_seconds": round(time.perf_counter() - t0, 1)}, suffix)
+
+    def load(self, name: str) -> Any:
+        """Load recorded member ``name``; rebuild it if its file is missing (models not kept in the repository)."""
+        rec = self.record(name)
+        if rec is None:
+            raise ZooError(f"{self.out}: no member {name!r}")
+        if rec.get("file") is None:  # pretrained (ImageNet negatives): built from its weights
+            return _pretrained(self, rec)[0]
+        path = self.out / rec["file"]
+        if not path.exists():
+            log.info("%s missing: rebuilding it", path)
+            return self.rebuild(name)
+        return load_member_file(path)
 
     def _get(self, name: str) -> Any:
         """Load a recorded member (rebuilding it when its file is missing); the target is loaded once."""
         if name != "target":
-            return load_member(self.out, name, builder=self)
+            return self.load(name)
         if self._target is None:
-            self._target = load_member(self.out, name, builder=self)
+            self._target = self.load(name)
         return self._target
 
     # -- the zoo ----------------------------------------------------------------------------------------------
     def build(self, only_target: bool = False) -> Dict[str, Any]:
         """Build every missing member; return the manifest."""
-        from .train import get_recipe
 
         self._load_state()
         if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
@@ -451,11 +328,10 @@ class ZooBuilder:
         self._positives(target_acc)
         self._negatives()
         self.manifest["complete"] = True
-        _write_manifest(self.out, self.manifest)
+        write_manifest(self.out, self.manifest)
         return self.manifest
 
     def _positives(self, target_acc: float) -> None:
-        from . import postprocess as P
 
         for name, family, params in (
                 ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
@@ -489,13 +365,13 @@ class ZooBuilder:
         if rec is not None and (self.out / rec["file"]).exists():
             return True
         info = {"role": "positive", "architecture": self.arch, "seed": 0, **level}
-        model, extra = maker_of(info)(self, info)
+        model, extra = maker_of(info, self.makers)(self, info)
         acc = self._accuracy(model)
         if target_acc - acc > MAX_ACCURACY_LOSS:
             self.manifest.setdefault("rejected", []).append(
                 {"name": name, **{k: v for k, v in level.items() if k not in ("params", "tool")},
                  "test_accuracy": acc, "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}"})
-            _write_manifest(self.out, self.manifest)
+            write_manifest(self.out, self.manifest)
             log.info("zoo: %s rejected (accuracy %.4f, target %.4f)", name, acc, target_acc)
             return False
         self._store(name, model, {**info, **extra, "test_accuracy": acc})
@@ -504,7 +380,6 @@ class ZooBuilder:
     def _pretrained_negatives(self) -> None:
         """ImageNet: the best pretrained Keras model of each other family (paper Section 5.1.2); not stored,
         built from the weights when loaded."""
-        from ..imagenet import SUSPECTS, pixel_model
 
         for name in SUSPECTS:
             member = f"pretrained_{name}"
@@ -515,12 +390,10 @@ class ZooBuilder:
                    "weights": self.weights, "seed": None, "test_accuracy": acc, "file": None, "sha256": None,
                    "size_bytes": 0, "in_repo": False, "created": utc_now()}
             self.manifest["models"].append(rec)
-            _write_manifest(self.out, self.manifest)
+            write_manifest(self.out, self.manifest)
             log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member, acc)
 
     def _negatives(self) -> None:
-        from .forest import N_TREES
-        from .train import VGG16_NEGATIVE, get_recipe
 
         if self.dataset_name == "imagenet":
             self._pretrained_negatives()
@@ -547,7 +420,6 @@ class ZooBuilder:
         trained on the true labels, with seeds no negative uses (301, ...; surrogates 201, ...). The defender's
         data is the target's own training set, as in Lukas et al. (RorschachChen's ``prepare_models``: the same
         CIFAR-10 training set for source, surrogates and references)."""
-        from .train import get_recipe
 
         recipe = get_recipe(self.dataset_name, self.arch).as_dict()
         for s in range(1, self.profile.cae_members + 1):
@@ -564,7 +436,7 @@ class ZooBuilder:
         rec = self.record(name)
         if rec is None:
             raise ZooError(f"{self.out}: no member {name!r}")
-        model, _ = maker_of(rec)(self, rec)
+        model, _ = maker_of(rec, self.makers)(self, rec)
         if rec.get("file") is None:
             return model
         save_member(model, self.out / rec["file"])
@@ -574,89 +446,3 @@ class ZooBuilder:
         return model
 
 
-def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, data_dir: Optional[str] = None,
-                dataset: Any = None) -> Any:
-    """Load zoo member ``name`` from ``folder``; rebuild it if its file is missing (models not kept in the repo)."""
-    folder = Path(folder)
-    manifest = builder.manifest if builder is not None else read_manifest(folder)
-    rec = next((r for r in manifest["models"] if r["name"] == name), None)
-    if rec is None:
-        raise ZooError(f"{folder}: no member {name!r}")
-    if rec.get("file") is None:  # pretrained (ImageNet negatives): built from its weights
-        return _pretrained(builder, rec)[0]
-    path = folder / rec["file"]
-    if not path.exists():
-        log.info("%s missing: rebuilding it", path)
-        b = builder or builder_for(folder, manifest, data_dir=data_dir, dataset=dataset)
-        if builder is None:
-            b._load_state()
-        return b.rebuild(name)
-    return load_member_file(path)
-
-
-def builder_for(folder: Path, manifest: Dict[str, Any], data_dir: Optional[str] = None,
-                dataset: Any = None) -> "ZooBuilder":
-    """A builder for an existing zoo (its kind and profile from its manifest), e.g. to rebuild a member."""
-    if manifest.get("kind") == "sac":
-        from .sac import SAC_PROFILES, SACProfile, SACZooBuilder
-
-        prof = manifest.get("profile_spec")
-        profile = SACProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in prof.items()}) if prof \
-            else SAC_PROFILES["quick"]
-        return SACZooBuilder(manifest["dataset"], folder, profile, data_dir=data_dir, dataset=dataset, verbose=0)
-    return ZooBuilder(manifest["dataset"], folder, PROFILES.get(manifest.get("profile", "quick"), PROFILES["quick"]),
-                      data_dir=data_dir, dataset=dataset, verbose=0)
-
-
-def missing_members(folder: Path) -> List[Dict[str, Any]]:
-    """Records whose model file is absent (not kept in the repository): loading them rebuilds them."""
-    folder = Path(folder)
-    return [r for r in members(folder) if r.get("file") and not (folder / r["file"]).exists()]
-
-
-def rebuild_note(folder: Path, missing: List[Dict[str, Any]]) -> str:
-    """One line saying what loading ``missing`` will rebuild and how long that took when they were built."""
-    known = [r["build_seconds"] for r in missing if r.get("build_seconds") is not None]
-    took = f"about {sum(known) / 60:.0f} min when built" if known else "time not recorded"
-    if known and len(known) < len(missing):
-        took += f" ({len(missing) - len(known)} without a recorded time)"
-    names = ", ".join(r["name"] for r in missing[:8]) + (" ..." if len(missing) > 8 else "")
-    return f"{folder}: {len(missing)} members absent, rebuilt before use ({took}): {names}"
-
-
-#: roles of a fingerprinting method's own models in a zoo (CAE's surrogates and references): no suspects
-ENSEMBLE_ROLES = ("surrogate", "reference")
-
-
-def members(folder: Path) -> List[Dict[str, Any]]:
-    """The zoo's records (target first, then positives, then negatives)."""
-    order = {"target": 0, "positive": 1, "negative": 2, "surrogate": 3, "reference": 4}
-    return sorted(read_manifest(folder)["models"], key=lambda r: (order.get(r["role"], 3), r["name"]))
-
-
-def table2_rows(folder: Path) -> List[Dict[str, Any]]:
-    """Paper Table 2 for a zoo: the target, each positive, and each negative family as an accuracy range."""
-    recs = members(folder)
-    rows = []
-    for r in recs:
-        if r["role"] in ("target", "positive"):
-            detail = ""
-            if r["family"] == "WP":
-                detail = f"p={r['sparsity']:.1f} (measured {r['measured_sparsity']:.3f})"
-            elif r["family"] == "FP":
-                detail = f"c={r['sixteenths']}/16"
-            rows.append({"type": r["role"], "classifier": r["family"], "detail": detail,
-                         "accuracy": f"{r['test_accuracy']:.4f}", "count": 1})
-    fams: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    for r in recs:  # negatives, then CAE's ensemble (not suspects; not in the paper's Table 2)
-        if r["role"] == "negative" or r["role"] in ENSEMBLE_ROLES:
-            fams.setdefault((r["role"], r["family"]), []).append(r)
-    for (role, fam), rs in fams.items():
-        accs = [r["test_accuracy"] for r in rs]
-        archs = sorted({r.get("architecture", "") for r in rs})
-        # a family trained as another architecture than its name (Fashion-MNIST's VGG16 negatives: vgg16_w8)
-        detail = "CAE ensemble" if role != "negative" else ", ".join(
-            a for a in archs if a not in (fam, "rf") and fam != "same_arch")
-        rows.append({"type": role, "classifier": fam, "detail": detail,
-                     "accuracy": f"[{min(accs):.4f}, {max(accs):.4f}]", "count": len(accs)})
-    return rows

@@ -8,8 +8,8 @@ from typing import Union
 
 import numpy as np
 
-from ..io_utils import atomic_write_bytes
-from ..safety import load_skops
+from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.models.safety import load_skops
 
 N_TREES = 20
 

@@ -22,8 +22,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
-from ..errors import ParameterError
-from .architectures import twin
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.zoo.architectures import twin
+from ipguard_tf.models import tflite
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,6 @@ def quantize(model, dataset, mode: str, *, calibration_examples: Optional[int] =
     ``calibration_examples`` training inputs, default :data:`ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES`),
     or float32 (conversion only). Returns a :class:`ipguard_tf.tflite.TFLiteModel` (its bytes in ``.content``);
     the input model is not modified."""
-    from .. import tflite
 
     n = tflite.DEFAULT_CALIBRATION_EXAMPLES if calibration_examples is None else int(calibration_examples)
     rep = dataset.x_train[:n] if mode == "int8" else None

@@ -34,7 +34,16 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ParameterError
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.zoo.builder import MAKERS, ZooBuilder, quantized_records
+from ipguard_tf.zoo.store import ZooError, members, write_manifest
+from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.models.oracle import Oracle
+from ipguard_tf.zoo import stealing as S
+from ipguard_tf.zoo.architectures import build_architecture
+from ipguard_tf.zoo.stealing import PGD_STEPS, conv_layers
+from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, sgd_train
+from ipguard_tf.zoo.train import deterministic
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,6 @@ COARSE_NAME = "fashion_mnist_coarse4"
 
 
 def _pgd_steps() -> int:
-    from .stealing import PGD_STEPS
 
     return PGD_STEPS
 
@@ -139,13 +147,11 @@ def sac_split(dataset, seed: int = SAC_SPLIT_SEED, subset: Optional[int] = None)
 
 # -- makers: one per family, (builder, record) -> (model, fields to record) ----------------------------------------------
 def _recipe(rec: Dict[str, Any]):
-    from .stealing import SGDRecipe
 
     return SGDRecipe(**rec["params"]["recipe"])
 
 
 def _arch(b, name: str):
-    from .architectures import build_architecture
 
     ds = b._data()
     return lambda: build_architecture(name, ds.input_shape, ds.num_classes)
@@ -153,8 +159,6 @@ def _arch(b, name: str):
 
 def make_trained(b, rec: Dict[str, Any]):
     """Source and irrelevant models: ``architecture`` trained from seed on a part's true labels."""
-    from .stealing import _ce_loss, sgd_train
-    from .train import deterministic
 
     part = b.split().part(rec["data"])
     deterministic(rec["seed"])
@@ -165,7 +169,6 @@ def make_trained(b, rec: Dict[str, Any]):
 
 
 def _oracle(b, output: str = "labels"):
-    from ..oracle import Oracle
 
     return Oracle(b._get("target"), output=output)
 
@@ -173,7 +176,6 @@ def _oracle(b, output: str = "labels"):
 def make_extract(b, rec: Dict[str, Any]):
     """Extract-L / Extract-P students of ``architecture`` from the source's labels / probabilities (on the
     record's part of the data: the attacker's half for a thief, the defender's for CAE's surrogates)."""
-    from . import stealing as S
 
     x = b.split().part(rec["data"]).x
     if rec["family"] in ("extract_l", "cae_surrogate"):
@@ -190,7 +192,6 @@ def make_extract(b, rec: Dict[str, Any]):
 def make_extract_adv(b, rec: Dict[str, Any]):
     """Extract-Adv: the recorded Extract-L student trained further on PGD examples; the thief reuses the labels
     that student was trained on (asked again of the source here, the same answers; counted as that student's)."""
-    from . import stealing as S
 
     p = rec["params"]
     x = b.split().attacker.x
@@ -202,7 +203,6 @@ def make_extract_adv(b, rec: Dict[str, Any]):
 
 
 def make_finetune(b, rec: Dict[str, Any]):
-    from . import stealing as S
 
     a = b.split().attacker
     return S.finetune(b._get("target"), a.x, a.y, last_only=rec["family"] == "finetune_l", recipe=_recipe(rec),
@@ -210,7 +210,6 @@ def make_finetune(b, rec: Dict[str, Any]):
 
 
 def make_adv_finetune(b, rec: Dict[str, Any]):
-    from . import stealing as S
 
     a, p = b.split().attacker, rec["params"]
     return S.adversarial_finetune(b._get("target"), a.x, a.y, recipe=_recipe(rec), epsilon=p["epsilon"],
@@ -219,7 +218,6 @@ def make_adv_finetune(b, rec: Dict[str, Any]):
 
 
 def make_transfer(b, rec: Dict[str, Any]):
-    from . import stealing as S
 
     a = b.split().attacker
     model = S.transfer(b._get("target"), a.x, COARSE_LABELS[a.y], int(COARSE_LABELS.max()) + 1,
@@ -230,7 +228,6 @@ def make_transfer(b, rec: Dict[str, Any]):
 
 def make_prune(b, rec: Dict[str, Any]):
     """One fine-pruning snapshot; the pruning run (one for all snapshots) is kept by the builder meanwhile."""
-    from . import stealing as S
 
     p = dict(rec["params"])
     index = p.pop("snapshot")
@@ -262,8 +259,6 @@ SAC_MAKERS = {
 
 def _conv_channels(architecture: str) -> int:
     """Conv channels of an architecture on 28x28x1 Fashion-MNIST (what fine-pruning ranks)."""
-    from .architectures import build_architecture
-    from .stealing import conv_layers
 
     return int(sum(int(c.kernel.shape[-1]) for c in conv_layers(build_architecture(architecture, (28, 28, 1), 10))))
 
@@ -275,7 +270,6 @@ def _recipe_spec(base, epochs: int) -> dict:
 
 def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
-    from . import stealing as S
 
     pgd = dict(epsilon=S.PGD_EPSILON, step=S.PGD_STEP, steps=profile.pgd_steps, max_examples=profile.adv_examples)
     sgd = _recipe_spec(S.EXTRACT_L, profile.source_epochs)
@@ -317,7 +311,6 @@ def plan(profile: SACProfile) -> list:
                                      params={"recipe": _recipe_spec(S.ADV_FINETUNE, profile.adv_finetune_epochs),
                                              **pgd},
                                      seed=0), ".keras"))
-    from .builder import quantized_records
 
     for name, rec in quantized_records(profile.source):
         out.append((name, dict(rec, data="attacker"), ".tflite"))
@@ -339,7 +332,6 @@ def cae_plan(profile: SACProfile) -> list:
     the thief's) and models trained from seed on true labels, all on the *defender's* half, so that none is
     one of the evaluated suspects (which the attacker trains on the other half). Roles ``surrogate`` and
     ``reference``: sweeps and zoo verification leave them out."""
-    from . import stealing as S
 
     out = []
     epochs = _recipe_spec(S.EXTRACT_L, profile.extract_epochs)
@@ -357,7 +349,6 @@ def cae_plan(profile: SACProfile) -> list:
 
 
 # -- the builder -----------------------------------------------------------------------------------------------------
-from .builder import ZooBuilder, ZooError, _write_manifest  # noqa: E402
 
 
 @dataclass
@@ -378,6 +369,9 @@ class SACZooBuilder(ZooBuilder):
         if self.dataset_name != "fashion_mnist":
             raise ZooError(f"the SAC zoo is defined on fashion_mnist, not {self.dataset_name!r}")
         self.arch = self.profile.source
+
+    #: the IPGuard zoo's makers (trained, quantized, ...) and the SAC attacks'
+    makers = {**MAKERS, **SAC_MAKERS}
 
     def split(self) -> SACData:
         if self._split is None:
@@ -401,7 +395,6 @@ class SACZooBuilder(ZooBuilder):
         return self.split().attacker.x
 
     def _labels(self, model) -> np.ndarray:
-        from ..models import as_classifier
 
         return as_classifier(model).predict_labels(self.split().test.x, 512)
 
@@ -432,13 +425,12 @@ class SACZooBuilder(ZooBuilder):
             if info["family"] != "prune":
                 self._runs.clear()  # a fine-pruning run is kept only while its snapshots are stored
         self.manifest["complete"] = True
-        _write_manifest(self.out, self.manifest)
+        write_manifest(self.out, self.manifest)
         return self.manifest
 
 
 def sac_rows(folder) -> list:
     """One row per member of a SAC zoo: role, family, architecture, accuracy, agreement, queries."""
-    from .builder import members
 
     rows = []
     for r in members(folder):

@@ -49,17 +49,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ..errors import ParameterError
-from ..progress import progress_bar
-from .postprocess import copy_model
-from .train import SGDRecipe, deterministic
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.io.progress import progress_bar
+from ipguard_tf.zoo.postprocess import copy_model
+from ipguard_tf.zoo.train import SGDRecipe, _ce, _ce_loss, deterministic, sgd_train
+from ipguard_tf.zoo.postprocess import _following_bn
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,6 @@ ADV_FINETUNE = SGDRecipe(5e-4, epochs=2, batch_size=256)
 
 
 # -- one training loop ---------------------------------------------------------------------------------------------
-def _ce(labels, logits):
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
 def pgd(model, x: tf.Tensor, y: tf.Tensor, *, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
         steps: int = PGD_STEPS) -> tf.Tensor:
     """Untargeted L-inf PGD without random start (SAC ``model_extract_adv.py``): ``steps`` signed-gradient
@@ -125,68 +121,6 @@ def pgd(model, x: tf.Tensor, y: tf.Tensor, *, epsilon: float = PGD_EPSILON, step
         adv = adv + step * tf.sign(tape.gradient(loss, adv))
         adv = tf.clip_by_value(tf.clip_by_value(adv, x - epsilon, x + epsilon), 0.0, 1.0)
     return tf.stop_gradient(adv)
-
-
-LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) -> scalar
-
-
-def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe: SGDRecipe, *, seed: int,
-              desc: str = "train", progress: bool = True, prepare: Optional[Callable] = None,
-              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None,
-              augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None) -> None:
-    """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
-    ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
-    (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
-    re-applying pruning masks); ``max_examples`` stops each epoch after that many examples (fine-pruning's
-    short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded).
-
-    The update is PyTorch's SGD: weight decay added to the gradient (coupled L2), ``buf = momentum * buf + g``,
-    and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``."""
-    variables = list(model.trainable_variables)
-    if not variables:
-        raise ParameterError(f"model {model.name} has no trainable variables")
-    buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-    lr_var = tf.Variable(recipe.learning_rate, dtype=tf.float32, trainable=False)
-    momentum, wd, nesterov = float(recipe.momentum), float(recipe.weight_decay), bool(recipe.nesterov)
-
-    @tf.function(reduce_retracing=True)
-    def step(xb, tb):
-        if prepare is not None:
-            extra = prepare(model, xb, tb)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(model, xb, tb, extra)
-        else:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(model, xb, tb)
-        grads = tape.gradient(loss, variables)
-        for v, g, b in zip(variables, grads, buffers):
-            if g is None:
-                continue
-            if wd:
-                g = g + wd * v
-            b.assign(momentum * b + g if momentum else g)
-            v.assign_sub(lr_var * (g + momentum * b if nesterov else b))
-        return loss
-
-    n = len(x) if max_examples is None else min(len(x), int(max_examples))
-    per_epoch = math.ceil(n / recipe.batch_size)
-    total = per_epoch * recipe.epochs
-    rng = np.random.default_rng(seed)
-    done = 0
-    with progress_bar(total, desc=desc, enabled=progress, unit="step") as bar:
-        for epoch in range(recipe.epochs):
-            order = rng.permutation(len(x))[:n]
-            for s in range(0, n, recipe.batch_size):
-                if recipe.schedule != "constant":
-                    lr_var.assign(recipe.learning_rate_at(done, total, epoch))
-                idx = order[s:s + recipe.batch_size]
-                xb = x[idx] if augment is None else augment(x[idx], rng)
-                loss = step(tf.constant(xb), tf.constant(targets[idx]))
-                if after_step is not None:
-                    after_step()
-                done += 1
-                bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
 
 
 # -- extraction --------------------------------------------------------------------------------------------------
@@ -282,10 +216,6 @@ def head_layers(model) -> List[Any]:
     return tail
 
 
-def _ce_loss(m, xb, yb):
-    return _ce(yb, m(xb, training=True))
-
-
 def _train_copy(model, x, y, recipe, *, last_only: bool, seed: int, desc: str, progress: bool, **train):
     deterministic(seed)
     new = copy_model(model)
@@ -354,7 +284,6 @@ def conv_layers(model) -> List[Any]:
 def _same_width_bn(model, conv) -> Optional[Any]:
     """The batch norm right after ``conv`` (within two layers) if it normalises the conv's channels, else None
     (a pre-activation network's next batch norm normalises a concatenation, not this conv)."""
-    from .postprocess import _following_bn
 
     name = _following_bn(model, conv.name)
     if name is None:

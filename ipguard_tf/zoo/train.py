@@ -12,13 +12,16 @@ import math
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from ..errors import ParameterError
-from .architectures import build_architecture
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.io.progress import progress_bar
+from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.zoo.architectures import build_architecture
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class Recipe(_SGDSettings):
     ``optimizer="adam"``: Keras' Adam at a constant learning rate through ``fit``. ``optimizer="sgd"``: PyTorch-
     style SGD (coupled L2 weight decay, momentum, optional Nesterov) with a learning-rate ``schedule``
     ("constant", "cosine", or "step": multiplied by ``gamma`` at each epoch of ``milestones``), through
-    :func:`~ipguard_tf.zoo.stealing.sgd_train`, the loop the published recipes (He et al., Zagoruyko &
+    :func:`sgd_train`, the loop the published recipes (He et al., Zagoruyko &
     Komodakis, Simonyan & Zisserman) were written for; Keras' own SGD decays weights decoupled from the
     gradient, which with momentum 0.9 is about ten times weaker at the same coefficient.
     """
@@ -126,7 +129,7 @@ class Recipe(_SGDSettings):
             raise ParameterError("schedules, weight decay and Nesterov are SGD settings (optimizer='sgd')")
 
     def sgd(self):
-        """This recipe as the SGD loop's :class:`~ipguard_tf.zoo.stealing.SGDRecipe`."""
+        """This recipe as the SGD loop's :class:`SGDRecipe`."""
         return SGDRecipe(self.learning_rate, epochs=self.epochs, momentum=self.momentum,
                          weight_decay=self.weight_decay, batch_size=self.batch_size, schedule=self.schedule,
                          milestones=self.milestones or (), gamma=self.gamma, nesterov=self.nesterov)
@@ -220,7 +223,6 @@ AUGMENTATIONS = {"none": None, "crop4+flip": _augment_crop_flip}
 
 def deterministic(seed: int) -> None:
     """Seed everything and make TensorFlow's ops deterministic."""
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     try:
@@ -237,7 +239,6 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
     if recipe.optimizer == "sgd":
         from dataclasses import replace
 
-        from .stealing import _ce_loss, sgd_train
 
         sgd_train(model, dataset.x_train, np.asarray(dataset.y_train).reshape(-1).astype("int32"), _ce_loss,
                   replace(recipe.sgd(), epochs=n_epochs), seed=seed, desc=f"train {recipe.architecture}",
@@ -258,7 +259,77 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
 
 def evaluate_accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Test accuracy of any classifier :func:`~ipguard_tf.models.as_classifier` accepts."""
-    from ..models import as_classifier
 
     pred = as_classifier(model).predict_labels(x, batch_size)
     return float(np.mean(pred == np.asarray(y).reshape(-1)))
+
+
+# -- the SGD loop every recipe trains with (PyTorch's SGD; the stealing attacks' too) --------------------------
+def _ce(labels, logits):
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) -> scalar
+
+
+def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe: SGDRecipe, *, seed: int,
+              desc: str = "train", progress: bool = True, prepare: Optional[Callable] = None,
+              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None,
+              augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None) -> None:
+    """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
+    ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
+    (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
+    re-applying pruning masks); ``max_examples`` stops each epoch after that many examples (fine-pruning's
+    short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded).
+
+    The update is PyTorch's SGD: weight decay added to the gradient (coupled L2), ``buf = momentum * buf + g``,
+    and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``."""
+    variables = list(model.trainable_variables)
+    if not variables:
+        raise ParameterError(f"model {model.name} has no trainable variables")
+    buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+    lr_var = tf.Variable(recipe.learning_rate, dtype=tf.float32, trainable=False)
+    momentum, wd, nesterov = float(recipe.momentum), float(recipe.weight_decay), bool(recipe.nesterov)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, tb):
+        if prepare is not None:
+            extra = prepare(model, xb, tb)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model, xb, tb, extra)
+        else:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model, xb, tb)
+        grads = tape.gradient(loss, variables)
+        for v, g, b in zip(variables, grads, buffers):
+            if g is None:
+                continue
+            if wd:
+                g = g + wd * v
+            b.assign(momentum * b + g if momentum else g)
+            v.assign_sub(lr_var * (g + momentum * b if nesterov else b))
+        return loss
+
+    n = len(x) if max_examples is None else min(len(x), int(max_examples))
+    per_epoch = math.ceil(n / recipe.batch_size)
+    total = per_epoch * recipe.epochs
+    rng = np.random.default_rng(seed)
+    done = 0
+    with progress_bar(total, desc=desc, enabled=progress, unit="step") as bar:
+        for epoch in range(recipe.epochs):
+            order = rng.permutation(len(x))[:n]
+            for s in range(0, n, recipe.batch_size):
+                if recipe.schedule != "constant":
+                    lr_var.assign(recipe.learning_rate_at(done, total, epoch))
+                idx = order[s:s + recipe.batch_size]
+                xb = x[idx] if augment is None else augment(x[idx], rng)
+                loss = step(tf.constant(xb), tf.constant(targets[idx]))
+                if after_step is not None:
+                    after_step()
+                done += 1
+                bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+
+
+def _ce_loss(m, xb, yb):
+    return _ce(yb, m(xb, training=True))
