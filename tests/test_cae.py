@@ -8,6 +8,7 @@ from conftest import CLASSES, SHAPE
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import DataError, ModelError, ParameterError
+from ipguard_tf.io.checkpoint import CheckpointError
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.methods.cae import CAE, conferrability, ensemble_output
 from ipguard_tf.verification.suspects import verify
@@ -91,6 +92,8 @@ def test_cae_is_deterministic_and_resumes(world, tmp_path):
     assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
     c = CAE(**kw).generate(w["source"], 6, w["x"], train_y=w["y"], checkpoint=ck)  # resumes from the last round
     assert np.array_equal(a.x, c.x)
+    with pytest.raises(CheckpointError, match="belongs to another CAE run"):  # another seed: refused
+        CAE(**dict(kw, seed=4)).generate(w["source"], 6, w["x"], train_y=w["y"], checkpoint=ck)
     eps = registry.get("cae").defaults()["epsilon"]
     x0 = w["x"]
     # every point lies within epsilon of some owner example of its true class

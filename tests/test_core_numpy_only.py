@@ -58,7 +58,7 @@ def test_core_imports_and_computes_without_tensorflow():
 
 #: what the core's own modules may import: the standard library's pure parts, NumPy, and SciPy / scikit-learn for
 #: one function each (beta quantiles, ROC AUC); no paths, no argument parsing, no progress bars, no TensorFlow
-ALLOWED = {"__future__", "abc", "base64", "dataclasses", "functools", "importlib", "logging", "math", "typing",
+ALLOWED = {"__future__", "abc", "base64", "dataclasses", "functools", "importlib", "logging", "math", "numbers", "typing",
            "numpy", "scipy", "sklearn", "ipguard_tf"}
 
 

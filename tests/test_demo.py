@@ -25,3 +25,12 @@ def test_demo_separates_copy_from_independent_model(tmp_path, capsys):
     assert rate["target itself"] == 1.0
     assert rate["FTLL copy"] >= 0.9
     assert rate["FTLL copy"] - rate["fmnist_cnn seed 1"] >= 0.5
+
+
+def test_demo_finds_the_repository_pretrained_folder(monkeypatch):
+    """The demo takes its target from the checkout's pretrained/ (a wrong path made it retrain the target and
+    report other numbers than the README's)."""
+    from ipguard_tf.evaluation.demo import repo_pretrained_dir
+
+    monkeypatch.delenv("IPGUARD_PRETRAINED", raising=False)
+    assert (repo_pretrained_dir() / "fashion_mnist" / "target.keras").is_file()

@@ -16,6 +16,7 @@ def test_imagenet_zoo_smoke(tmp_path):
     from ipguard_tf.io.data import load_dataset
     from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
     from ipguard_tf.zoo import builder as B
+    from ipguard_tf.zoo.members import load_member
     from ipguard_tf.zoo.postprocess import eligible_conv_layers
 
     rng = np.random.default_rng(0)
@@ -37,7 +38,7 @@ def test_imagenet_zoo_smoke(tmp_path):
     assert abs(wp["measured_sparsity"] - 0.1) <= 0.01
     fp_rec = next(r for r in m["models"] if r["name"] == "fp_c01of16")
     assert all(abs(f - 1 / 16) < 0.01 for f in fp_rec["pruned_filter_fractions"].values())
-    target = B.load_member(out, "target")
+    target = load_member(out, "target")
     eligible = eligible_conv_layers(target)
     assert "pixel_preprocess" not in eligible
     assert not any(n.endswith("_3_conv") or n.endswith("_0_conv") for n in eligible)  # residual ends left alone

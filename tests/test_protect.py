@@ -133,6 +133,9 @@ def test_baseline_training_and_resume_equals_uninterrupted(tmp_path):
     # a checkpoint of another transform is refused, not silently mixed in
     with pytest.raises(ParameterError, match="another"):
         train_protected(_toy_model(2), LearnedTransform(SHAPE, 10), x, y, s2, seed=0, checkpoint=ck, progress=False)
+    ck.write_bytes(b"garbage")  # a damaged checkpoint: a one-line ParameterError, never a traceback
+    with pytest.raises(ParameterError, match="unreadable.*delete it"):
+        train_protected(_toy_model(2), LearnedTransform(SHAPE, 9), x, y, s2, seed=0, checkpoint=ck, progress=False)
     # the baseline: no transform, cross-entropy only
     hb = train_protected(_toy_model(2), None, x, y, ProtectSettings(epochs=1, batch_size=64), seed=0, progress=False)
     assert hb["history"][0]["e_r"] == 0.0 and hb["history"][0]["distortion"] == 0.0

@@ -20,7 +20,7 @@ requests = pytest.importorskip("requests")
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
 from ipguard_tf.models.remote import RemoteError, RemoteSuspect, resolve_endpoint
-from ipguard_tf.verification.remote import verify_remote  # noqa: E402
+from ipguard_tf.verification.remote import _progress_file, verify_remote  # noqa: E402
 from ipguard_tf.verification.suspects import verify  # noqa: E402
 from servers.fault_proxy import FaultProxy  # noqa: E402
 
@@ -191,26 +191,31 @@ def test_retries_exhausted_is_a_clear_error(served):
 def test_interrupted_verification_resumes_without_requerying(served, tmp_path):
     fp_path, fp, suspect, base = served
     local = verify(fp, suspect, input_scale=1.0)
-    progress = tmp_path / "progress.json"
+    progress = tmp_path / "progress.npz"
     proxy = FaultProxy(base, plan=["ok", "garbage"])
     try:
         url = f"{proxy.url}/v2/models/tiny"
         with pytest.raises(RemoteError, match="not JSON"):
             verify_remote(fp, _suspect(url, fp, batch_size=8), progress_path=progress)
-        saved = json.loads(progress.read_text())["labels"]
-        assert sum(v >= 0 for v in saved) == 8 and proxy.points_forwarded == 8
+        with np.load(progress, allow_pickle=False) as z:
+            saved = z["labels"]
+        assert saved.dtype == np.int64 and (saved >= 0).sum() == 8 and proxy.points_forwarded == 8
         # an exhausted query budget stops the run, keeping what was answered
         with pytest.raises(RemoteError, match="query budget of 16 points exhausted"):
             verify_remote(fp, _suspect(url, fp, batch_size=8, query_budget=16), progress_path=progress)
-        assert sum(v >= 0 for v in json.loads(progress.read_text())["labels"]) == 24
+        with np.load(progress, allow_pickle=False) as z:
+            assert (z["labels"] >= 0).sum() == 24
         r = verify_remote(fp, _suspect(url, fp, batch_size=8), progress_path=progress)
         assert r.matches == local.matches
         assert proxy.points_forwarded == N  # every point reached the server once
         assert not progress.exists()
         # a progress file of another verification is refused, not reused
-        progress.write_text(json.dumps({"schema": "ipguard_tf.remote-progress/1", "key": {"other": 1},
-                                        "labels": [-1] * N}))
-        with pytest.raises(RemoteError, match="belongs to another verification"):
+        _progress_file(progress, {"other": 1}).save({"labels": np.full(N, -1, np.int64)}, {})
+        with pytest.raises(RemoteError, match="belongs to another verification") as err:
+            verify_remote(fp, _suspect(url, fp), progress_path=progress)
+        assert "\n" not in str(err.value) and "delete it" in str(err.value)
+        progress.write_bytes(b"{}")  # a damaged (or old JSON) progress file
+        with pytest.raises(RemoteError, match="unreadable.*delete it"):
             verify_remote(fp, _suspect(url, fp), progress_path=progress)
     finally:
         proxy.close()

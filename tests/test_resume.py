@@ -1,5 +1,6 @@
 """Resumable extraction (a killed ``ipguard extract`` resumes from its checkpoint and gives the same
-fingerprint), checkpoints of another run refused, and NaN/Inf during optimisation reported per point."""
+fingerprint), checkpoints of another run refused, the resumable-state store they are written with, and NaN/Inf
+during optimisation reported per point."""
 
 import os
 import signal
@@ -12,7 +13,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import SHAPE, make_tiny_keras3
-from ipguard_tf.io.checkpoint import CheckpointError
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.io import files
+from ipguard_tf.io.checkpoint import CheckpointError, StateFile
 from ipguard_tf.core.fingerprint import POINT_FIELDS
 from ipguard_tf.io.fingerprint_file import load_fingerprint
 from ipguard_tf.methods import CWL2, IPGuard
@@ -71,6 +74,73 @@ def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, 
     ckpt.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable"):
         IPGuard(seed=2).generate(tiny_model, 12, tiny_data, checkpoint=ckpt)
+
+
+def test_state_file_round_trip(tmp_path):
+    st = StateFile(tmp_path / "s.npz", {"seed": 1, "shape": (2, 3)}, "test state")
+    assert st.load() is None and not st.exists()  # no file yet: nothing to resume
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "done": np.array([True, False]),
+              "k/labels": np.array([-1, 4], np.int64)}
+    st.save(arrays, {"step": np.int64(3), "history": [{"loss": 0.5}]})
+    again = StateFile(tmp_path / "s.npz", {"shape": [2, 3], "seed": 1}, "test state")  # the same identity
+    got, scalars = again.load()
+    assert scalars == {"step": 3, "history": [{"loss": 0.5}]} and sorted(got) == sorted(arrays)
+    for k, a in arrays.items():
+        assert got[k].dtype == a.dtype
+        np.testing.assert_array_equal(got[k], a)
+    st.remove()
+    assert not st.exists()
+    st.remove()  # removing twice is fine
+    with pytest.raises(ValueError, match="dtype object"):
+        st.save({"bad": np.array([{}], dtype=object)}, {})  # would need pickle to read back
+    assert not st.exists()
+
+
+def test_state_file_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "s.npz"
+    st = StateFile(path, "run-1")
+    st.save({"w": np.zeros(3)}, {"step": 1})
+
+    def crash(*a, **k):  # the process dies after writing the temporary file, before renaming it
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        st.save({"w": np.ones(3)}, {"step": 2})
+    monkeypatch.undo()
+    arrays, scalars = st.load()  # the previous state, whole
+    assert scalars == {"step": 1} and not arrays["w"].any()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]  # no temporary file left behind
+
+
+def test_state_file_of_another_run_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "s.npz"
+    StateFile(path, {"seed": 1}).save({"w": np.zeros(2)}, {})
+    with pytest.raises(CheckpointError, match="belongs to another run") as err:
+        StateFile(path, {"seed": 2}).load()
+    assert "\n" not in str(err.value) and "delete it" in str(err.value)
+    # the caller's error class and wording
+    other = StateFile(path, {"seed": 2}, "training checkpoint", other="another training run", hint="rerun",
+                      error=ParameterError)
+    with pytest.raises(ParameterError, match=r"^training checkpoint .* belongs to another training run; delete "
+                                             r"it to start afresh, or rerun$"):
+        other.load()
+    # a file of another kind of state is refused too (as unreadable: it holds something else)
+    with pytest.raises(CheckpointError, match="unreadable.*schema"):
+        StateFile(path, {"seed": 1}, schema="ipguard_tf.other/1").load()
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", b"PK\x03\x04truncated"])
+def test_garbage_state_file_is_refused_in_one_line(tmp_path, content):
+    path = tmp_path / "s.npz"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is unreadable") as err:
+        StateFile(path, "run-1", "checkpoint").load()
+    assert "\n" not in str(err.value) and "delete it to start afresh" in str(err.value)
+    # an .npz without the index (e.g. written by hand, or by an older version) is unreadable as well
+    np.savez(path, w=np.zeros(2))
+    with pytest.raises(CheckpointError, match="unreadable"):
+        StateFile(path, "run-1").load()
 
 
 def test_nonfinite_points_are_stopped_and_reported(tiny_model, caplog):

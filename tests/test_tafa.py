@@ -224,6 +224,28 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
         verify(back, keras.Model(inp3, keras.layers.Dense(5)(inp3)))
 
 
+def test_wgan_training_resumes_from_its_checkpoint(tmp_path):
+    from ipguard_tf.io.checkpoint import CheckpointError
+    from ipguard_tf.zoo import tafa_models as M
+
+    x = np.random.default_rng(0).random((64, 28, 28, 1)).astype(np.float32)
+    g, c = M.generator(1), M.critic(1)
+    M.train_wgan(g, c, x, seed=1, iterations=3, progress=False)
+    ck = tmp_path / "wgan.ckpt.npz"
+    g1, c1 = M.generator(1), M.critic(1)
+    M.train_wgan(g1, c1, x, seed=1, iterations=2, checkpoint=ck, every=1, progress=False)
+    g2, c2 = M.generator(1), M.critic(1)  # fresh models: the weights and optimiser state come from the checkpoint
+    M.train_wgan(g2, c2, x, seed=1, iterations=3, checkpoint=ck, progress=False)
+    for a, b in zip(g.get_weights() + c.get_weights(), g2.get_weights() + c2.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="belongs to another WGAN run") as err:
+        M.train_wgan(M.generator(1), M.critic(1), x, seed=2, iterations=3, checkpoint=ck, progress=False)
+    assert "\n" not in str(err.value)
+    ck.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable.*delete it"):
+        M.train_wgan(M.generator(1), M.critic(1), x, seed=1, iterations=3, checkpoint=ck, progress=False)
+
+
 def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     import json
 

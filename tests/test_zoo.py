@@ -139,7 +139,9 @@ def test_forest_skops_round_trip(small_ds, tmp_path):
 @pytest.mark.slow
 def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     from ipguard_tf.cli import main
+    from ipguard_tf.models.classifier import content_sha256
     from ipguard_tf.zoo import builder as B
+    from ipguard_tf.zoo.members import load_member
 
     prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2,
                      cae_members=1)
@@ -192,17 +194,16 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     assert set(cae) == {"surrogate", "reference"} and cae["surrogate"]["maker"] == "student"
     assert cae["reference"]["maker"] == "trained"
     from ipguard_tf.models.classifier import as_classifier
-    from ipguard_tf.zoo import train as T
 
     seen = {}
-    monkeypatch.setattr(T, "train_model", lambda data, recipe, seed, verbose=0: seen.setdefault("y", data.y_train))
+    monkeypatch.setattr(B, "train_model", lambda data, recipe, seed, verbose=0: seen.setdefault("y", data.y_train))
     from dataclasses import replace
 
     relabelled = replace(small_ds, y_train=(small_ds.y_train + 1) % 10)  # true labels the target never predicts
     b = B.ZooBuilder("fashion_mnist", out, prof, dataset=relabelled, verbose=0)
     b._load_state()
     B.MAKERS["student"](b, cae["surrogate"])
-    target_labels = as_classifier(B.load_member(out, "target")).predict_labels(small_ds.x_train)
+    target_labels = as_classifier(load_member(out, "target")).predict_labels(small_ds.x_train)
     assert np.array_equal(seen["y"], target_labels) and not np.array_equal(seen["y"], relabelled.y_train)
     monkeypatch.undo()
 
@@ -215,20 +216,20 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     # a missing member is rebuilt on demand
     (out / "rf_seed01.skops").unlink()
     sha = next(r for r in m["models"] if r["name"] == "rf_seed01")["content_sha256"]
-    forest = B.load_member(out, "rf_seed01", dataset=small_ds)
+    forest = load_member(out, "rf_seed01", dataset=small_ds)
     assert len(forest.estimators_) == 20 and (out / "rf_seed01.skops").exists()
-    assert B.content_sha256(forest) == sha, "deterministic rebuild"
+    assert content_sha256(forest) == sha, "deterministic rebuild"
     (out / "lenet5_seed01.keras").unlink()
-    lenet = B.load_member(out, "lenet5_seed01", dataset=small_ds)
+    lenet = load_member(out, "lenet5_seed01", dataset=small_ds)
     rec = next(r for r in m["models"] if r["name"] == "lenet5_seed01")
-    assert B.content_sha256(lenet) == rec["content_sha256"], "deterministic retraining"
+    assert content_sha256(lenet) == rec["content_sha256"], "deterministic retraining"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema"] == B.SCHEMA
 
     # verify over the whole zoo: every member's matching rate, robustness/uniqueness and ARUC
     from ipguard_tf import IPGuard, save_fingerprint
 
-    fp = IPGuard(k=0.5, max_iter=50, seed=0).generate(B.load_member(out, "target"), 10, small_ds.x_train)
+    fp = IPGuard(k=0.5, max_iter=50, seed=0).generate(load_member(out, "target"), 10, small_ds.x_train)
     save_fingerprint(fp, tmp_path / "fp.npz")
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
@@ -244,8 +245,10 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     import gc
     import weakref
 
+    import ipguard_tf.verification.suspects as VS
+
     alive, held_at_load = [], []
-    real_load = B.load_member
+    real_load = VS.load_member
 
     def tracked(*args, **kwargs):
         gc.collect()
@@ -254,7 +257,7 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
         alive.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(B, "load_member", tracked)
+    monkeypatch.setattr(VS, "load_member", tracked)
     assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp.npz"), "--suspect", str(out), "--json"]) == 0
     suspects = [r for r in m["models"] if r["role"] not in ("surrogate", "reference")]  # CAE's own: no suspects
     assert len(held_at_load) == len(suspects) and held_at_load == [0] * len(held_at_load)
@@ -265,14 +268,14 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
 
     manifest = json.loads((out / "manifest.json").read_text())
     flat = small_ds.x_test.reshape(len(small_ds.x_test), -1)
-    before = B.load_member(out, "rf_seed01").predict(flat)
+    before = load_member(out, "rf_seed01").predict(flat)
     manifest["models"] = [r for r in manifest["models"] if r["name"] != "rf_seed01"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(F, "train_forest", lambda *a, **k: pytest.fail("an orphan file is adopted, not retrained"))
     m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
     adopted = next(r for r in m["models"] if r["name"] == "rf_seed01")
     assert adopted["file"] == "rf_seed01.skops" and adopted["role"] == "negative"
-    again = B.load_member(out, "rf_seed01")
+    again = load_member(out, "rf_seed01")
     assert len(again.estimators_) == 20 and np.array_equal(again.predict(flat), before)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import warnings
 from typing import Any, Callable, Optional
 
-from ipguard_tf.core.errors import IPGuardError
+from ipguard_tf.core.errors import IPGuardError, ParameterError
+from ipguard_tf.core.checks import check_number, range_text
 
 log = logging.getLogger("ipguard_tf")
 
@@ -38,12 +38,9 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     def parse(s: str) -> int:
         try:
-            v = int(s)
-        except ValueError:
+            return int(check_number(int(s), "value", minimum, integer=True))
+        except (ValueError, ParameterError):
             raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
-        return v
 
     return parse
 
@@ -60,11 +57,11 @@ def number(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)) or (hi is not None and v > hi):
-            rng = f"{'>' if strict else '>='} {lo}" if lo is not None else ""
-            rng += f" and <= {hi}" if hi is not None else ""
-            raise argparse.ArgumentTypeError(f"expected a finite number {rng.strip()}, got {s!r}")
-        return v
+        try:
+            return check_number(v, "value", lo, hi, low_open=strict)
+        except ParameterError:
+            raise argparse.ArgumentTypeError(f"expected a finite number {range_text(lo, hi, low_open=strict)}, "
+                                             f"got {s!r}") from None
 
     return parse
 

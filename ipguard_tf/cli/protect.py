@@ -17,6 +17,7 @@ from ipguard_tf.cli.common import nonneg_int, number, positive_int, subparsers
 from ipguard_tf.core import constants as K
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.data import Dataset, load_fashion_mnist
+from ipguard_tf.core.checks import check_number
 
 ALPHA, BETA, GAMMA = K.ANTIPIRACY_ALPHA, K.ANTIPIRACY_BETA, K.ANTIPIRACY_GAMMA
 SIGMA, P, GENERATOR_FILTERS = K.ANTIPIRACY_SIGMA, K.ANTIPIRACY_P, K.ANTIPIRACY_GENERATOR_FILTERS
@@ -96,9 +97,9 @@ def _fractions(text: str) -> list:
         out = [float(f) for f in text.split(",") if f.strip()]
     except ValueError:
         raise ParameterError(f"--fractions must be comma-separated numbers, got {text!r}") from None
-    if not out or any(not 0 < f <= 1 for f in out):
-        raise ParameterError(f"--fractions must lie in (0, 1], got {text!r}")
-    return out
+    if not out:
+        raise ParameterError(f"--fractions must be comma-separated numbers, got {text!r}")
+    return [check_number(f, "--fractions", 0.0, 1.0, low_open=True) for f in out]
 
 
 def run(args: argparse.Namespace) -> int:

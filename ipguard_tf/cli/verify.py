@@ -99,15 +99,22 @@ def run(args: argparse.Namespace) -> int:
                           input_scale=scale, weights=args.weights, unsafe=args.unsafe, data_dir=args.data_dir,
                           rebuild=not args.no_rebuild, progress_path=progress_path, progress=not args.quiet,
                           notice=notice)
-    results, roles, summary, cal = rep.results, rep.roles, rep.summary, rep.calibration
     if args.report:
-        write_ownership_report(args.report, fp, results, roles, calibration=cal, summary=summary,
-                               command=command_line(args), threshold_source=rep.threshold_source)
+        write_ownership_report(args.report, fp, rep.results, rep.roles, calibration=rep.calibration,
+                               summary=rep.summary, command=command_line(args), threshold_source=rep.threshold_source)
         log.info("wrote the ownership report %s", args.report)
-    if args.json:
+    print_report(rep, as_json=args.json)
+    return 0
+
+
+def print_report(rep: Any, as_json: bool = False) -> None:
+    """The verification of every suspect as a table (or JSON), with the threshold's source, the calibration and
+    the zoo summary."""
+    results, roles, summary, cal = rep.results, rep.roles, rep.summary, rep.calibration
+    if as_json:
         rows = [dict(r.as_dict(), **({"role": role} if role else {})) for r, role in zip(results, roles)]
         print(json.dumps(rows if summary is None else {"suspects": rows, "summary": summary}, indent=2))
-        return 0
+        return
     rows = [dict(r.as_dict(), role=role or "") for r, role in zip(results, roles)]
     cols = [("suspect", "suspect", "{}")] + ([("role", "role", "{}")] if any(roles) else [])
     stat = rep.statistic
@@ -134,4 +141,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
               f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
               f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}")
-    return 0

@@ -38,12 +38,14 @@ import base64
 import logging
 from functools import cached_property
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ipguard_tf.core.constants import CALIBRATION_FPR
 from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.checks import check_number
 
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,7 @@ MIN_NEGATIVES = 2
 
 def check_fpr(fpr: float) -> float:
     """``fpr`` if it lies in (0, 0.5), else :class:`ParameterError`."""
-    try:
-        f = float(fpr)
-    except (TypeError, ValueError):
-        raise ParameterError(f"fpr must be a number in (0, 0.5), got {fpr!r}") from None
-    if not 0.0 < f < 0.5:
-        raise ParameterError(f"fpr must lie in (0, 0.5), got {fpr}")
-    return f
+    return check_number(fpr, "fpr", 0.0, 0.5, low_open=True, high_open=True)
 
 
 def _pack(row: np.ndarray) -> str:
@@ -94,7 +90,7 @@ class BetaBinomialNull:
     rho: float
 
     @classmethod
-    def fit(cls, rates: Sequence[float], n: int) -> "BetaBinomialNull":
+    def fit(cls, rates: ArrayLike, n: int) -> "BetaBinomialNull":
         """Method of moments on independent models' matching rates (at least 2) measured on ``n`` points."""
         r = np.asarray(rates, np.float64).reshape(-1)
         if r.size < MIN_NEGATIVES or n < 1:

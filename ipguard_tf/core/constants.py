@@ -175,7 +175,7 @@ TAFA_EPSILON: float = 1e-2
 #: than at its control half the time, so its rate is binomial(n, 1/2) at most; 0.62 is that null's one-sided 1 %
 #: point at n = 100 (P(X >= 62) = 0.0105). Calibrate on negatives instead where there are some (issue 16).
 TAFA_DEFAULT_THRESHOLD: float = 0.62
-#: the statistics a TAFA fingerprint may be verified by (ipguard_tf.tafa.statistic), the default first. The
+#: the statistics a TAFA fingerprint may be verified by (ipguard_tf.core.tafa_statistics), the default first. The
 #: output correlation became the default after the first experiment (session 10): of five statistics measured
 #: on the same suspects (experiments/results/tafa_fashion_mnist) it alone separated copies from independent
 #: models on two tasks of three (AUC 1.00, 0.99, 1.00); a choice made in-sample, so it was then checked on

@@ -1,9 +1,9 @@
 """The fingerprint: points, their labels under the target, per-point search records, and a checked file format.
 
-A fingerprint file is a checked NumPy ``.npz`` archive (:mod:`ipguard_tf.checked_file`; read with
+A fingerprint file is a checked NumPy ``.npz`` archive (:mod:`ipguard_tf.io.checked_file`; read with
 ``allow_pickle=False``: loading it cannot run code) holding the per-point arrays, the metadata as UTF-8 JSON, and
 a SHA-256 over all of it. It is written atomically (temporary file in the same folder, fsync, rename). :func:`load_fingerprint` rejects a truncated,
-altered or wrong-schema file with :class:`~ipguard_tf.errors.FingerprintFileError`.
+altered or wrong-schema file with :class:`~ipguard_tf.core.errors.FingerprintFileError`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Fingerprint:
 
     def converged_only(self) -> "Fingerprint":
         """The converged points only (issue 16: the paper's searches all converged, so only they are what the
-        paper verified with); the metadata says so (``points``). :class:`~ipguard_tf.errors.ModelError` when no
+        paper verified with); the metadata says so (``points``). :class:`~ipguard_tf.core.errors.ModelError` when no
         point converged."""
 
         if not self.converged.any():

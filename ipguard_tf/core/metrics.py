@@ -2,21 +2,37 @@
 
 Positives are post-processed copies of the target (should be verified), negatives are independent models
 (should not). A suspect is verified at threshold tau by the one threshold rule of Verify
-(:func:`ipguard_tf.verification.meets_threshold`: matching rate >= tau).
+(:func:`ipguard_tf.core.threshold.meets_threshold`: matching rate >= tau).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ipguard_tf.core.constants import ARUC_INTERVALS
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.core.threshold import meets_threshold
+from ipguard_tf.core.checks import check_number
 
 
-def _arr(x: Sequence[float], what: str) -> np.ndarray:
+def by_role(values: Union[Mapping[str, float], Iterable[Tuple[float, Optional[str]]]],
+            roles: Optional[Mapping[str, Optional[str]]] = None, exclude: Iterable[str] = ()) -> Tuple[List[float], List[float]]:
+    """(positives, negatives): the statistics of the suspects whose role is ``positive`` / ``negative``.
+    ``values`` maps suspect names to statistics (then ``roles`` maps names to roles, and names in ``exclude`` are
+    left out) or is a sequence of (statistic, role) pairs; any other role (none, the target, CAE's ensemble)
+    counts as neither."""
+    if roles is not None:
+        skip = set(exclude)
+        pairs = [(v, roles.get(n)) for n, v in values.items() if n not in skip]  # type: ignore[union-attr]
+    else:
+        pairs = list(values)  # type: ignore[arg-type]
+    return [v for v, r in pairs if r == "positive"], [v for v, r in pairs if r == "negative"]
+
+
+def _arr(x: ArrayLike, what: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size == 0:
         raise ParameterError(f"{what} must not be empty")
@@ -25,13 +41,13 @@ def _arr(x: Sequence[float], what: str) -> np.ndarray:
     return a
 
 
-def robustness(positive_rates: Sequence[float], tau: float, higher_is_copy: bool = True) -> float:
+def robustness(positive_rates: ArrayLike, tau: float, higher_is_copy: bool = True) -> float:
     """R(tau): fraction of positive suspects verified at threshold tau (matching rate >= tau; a distance
     statistic, ``higher_is_copy=False``: <= tau)."""
     return float(np.mean(meets_threshold(_arr(positive_rates, "positive_rates"), tau, higher_is_copy)))
 
 
-def uniqueness(negative_rates: Sequence[float], tau: float, higher_is_copy: bool = True) -> float:
+def uniqueness(negative_rates: ArrayLike, tau: float, higher_is_copy: bool = True) -> float:
     """U(tau): fraction of negative suspects not verified at threshold tau (matching rate < tau)."""
     return float(np.mean(~meets_threshold(_arr(negative_rates, "negative_rates"), tau, higher_is_copy)))
 
@@ -118,8 +134,7 @@ def clopper_pearson(matches: int, n: int, level: float = 0.95) -> Tuple[float, f
 
     if n < 1 or not 0 <= matches <= n:
         raise ParameterError(f"need 0 <= matches <= n and n >= 1, got {matches} of {n}")
-    if not 0 < level < 1:
-        raise ParameterError(f"level must lie in (0, 1), got {level}")
+    check_number(level, "level", 0.0, 1.0, low_open=True, high_open=True)
     a = (1.0 - level) / 2.0
     lo = 0.0 if matches == 0 else float(beta.ppf(a, matches, n - matches + 1))
     hi = 1.0 if matches == n else float(beta.ppf(1.0 - a, matches + 1, n - matches))

@@ -16,18 +16,17 @@ is the spec's name, and one :func:`register` call (below, or in your own code be
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from ipguard_tf.core.constants import (CW_BINARY_SEARCH_STEPS, CW_INITIAL_CONST, DEFAULT_EPSILON, DEFAULT_INIT,
     DEFAULT_K, DEFAULT_LABEL, CAE_ALPHA, CAE_BETA, CAE_DROPOUT,
     CAE_EPSILON, CAE_GAMMA, CAE_LEARNING_RATE, CAE_MAX_CANDIDATES_PER_POINT, CAE_MAX_ITER, CAE_TAU, SAC_PATCH,
     IGSM_ALPHA, INIT_STRATEGIES, LABEL_STRATEGIES, MAX_ITERATIONS, TAFA_EPSILON, TAFA_REACH, TAFA_STATISTICS, TAFA_TASKS)
 from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.checks import check_number, range_text
 from ipguard_tf.core.statistics import (BEND_RATE, MATCHING_RATE, OUTPUT_CORRELATION, SAC_DISTANCE, STATISTICS,
                                        Statistic)
 
@@ -68,12 +67,7 @@ class Param:
     shown: Optional[str] = None
 
     def range_text(self) -> str:
-        parts = []
-        if self.minimum is not None:
-            parts.append(f"{'>' if self.strict else '>='} {self.minimum}")
-        if self.maximum is not None:
-            parts.append(f"<= {self.maximum}")
-        return " and ".join(parts)
+        return range_text(self.minimum, self.maximum, low_open=self.strict)
 
     def check(self, value: Any) -> Any:
         """The value, converted to the parameter's kind; :class:`ParameterError` naming the parameter if it is
@@ -90,29 +84,8 @@ class Param:
             if not isinstance(value, str):
                 raise ParameterError(f"{self.name} must be a string, got {value!r}")
             return value
-        if self.kind is int:
-            ok = not isinstance(value, bool) and isinstance(value, int) or _is_numpy_int(value)
-            if not ok or not self._in_range(int(value)):
-                rng = f" {self.range_text()}" if self.range_text() else ""
-                raise ParameterError(f"{self.name} must be an integer{rng}, got {value!r}")
-            return int(value)
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"{self.name} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not math.isfinite(v) or not self._in_range(v):
-            rng = f" {self.range_text()}" if self.range_text() else ""
-            raise ParameterError(f"{self.name} must be a finite number{rng}, got {value!r}")
-        return v
-
-    def _in_range(self, v: float) -> bool:
-        if self.minimum is not None and (v <= self.minimum if self.strict else v < self.minimum):
-            return False
-        return self.maximum is None or v <= self.maximum
-
-
-def _is_numpy_int(value: Any) -> bool:
-    return isinstance(value, np.integer)
+        return check_number(value, self.name, self.minimum, self.maximum, low_open=self.strict,
+                            integer=self.kind is int)
 
 
 def common_params(init: str = DEFAULT_INIT) -> Tuple[Param, ...]:
@@ -164,7 +137,7 @@ class MethodSpec:
     #: the parameter naming a zoo whose surrogate and reference members are the method's ensemble (CAE's ``zoo``):
     #: the zoo layer loads them for it (:func:`ipguard_tf.zoo.members.method_inputs`)
     ensemble_param: Optional[str] = None
-    _by_name: Dict[str, Param] = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
+    _by_name: Dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by = {p.name: p for p in self.params}
@@ -246,8 +219,8 @@ def cli_flags(method_specs: Optional[Sequence[MethodSpec]] = None) -> Dict[str, 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The registered methods (paper Section 2.2 and 5.1.3 for the baselines, Section 4.2 for IPGuard)
-_LR = dict(kind=float, default=None, minimum=0.0, strict=True, optional=True, cli="--lr", help="Adam learning rate",
-           shown="0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size")
+_LR = Param("learning_rate", float, None, minimum=0.0, strict=True, optional=True, cli="--lr",
+            help="Adam learning rate", shown="0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size")
 
 
 _SEGMENT = Param("segment", int, 10, minimum=1, cli="--segment",
@@ -285,7 +258,7 @@ register(MethodSpec(
     "cw", "CW-L2", "ipguard_tf.methods.baselines:CWL2",
     common_params() + (
         Param("kappa", float, 0.0, minimum=0.0, cli="--k", help="confidence margin kappa"),
-        Param("learning_rate", **_LR),
+        _LR,
         Param("max_iter", int, MAX_ITERATIONS, minimum=1, cli="--max-iter",
               help="iteration cap per binary-search step"),
         Param("binary_search_steps", int, CW_BINARY_SEARCH_STEPS, minimum=1, cli="--cw-steps",
@@ -302,7 +275,7 @@ register(MethodSpec(
     "ipguard", "IPGuard", "ipguard_tf.methods.ipguard:IPGuard",
     common_params() + (
         Param("k", float, DEFAULT_K, minimum=0.0, cli="--k", help="logit margin k of Eq. 5"),
-        Param("learning_rate", **_LR),
+        _LR,
         Param("max_iter", int, MAX_ITERATIONS, minimum=0, cli="--max-iter", help="iteration cap"),
         _SEGMENT, _JIT,
     ),

@@ -92,7 +92,10 @@ def looks_like_probabilities(scores: np.ndarray) -> bool:
 def comparable_outputs(fingerprint: Fingerprint, suspect_scores: np.ndarray, suspect_kind: str) -> Tuple[np.ndarray, np.ndarray]:
     """The target's and the suspect's outputs in the same kind: logits where both are logits, else
     probabilities (a suspect behind a probability API, or a TFLite file ending in softmax: the target's stored
-    logits go through a softmax). ``suspect_kind`` is "logits" or "probabilities"."""
+    logits go through a softmax). ``suspect_kind`` is "logits", "probabilities" or "auto" (a service that does not
+    say: judged by :func:`looks_like_probabilities`)."""
+    if suspect_kind == "auto":
+        suspect_kind = "probabilities" if looks_like_probabilities(suspect_scores) else "logits"
     ref = fingerprint.outputs
     if ref is None:
         raise ParameterError("the fingerprint holds no target outputs; it was not made by a SAC method")

@@ -10,7 +10,7 @@ from typing import Union
 import numpy as np
 
 from ipguard_tf.core.constants import DEFAULT_THRESHOLD
-from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.checks import check_number
 
 #: slack of the threshold rule: statistics are ratios m/n and thresholds often grid values t/r; comparing them
 #: with this slack keeps a float rounding from flipping a verdict (m/n and t/r differ by >= 1/(n r) otherwise)
@@ -19,13 +19,7 @@ THRESHOLD_EPS = 1e-9
 
 def check_threshold(threshold: float) -> float:
     """``threshold`` if it lies in [0, 1], else :class:`ParameterError`."""
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise ParameterError(f"threshold must be a number in [0, 1], got {threshold!r}") from None
-    if not 0.0 <= t <= 1.0:
-        raise ParameterError(f"threshold must lie in [0, 1], got {threshold}")
-    return t
+    return check_number(threshold, "threshold", 0.0, 1.0)
 
 
 def meets_threshold(value: Union[float, np.ndarray], threshold: float, higher_is_copy: bool = True):

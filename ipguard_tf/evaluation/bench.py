@@ -68,7 +68,7 @@ def forward_backward_seconds(logits_fn: Callable, x: np.ndarray, repeats: int = 
 
 def same_batch_floor(logits_fn: Callable, pool: np.ndarray, segments: Iterable[Tuple[int, int]]) -> float:
     """Seconds of bare forward+backward passes for the batches a search ran: the sum over its graph calls
-    (``(active points, iterations)``, as :attr:`ipguard_tf.search.SearchResult.segments` records them) of
+    (``(active points, iterations)``, as :attr:`ipguard_tf.methods.search.SearchResult.segments` records them) of
     iterations x the floor of a batch of that size, taken from the first rows of ``pool``."""
     per_size: Dict[int, int] = {}
     for b, steps in segments:

@@ -48,7 +48,7 @@ def repo_pretrained_dir() -> Path:
     env = os.environ.get("IPGUARD_PRETRAINED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "pretrained"
+    return Path(__file__).resolve().parents[2] / "pretrained"  # ipguard_tf/evaluation/demo.py -> the checkout
 
 
 def load_or_train(path: Path, ds, seed: int, progress: bool):

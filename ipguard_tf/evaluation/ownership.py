@@ -2,7 +2,7 @@
 
 It states what was checked and how (the fingerprint's SHA-256 and creation time, the target's weights hash, the
 method and its settings, the command), and per suspect the statistic, its 95 % Clopper-Pearson interval, the
-p-value under the calibrated null (:mod:`ipguard_tf.calibration`) and the verdict at the threshold used; with
+p-value under the calibrated null (:mod:`ipguard_tf.core.calibration`) and the verdict at the threshold used; with
 plots inlined as PNG data URIs (no file or network access when it is opened): the calibration negatives'
 matching rates against each suspect's, and, when a zoo was verified, the robustness / uniqueness curves
 (paper Section 5.1.5). Written atomically.
@@ -66,9 +66,7 @@ def _rate_plot(results, calibration, threshold: float) -> Optional[str]:
 
 
 def _ru_plot(results, roles) -> Optional[str]:
-
-    pos = [r.value for r, role in zip(results, roles) if role == "positive"]
-    neg = [r.value for r, role in zip(results, roles) if role == "negative"]
+    pos, neg = metrics.by_role([(r.value, role) for r, role in zip(results, roles)])
     if not pos or not neg:
         return None
     higher = STATISTICS[results[0].statistic].higher_is_copy

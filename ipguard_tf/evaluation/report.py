@@ -177,8 +177,7 @@ def _figures(out: Path, runs, best, suspects) -> None:
         _save_figure(plt, fig, ax, out / f"fig{fig_no}_{m}.png")
     roles = {s.name: s.role for s in suspects}
     for m, r in best.items():
-        pos = [v for n, v in r["rates"].items() if roles[n] == "positive"]
-        neg = [v for n, v in r["rates"].items() if roles[n] == "negative"]
+        pos, neg = metrics.by_role(r["rates"], roles)
         spec = registry.get(m)
         taus, R, U = metrics.ru_curves(pos, neg, higher_is_copy=spec.statistic.higher_is_copy)
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -293,7 +292,7 @@ def _claims(out: Path, runs, best, published) -> None:
 
 def calibration_rows(runs, best, suspects, fpr: float = 0.01) -> List[Dict[str, Any]]:
     """Issue 16: each matching-rate method's best setting, verified at a threshold calibrated on the zoo's
-    negatives (:class:`~ipguard_tf.calibration.BetaBinomialNull` fitted to their rates, false-positive rate
+    negatives (:class:`~ipguard_tf.core.calibration.BetaBinomialNull` fitted to their rates, false-positive rate
     ``fpr``), on all points and on the converged points only: the threshold, robustness there, the share of
     negatives it accuses in-sample, and leave-one-out (each negative judged by a null fitted to the others:
     an honest estimate of the false-positive rate with the negatives at hand)."""
@@ -308,8 +307,7 @@ def calibration_rows(runs, best, suspects, fpr: float = 0.01) -> List[Dict[str, 
                                  ("converged", r.get("rates_converged"), r.get("n_converged"))):
             if not rates or not n:
                 continue
-            neg = np.array([v for k, v in rates.items() if roles.get(k) == "negative"])
-            pos = np.array([v for k, v in rates.items() if roles.get(k) == "positive"])
+            pos, neg = map(np.array, metrics.by_role(rates, roles))
             if len(neg) < 3 or not len(pos):
                 continue
             null = BetaBinomialNull.fit(neg, n)

@@ -6,7 +6,7 @@ in the sweep folder (``fp/<key>.npz`` and ``rates/<key>.json``, written atomical
 a suspect added to the zoo later only costs its verification.
 
 Cached rates are keyed by a SHA-256 of the points they were measured on and reused only for bit-identical
-points. Points are bit-identical only on the same platform (:func:`ipguard_tf.env_info.platform_key`: CPU model,
+points. Points are bit-identical only on the same platform (:func:`ipguard_tf.io.env_info.platform_key`: CPU model,
 instruction sets, caches, cores, library versions); on another CPU the regenerated fingerprints differ and every
 suspect is verified again (README, "Reproducibility": IPGuard rates then differ by at most 0.06, as measured).
 """
@@ -109,10 +109,7 @@ def summarize(rates: Dict[str, float], roles: Dict[str, str], higher_is_copy: bo
               exclude: Iterable[str] = ()) -> Dict[str, Any]:
     """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1, on a statistic
     whose direction is ``higher_is_copy``; suspects in ``exclude`` (another label set) do not count."""
-    skip = set(exclude)
-    return metrics.summary([r for n, r in rates.items() if roles[n] == "positive" and n not in skip],
-                           [r for n, r in rates.items() if roles[n] == "negative" and n not in skip],
-                           higher_is_copy=higher_is_copy)
+    return metrics.summary(*metrics.by_role(rates, roles, exclude), higher_is_copy=higher_is_copy)
 
 
 def points_sha256(fp: Fingerprint) -> str:

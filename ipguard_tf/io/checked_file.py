@@ -1,7 +1,7 @@
 """Checked ``.npz`` files: named arrays, metadata as UTF-8 JSON and a SHA-256 over both, written atomically.
 
 The one format behind every file whose tampering must be noticed: fingerprints
-(:mod:`ipguard_tf.fingerprint`) and anti-piracy keys (:mod:`ipguard_tf.protect.keyfile`). Read with
+(:mod:`ipguard_tf.core.fingerprint`) and anti-piracy keys (:mod:`ipguard_tf.protect.keyfile`). Read with
 ``allow_pickle=False`` (loading cannot run code). The digest covers the schema name, each array's name, dtype,
 shape and bytes (in name order) and the metadata bytes, so that any change to any of them is a mismatch.
 """

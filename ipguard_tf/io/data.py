@@ -157,7 +157,7 @@ def load_cifar100(data_dir: Optional[str] = None) -> Dataset:
 
 
 def load_imagenet(data_dir: Optional[str] = None):
-    """ImageNet from ``data_dir`` (with ``train/`` and ``val/`` class folders): see ipguard_tf.imagenet.ImageNetData."""
+    """ImageNet from ``data_dir`` (with ``train/`` and ``val/`` class folders): see ipguard_tf.io.imagenet_data.ImageNetData."""
     if not data_dir:
         raise DataError("ImageNet needs --data-dir: a folder with train/ and val/ (one sub-folder per class)")
 

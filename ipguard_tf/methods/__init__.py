@@ -1,5 +1,5 @@
 """Fingerprinting methods, all behind :class:`FingerprintMethod` (constructor = hyperparameters, ``generate`` =
-data). Each is declared once in :mod:`ipguard_tf.registry`; :func:`build_method` builds one by name."""
+data). Each is declared once in :mod:`ipguard_tf.core.registry`; :func:`build_method` builds one by name."""
 
 from ipguard_tf.core.registry import build as build_method
 from ipguard_tf.methods.base import FingerprintMethod, SearchOutput, default_learning_rate

@@ -1,10 +1,10 @@
 """One interface for every fingerprinting method.
 
 Hyperparameters go to the constructor and are checked there against the method's declaration in the registry
-(:mod:`ipguard_tf.registry`; :class:`~ipguard_tf.errors.ParameterError` naming the parameter); the target model
+(:mod:`ipguard_tf.core.registry`; :class:`~ipguard_tf.core.errors.ParameterError` naming the parameter); the target model
 and the data go to :meth:`FingerprintMethod.generate`, which draws the initial points and target labels (paper
 Section 5.1.4, Table 3 suffixes -TR, -TL, -RR, -RL), runs the method's search in batches (and shards, under
-``tf.distribute``), labels the result with the target and returns a :class:`~ipguard_tf.fingerprint.Fingerprint`.
+``tf.distribute``), labels the result with the target and returns a :class:`~ipguard_tf.core.fingerprint.Fingerprint`.
 
 The contract between :meth:`~FingerprintMethod.generate` and a method is explicit: :meth:`_prepare` receives
 the classifier and the resolved hyperparameters and returns a *plan* (e.g. the search graph); :meth:`_search`
@@ -86,7 +86,7 @@ class SearchOutput:
 class FingerprintMethod(ABC):
     """Base class: hyperparameter checks, strategies, batching, labelling and bookkeeping shared by all methods.
 
-    Every method takes the common hyperparameters (see :func:`ipguard_tf.registry.common_params`):
+    Every method takes the common hyperparameters (see :func:`ipguard_tf.core.registry.common_params`):
 
     * ``init``: ``"T"`` (random training example) or ``"R"`` (uniform in [0, 1]^d) initial points;
     * ``label``: ``"R"`` (random label, never the initial label i) or ``"L"`` (least-likely logit) targets;
@@ -103,7 +103,7 @@ class FingerprintMethod(ABC):
 
     A subclass sets ``name`` to its registry name and implements :meth:`_search` (and :meth:`_prepare` if it
     builds something once per :meth:`generate`); its hyperparameters are declared in its
-    :class:`~ipguard_tf.registry.MethodSpec`, set as attributes of the same names by this constructor.
+    :class:`~ipguard_tf.core.registry.MethodSpec`, set as attributes of the same names by this constructor.
     """
 
     name = "base"
@@ -146,7 +146,7 @@ class FingerprintMethod(ABC):
     def _search(self, clf: Classifier, plan: Any, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, *,
                 checkpoint: Any = None) -> SearchOutput:
         """Search from ``x0`` with initial labels ``src`` and targets ``tgt`` (one batch or shard); save to and
-        resume from ``checkpoint`` (a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` or None) if the method
+        resume from ``checkpoint`` (a :class:`~ipguard_tf.io.checkpoint.SearchCheckpoint` or None) if the method
         iterates. May run concurrently with other shards: it must not change ``self``."""
 
     def _metadata(self, clf: Classifier, params: Dict[str, Any], *, n: int, n_converged: int, num_classes: int,
@@ -208,7 +208,7 @@ class FingerprintMethod(ABC):
 
         ``checkpoint`` names a file where the gradient searches save their state every ``checkpoint_every``
         seconds; calling ``generate`` again with the same arguments after an interruption (on this instance or
-        a new one) resumes from it and gives the same fingerprint (see :mod:`ipguard_tf.checkpoint`). The
+        a new one) resumes from it and gives the same fingerprint (see :mod:`ipguard_tf.io.checkpoint`). The
         caller deletes the file once the fingerprint is saved.
         """
         n = _N.check(n)

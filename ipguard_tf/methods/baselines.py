@@ -55,7 +55,7 @@ class FGSM(FingerprintMethod):
     """Targeted FGSM (Goodfellow et al. 2015; paper Eq. 1): one signed-gradient step of size ``epsilon``.
 
     ``converged`` records whether the target labels the result y*. Hyperparameter (see
-    :mod:`ipguard_tf.registry`): ``epsilon``, the step (default :data:`~ipguard_tf.constants.DEFAULT_EPSILON`).
+    :mod:`ipguard_tf.core.registry`): ``epsilon``, the step (default :data:`~ipguard_tf.core.constants.DEFAULT_EPSILON`).
     """
 
     name = "fgsm"
@@ -79,7 +79,7 @@ class IGSM(FingerprintMethod):
     projects onto the L-infinity ball of radius ``epsilon`` around the start and onto [0, 1]. A point stops as
     soon as the target labels it y* (checked before each step), or after ``max_iter`` iterations (paper: 1,000).
     All points run together in one ``tf.function``; a stopped point is no longer changed. Hyperparameters (see
-    :mod:`ipguard_tf.registry`): ``epsilon``, ``alpha``, ``max_iter``.
+    :mod:`ipguard_tf.core.registry`): ``epsilon``, ``alpha``, ``max_iter``.
     """
 
     name = "igsm"
@@ -174,7 +174,7 @@ class CWL2(FingerprintMethod):
     is returned at its initial point with ``converged=False``. The Adam loop is :class:`AdamSearch`, the same
     one IPGuard uses.
 
-    Hyperparameters (see :mod:`ipguard_tf.registry`): ``kappa`` (the confidence margin, the paper's k for
+    Hyperparameters (see :mod:`ipguard_tf.core.registry`): ``kappa`` (the confidence margin, the paper's k for
     CW-L2), ``learning_rate`` (``None``: 0.001 for 28x28/32x32, 0.1 for ImageNet size, paper Section 5.1.3),
     ``max_iter``, ``binary_search_steps``, ``initial_const``, ``abort_early``, ``segment``, ``jit_compile``.
     """

@@ -22,11 +22,11 @@ on the true labels); here they are zoo members of roles ``surrogate`` and ``refe
   ``tau`` (the implementations take the maximum over classes, the same value whenever the ensemble's top class
   is the source's; the score at the recorded label is what verification relies on).
 
-Every hyperparameter and its source is in :mod:`ipguard_tf.constants` (``CAE_*``). The fingerprint is the first
+Every hyperparameter and its source is in :mod:`ipguard_tf.core.constants` (``CAE_*``). The fingerprint is the first
 ``n`` kept examples in the seeded order of the owner's data, labelled by M; candidates are searched in rounds
 of ``batch_size`` (default n) until n pass or ``max_candidates_per_point * n`` were searched (fewer than n
 points then, with a warning). Verification is the matching rate ("CAEAcc"): the fraction of x' a suspect labels
-as M does (:data:`~ipguard_tf.registry.MATCHING_RATE`).
+as M does (:data:`~ipguard_tf.core.registry.MATCHING_RATE`).
 
 Randomness: the seed orders the owner's examples; each step's dropout draws from (seed, round, step), so a
 fingerprint is reproducible for a seed and a batch size (the draws cover a round's examples together).
@@ -48,8 +48,7 @@ from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.methods.search import AdamSearch, SearchProblem
 from ipguard_tf.methods.base import _N, FingerprintMethod, SearchOutput
-from ipguard_tf.io.checkpoint import CheckpointError, content_key
-from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.checkpoint import StateFile, content_key
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def _named(models: Ensemble, role: str) -> List[Tuple[str, Any]]:
 
 
 class CAE(FingerprintMethod):
-    """CAE (see the module docstring). Hyperparameters (registry, ``CAE_*`` in :mod:`ipguard_tf.constants`):
+    """CAE (see the module docstring). Hyperparameters (registry, ``CAE_*`` in :mod:`ipguard_tf.core.constants`):
     ``zoo``, ``epsilon``, ``alpha``, ``beta``, ``gamma``, ``dropout``, ``tau``, ``learning_rate``, ``max_iter``,
     ``max_candidates_per_point``, ``segment``, ``seed``, ``batch_size``.
 
@@ -259,7 +258,7 @@ class CAE(FingerprintMethod):
                 good = (lab != y0) & (score >= self.tau) & ~r.nonfinite & np.isfinite(x.reshape(len(x), -1)).all(1)
                 state.add(x[good], x0[good], y0[good], lab[good], score[good], r.iterations[good], r.loss[good])
             state.rounds += 1
-            state.save(checkpoint)
+            state.save()
             log.info("CAE round %d: %d of %d candidates searched, %d kept", state.rounds, state.searched, budget,
                      state.kept)
         if state.kept == 0:
@@ -292,12 +291,14 @@ class CAE(FingerprintMethod):
 
 
 class _RoundState:
-    """The kept examples after each round, saved atomically to a checkpoint file (resume after a round)."""
+    """The kept examples after each round, saved to a :class:`~ipguard_tf.io.checkpoint.StateFile` (resume after
+    a round): arrays the kept examples' fields, scalars the candidates searched and the rounds done."""
 
     FIELDS = ("x", "x0", "y0", "label", "score", "iterations", "loss")
+    SCHEMA = "ipguard_tf.cae-rounds/1"
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, store: Optional[StateFile] = None) -> None:
+        self.store = store
         self.searched = 0
         self.rounds = 0
         self.parts: Dict[str, List[np.ndarray]] = {f: [] for f in self.FIELDS}
@@ -319,27 +320,27 @@ class _RoundState:
 
     @classmethod
     def load(cls, path: Optional[Union[str, Path]], run_id: str) -> "_RoundState":
-        st = cls(run_id)
-        if path is None or not Path(path).exists():
+        """The state saved in ``path`` (a fresh one when ``path`` is None or does not exist yet); a file of
+        another run or an unreadable one raises a one-line :class:`~ipguard_tf.io.checkpoint.CheckpointError`."""
+        store = None if path is None else StateFile(
+            path, run_id, "CAE checkpoint", schema=cls.SCHEMA, hint="give another file",
+            other="another CAE run (model, ensemble, settings, seed or data differ)")
+        st = cls(store)
+        saved = store.load() if store is not None else None
+        if saved is None:
             return st
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["run_id"]) != run_id:
-
-                raise CheckpointError(f"{path} belongs to another CAE run; delete it or give another file")
-            st.searched, st.rounds = int(z["searched"]), int(z["rounds"])
-            if int(z["kept"]):
-                st.add(*(z[f] for f in cls.FIELDS))
+        arrays, scalars = saved
+        try:
+            st.searched, st.rounds = int(scalars["searched"]), int(scalars["rounds"])
+            if arrays:
+                st.add(*(arrays[f] for f in cls.FIELDS))
+        except (KeyError, TypeError, ValueError):
+            raise store.unreadable("fields missing") from None
         log.info("CAE: resumed after round %d (%d searched, %d kept)", st.rounds, st.searched, st.kept)
         return st
 
-    def save(self, path: Optional[Union[str, Path]]) -> None:
-        if path is None:
-            return
-        import io
-
-
-        buf = io.BytesIO()
-        arrays = dict(zip(self.FIELDS, self.arrays())) if self.kept else {}
-        np.savez(buf, run_id=np.array(self.run_id), searched=self.searched, rounds=self.rounds, kept=self.kept,
-                 **arrays)
-        atomic_write_bytes(Path(path), buf.getvalue())
+    def save(self) -> None:
+        """Write the state to its file (nothing without one)."""
+        if self.store is not None:
+            self.store.save(dict(zip(self.FIELDS, self.arrays())) if self.kept else {},
+                            {"searched": self.searched, "rounds": self.rounds})

@@ -66,8 +66,8 @@ class IPGuard(FingerprintMethod):
     together, each with its own Adam state and frozen as soon as its objective is 0, which gives the paper's
     one-point-at-a-time result (each point's trajectory does not depend on the others), only faster.
 
-    Hyperparameters (declared in :mod:`ipguard_tf.registry`, checked by the constructor):
-        k: logit margin of Eq. 5 (default :data:`~ipguard_tf.constants.DEFAULT_K`); trades robustness (large k)
+    Hyperparameters (declared in :mod:`ipguard_tf.core.registry`, checked by the constructor):
+        k: logit margin of Eq. 5 (default :data:`~ipguard_tf.core.constants.DEFAULT_K`); trades robustness (large k)
             for uniqueness (small k). It must suit the target's logit scale (see README, "Choice of k").
         learning_rate: Adam step; ``None`` picks the paper's value from the input size (0.001 for 28x28/32x32,
             0.1 for ImageNet size).
@@ -96,5 +96,5 @@ class IPGuard(FingerprintMethod):
 
 
 def search_stats(r) -> Dict[str, float]:
-    """The counters of one :class:`~ipguard_tf.search.SearchResult` that add up over batches and shards."""
+    """The counters of one :class:`~ipguard_tf.methods.search.SearchResult` that add up over batches and shards."""
     return {k: r.stats[k] for k in ("sample_steps", "wasted_sample_steps", "loop_seconds")}

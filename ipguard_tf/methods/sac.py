@@ -1,7 +1,7 @@
 """SAC-m and SAC-w (Guan, Liang, He, "Are You Stealing My Model? Sample Correlation for Fingerprinting Deep
 Neural Networks", NeurIPS 2022; appendix in ``../shared/papers/003_*``; official code github guanjiyang/SAC):
 fingerprints by the *correlation* of a model's outputs on a set of samples, verified by
-:func:`~ipguard_tf.verification.sac_distance` (lower = more likely a copy; :data:`~ipguard_tf.registry.SAC_DISTANCE`).
+:func:`~ipguard_tf.core.statistics.sac_distance` (lower = more likely a copy; :data:`~ipguard_tf.core.registry.SAC_DISTANCE`).
 
 **SAC-m** (``cut_mix.py``): N = 100 owner images (drawn with the seed from the data given to ``generate``, the
 owner's own), mixed by CutMix: one patch, the same for all N, of side ``int(0.2 W)`` (clipped at the border),
@@ -17,7 +17,7 @@ labels: ``generate(..., train_y=...)``), drawn with the seed.
 
 The fingerprint file holds the samples, the target's labels and the target's logits at them (``outputs``):
 verification correlates the suspect's outputs with those (logits with logits; probabilities with the target's
-softmax when the suspect only gives probabilities, see :func:`~ipguard_tf.verification.comparable_outputs`).
+softmax when the suspect only gives probabilities, see :func:`~ipguard_tf.core.statistics.comparable_outputs`).
 Nothing is searched: iterations 0, every sample "converged", ``source`` = ``target`` = the target's label.
 """
 

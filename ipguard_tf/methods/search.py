@@ -13,8 +13,8 @@ successful point, as CW-L2 does). :class:`AdamSearch` runs Adam on all points of
 * a point whose loss or gradient becomes NaN or infinite is stopped at once, left at its last finite
   position and flagged (``SearchResult.nonfinite``), so that one bad point neither poisons the others nor
   goes unreported;
-* with a :class:`~ipguard_tf.checkpoint.SearchCheckpoint` given to :meth:`AdamSearch.run`, the whole state is
-  saved between segments and a run with the same inputs resumes from it (see :mod:`ipguard_tf.checkpoint`);
+* with a :class:`~ipguard_tf.io.checkpoint.SearchCheckpoint` given to :meth:`AdamSearch.run`, the whole state is
+  saved between segments and a run with the same inputs resumes from it (see :mod:`ipguard_tf.io.checkpoint`);
 * the inner loop runs ``segment`` iterations inside one ``tf.function``, unrolled (see ``segment`` below for
   why not a ``tf.while_loop``), with no retracing (the batch dimension is ``None`` in its signature); between
   segments, finished points are dropped from the batch so that they stop costing compute.
@@ -265,7 +265,7 @@ class AdamSearch:
     # ------------------------------------------------------------------------------------------------------
     def run(self, w0: np.ndarray, ctx: Dict[str, np.ndarray], checkpoint: Any = None) -> SearchResult:
         """Optimise all points of ``w0`` (shape [B, ...]) with per-point context arrays ``ctx``; save to and
-        resume from ``checkpoint`` (a :class:`~ipguard_tf.checkpoint.SearchCheckpoint`) if given."""
+        resume from ``checkpoint`` (a :class:`~ipguard_tf.io.checkpoint.SearchCheckpoint`) if given."""
         n = len(w0)
         w0 = np.asarray(w0, np.float32)
         ctx = {

@@ -5,7 +5,7 @@ Accepted (see :func:`as_classifier`):
 * a Keras 3 model (``keras.Model``) or a Keras 2 model (``tf_keras.Model``; TF-MOT's pruned models are
   these), in memory;
 * a path to a Keras 3 ``.keras`` file, a Keras 2 ``.h5`` file, a SavedModel directory, or a TensorFlow Lite
-  ``.tflite`` file (float or int8; run by the TFLite interpreter, see :mod:`ipguard_tf.tflite`: labels and
+  ``.tflite`` file (float or int8; run by the TFLite interpreter, see :mod:`ipguard_tf.models.tflite`: labels and
   scores, not differentiable);
 * a scikit-learn style estimator with ``predict`` (e.g. a random forest on flattened pixels): labels only;
 * any Python callable on a float32 batch returning logits, probabilities or integer labels.
@@ -26,7 +26,7 @@ cross-entropy use is exact, but saturated probabilities (p = 0 in float32) lose 
 **Inputs.** Fingerprints live in ``[0, 1]^d`` (paper Section 5.1.4). A model trained on another scale takes
 ``input_scale`` (e.g. 255) and/or a ``preprocess`` function, applied inside the differentiable function.
 Arrays given to the adapter are checked against the model's input shape and against ``[0, 1]``; a mismatch
-raises :class:`~ipguard_tf.errors.ModelError` with one line saying what differs.
+raises :class:`~ipguard_tf.core.errors.ModelError` with one line saying what differs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from ipguard_tf.core.constants import DATA_MAX, DATA_MIN
 from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.models.remote import RemoteSuspect
 from ipguard_tf.models.safety import PICKLE_SUFFIXES, check_model_file, keras_safe_mode, load_skops
 from ipguard_tf.models.tflite import TFLiteModel
 
@@ -437,10 +438,10 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
     """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model, or a
     ``.skops`` file into a scikit-learn estimator.
 
-    Suspect files are untrusted (see :mod:`ipguard_tf.safety`): a file whose loading could run code (Keras
+    Suspect files are untrusted (see :mod:`ipguard_tf.models.safety`): a file whose loading could run code (Keras
     ``Lambda`` layers, pickles, skops files naming types outside scikit-learn/NumPy) is refused with
-    :class:`~ipguard_tf.safety.UnsafeModelError` unless ``unsafe`` is True; Keras' ``safe_mode`` stays on
-    otherwise. ``unsafe`` applies to this one load only (:func:`~ipguard_tf.safety.keras_safe_mode`): later loads
+    :class:`~ipguard_tf.models.safety.UnsafeModelError` unless ``unsafe`` is True; Keras' ``safe_mode`` stays on
+    otherwise. ``unsafe`` applies to this one load only (:func:`~ipguard_tf.models.safety.keras_safe_mode`): later loads
     in the same process are as safe as ever.
 
     ``.keras`` is read with Keras 3 (falling back to tf_keras for Keras 2 ``.keras`` files); ``.h5`` with
@@ -541,14 +542,15 @@ def as_classifier(
     custom_objects: Optional[dict] = None,
     unsafe: bool = False,
 ) -> Classifier:
-    """Adapt ``model`` (Keras 2/3 model, model file path, scikit-learn estimator or callable) to a Classifier.
+    """Adapt ``model`` (Keras 2/3 model, model file path, scikit-learn estimator or callable) to a Classifier; a
+    :class:`~ipguard_tf.models.remote.RemoteSuspect` is returned as it is (it answers through the same interface).
 
     ``output`` says what a plain callable returns (``auto`` probes it on two random inputs); ``input_scale``
     and ``preprocess`` map [0, 1] inputs to what the model expects; ``resize_to`` (H, W) resizes inputs
     bilinearly first (paper Section 5.1.2 resizes fingerprints to each suspect's input size). ``unsafe``
     allows model files whose loading could run code (see :func:`load_model_file`).
     """
-    if isinstance(model, Classifier):
+    if isinstance(model, (Classifier, RemoteSuspect)):  # a remote suspect answers through the same interface
         return model
     if input_scale <= 0:
         raise ParameterError(f"input_scale must be positive, got {input_scale}")

@@ -2,8 +2,8 @@
 probabilities for the points sent to it, and counts them (issue 14).
 
 An :class:`Oracle` wraps the same two things verification queries: a local model (anything
-:func:`~ipguard_tf.models.as_classifier` accepts, TFLite files included) or a model behind an HTTP prediction
-API (:class:`~ipguard_tf.remote.RemoteSuspect`). ``output`` says what the API exposes: ``"labels"`` (arg-max
+:func:`~ipguard_tf.models.classifier.as_classifier` accepts, TFLite files included) or a model behind an HTTP prediction
+API (:class:`~ipguard_tf.models.remote.RemoteSuspect`). ``output`` says what the API exposes: ``"labels"`` (arg-max
 only; asking for probabilities is a one-line :class:`OracleError`) or ``"probabilities"`` (both). Every point
 answered counts once toward ``queries``; ``query_budget`` caps them, as a paid API would.
 
@@ -22,7 +22,6 @@ import numpy as np
 from ipguard_tf.core.errors import IPGuardError, ParameterError
 from ipguard_tf.core.statistics import looks_like_probabilities, softmax
 from ipguard_tf.models.classifier import as_classifier
-from ipguard_tf.models.remote import RemoteSuspect
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ class Oracle:
     """A victim answering labels or probabilities, counting the points it answered.
 
     Args:
-        victim: a local model (see :func:`~ipguard_tf.models.as_classifier`) or a
-            :class:`~ipguard_tf.remote.RemoteSuspect`.
+        victim: a local model (see :func:`~ipguard_tf.models.classifier.as_classifier`) or a
+            :class:`~ipguard_tf.models.remote.RemoteSuspect`.
         output: what the victim's API exposes: ``labels`` or ``probabilities``.
         query_budget: at most this many points answered in all (``None``: no limit).
         batch_size: points per call to the victim.
@@ -53,13 +52,10 @@ class Oracle:
             raise ParameterError(f"query_budget must be >= 0, got {query_budget!r}")
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ParameterError(f"batch_size must be >= 1, got {batch_size!r}")
-
-        self.remote = isinstance(victim, RemoteSuspect)
-        if not self.remote:
-
-            victim = as_classifier(victim)
-            if output == "probabilities" and not victim.has_scores:
-                raise OracleError(f"{victim.name} gives labels only; it cannot serve as a probability API")
+        victim = as_classifier(victim)  # a local model, or a remote one with the same predict interface
+        if output == "probabilities" and not victim.has_scores:
+            raise OracleError(f"{getattr(victim, 'name', victim)} gives labels only; it cannot serve as a probability "
+                              "API")
         self.victim = victim
         self.output = output
         self.query_budget = None if query_budget is None else int(query_budget)
@@ -81,10 +77,7 @@ class Oracle:
     def labels(self, x: np.ndarray) -> np.ndarray:
         """The victim's labels for ``x`` (points in [0, 1]), int64."""
         x = np.asarray(x, np.float32)
-        if self.remote:
-            outs = [self.victim.query(c) for c in self._batches(x)]
-        else:
-            outs = [self.victim.predict_labels(c, batch_size=self.batch_size) for c in self._batches(x)]
+        outs = [self.victim.predict_labels(c, batch_size=self.batch_size) for c in self._batches(x)]
         return np.concatenate(outs).astype(np.int64) if outs else np.zeros((0,), np.int64)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
@@ -94,12 +87,9 @@ class Oracle:
         x = np.asarray(x, np.float32)
         outs = []
         for c in self._batches(x):
-            if self.remote:
-                s = self.victim.query_scores(c)
-                probs = looks_like_probabilities(s)
-            else:
-                s = self.victim.predict_scores(c, batch_size=self.batch_size)
-                probs = self.victim.scores_kind == "probabilities"
+            s = self.victim.predict_scores(c, batch_size=self.batch_size)
+            kind = self.victim.scores_kind
+            probs = kind == "probabilities" or (kind == "auto" and looks_like_probabilities(s))
             outs.append(s if probs else softmax(s))
         return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
 

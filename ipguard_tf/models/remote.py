@@ -305,6 +305,27 @@ class RemoteSuspect:
             attempt += 1
             self.sleep(delay)
 
+    # -- the predict interface of a local classifier (ipguard_tf.models.classifier.Classifier), so that callers
+    # (the stealing oracle) need not know where a model runs
+    #: what the service's rows of scores are, judged per reply (:func:`~ipguard_tf.core.statistics.
+    #: looks_like_probabilities`): the service does not say
+    scores_kind = "auto"
+
+    #: a service can always be asked for scores; whether it gives them is checked per reply (:meth:`query_scores`
+    #: refuses a service that answers labels with a one-line RemoteError)
+    has_scores = True
+
+    def predict_labels(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+        """Labels of ``x``, one request per ``batch_size`` points (default: the suspect's batch size)."""
+        b = batch_size or self.batch_size
+        return np.concatenate([self.query(x[s:s + b]) for s in range(0, len(x), b)]) if len(x) else \
+            np.zeros((0,), np.int64)
+
+    def predict_scores(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+        """Class scores of ``x`` as the service gives them, one request per ``batch_size`` points."""
+        b = batch_size or self.batch_size
+        return np.concatenate([self.query_scores(x[s:s + b]) for s in range(0, len(x), b)])
+
     def query(self, x: np.ndarray) -> np.ndarray:
         """Labels the service gives to one batch of [0, 1] points (one request, retried as configured)."""
         return np.asarray([self._label(r) for r in self._ask(x)], np.int64)

@@ -41,7 +41,7 @@ MODEL_FILE, KEY_FILE, RECORD_FILE, CHECKPOINT_FILE = "model.keras", "key.npz", "
 def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn", transform: str = "fixed",
             seed: int = 0, key: Optional[int] = None, settings: Optional[ProtectSettings] = None,
             transform_params: Optional[Dict[str, Any]] = None, progress: bool = True) -> Dict[str, Any]:
-    """Train ``architecture`` on ``dataset`` (a :class:`~ipguard_tf.data.Dataset`) with the anti-piracy loss and
+    """Train ``architecture`` on ``dataset`` (a :class:`~ipguard_tf.io.data.Dataset`) with the anti-piracy loss and
     a new ``transform`` ("fixed", "learned", "generator"; "none" for the baseline), writing the folder ``out``.
     ``key`` (default: a fresh secret one) keys the transform; ``seed`` fixes the model's initialisation and the
     batch order. Resumes an unfinished run in ``out``; returns the ``train.json`` record (also when the run had

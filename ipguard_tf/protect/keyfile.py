@@ -1,6 +1,6 @@
 """The anti-piracy key file: the transform's key, parameters and values, kept apart from the model.
 
-A key file is a checked ``.npz`` (:mod:`ipguard_tf.checked_file`: arrays + JSON metadata + SHA-256, written
+A key file is a checked ``.npz`` (:mod:`ipguard_tf.io.checked_file`: arrays + JSON metadata + SHA-256, written
 atomically), the same format as fingerprints under its own schema. It never goes inside the model file: the
 model alone is what a thief copies, and it is useless on raw inputs. The metadata names the transform (kind,
 key, parameters), the training settings and the content SHA-256 of the protected model it belongs to, so that

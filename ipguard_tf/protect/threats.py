@@ -36,6 +36,7 @@ from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
 from ipguard_tf.protect.transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
 from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,7 @@ def pair_attack(model, transform: Transform, x_train: np.ndarray, x_test: np.nda
     ``transform(x)`` trains the attacker's module (:func:`train_pair_module`, of the family
     :data:`PAIR_FAMILIES` gives); the model's accuracy on the module's outputs for ``x_test``.
     ``{"accuracies", "mean", "best", "trials", "pairs", "module"}``."""
-    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-        raise ParameterError(f"fraction must lie in (0, 1], got {fraction!r}")
+    check_number(fraction, "fraction", 0.0, 1.0, low_open=True)
     if isinstance(trials, bool) or int(trials) != trials or trials < 1:
         raise ParameterError(f"trials must be a positive integer, got {trials!r}")
     x_train = np.asarray(x_train, np.float32)

@@ -23,15 +23,14 @@ Choices the slides leave open, fixed here before any run:
   batch normalisation sees both, as it will at test time.
 
 Training is resumable: after every epoch the model's weights, the transform's values, the optimiser's state
-and the history are written atomically to a checkpoint; a rerun continues from the last finished epoch. Each
-epoch's batch order is drawn from (seed, epoch), so a resumed run visits the same batches as an uninterrupted
-one (dropout's random stream differs after a resume).
+and the history are written atomically to a checkpoint (a :class:`~ipguard_tf.io.checkpoint.StateFile` that
+records the model, transform, settings and seed; a checkpoint of another run is refused); a rerun continues
+from the last finished epoch. Each epoch's batch order is drawn from (seed, epoch), so a resumed run visits
+the same batches as an uninterrupted one (dropout's random stream differs after a resume).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import time
@@ -44,8 +43,9 @@ import numpy as np
 import tensorflow as tf
 
 from ipguard_tf.core import constants as C
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.checkpoint import StateFile
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.protect.transforms import Transform, psnr
 from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 ALPHA = C.ANTIPIRACY_ALPHA
 BETA = C.ANTIPIRACY_BETA
 GAMMA = C.ANTIPIRACY_GAMMA
+CHECKPOINT_SCHEMA = "ipguard_tf.protect-training/1"
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,12 @@ class ProtectSettings:
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "gamma"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.alpha <= 0:
-            raise ParameterError(f"alpha must be > 0 (without E_p the model learns nothing), got {self.alpha}")
+        for name in ("beta", "gamma"):
+            check_number(getattr(self, name), name, 0.0)
+        check_number(self.alpha, "alpha (without E_p the model learns nothing)", 0.0, low_open=True)
         for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
-            raise ParameterError(f"learning_rate must lie in (0, 1), got {self.learning_rate!r}")
+            check_number(getattr(self, name), name, 1, integer=True)
+        check_number(self.learning_rate, "learning_rate", 0.0, 1.0, low_open=True, high_open=True)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -94,44 +89,43 @@ def _identity(model, transform: Optional[Transform], settings: "ProtectSettings"
             "transform": None if transform is None else transform.params(), "settings": kept}
 
 
-def _save_checkpoint(path: Path, model, transform: Optional[Transform], optimizer, epoch: int,
-                     history: list, identity: Dict[str, Any]) -> None:
+def _checkpoint_file(path: Path, identity: Dict[str, Any]) -> StateFile:
+    """The training checkpoint: arrays ``model_I`` (weights), ``transform_NAME``, ``opt_I`` (the optimiser's
+    variables); scalars ``epoch`` (epochs done) and ``history``. Its errors are :class:`ParameterError`."""
+    return StateFile(path, identity, "training checkpoint", schema=CHECKPOINT_SCHEMA, error=ParameterError,
+                     other="another training run (model, transform, seed or settings differ)",
+                     hint="rerun with the settings it was made with")
+
+
+def _save_checkpoint(store: StateFile, model, transform: Optional[Transform], optimizer, epoch: int,
+                     history: list) -> None:
     arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
     if transform is not None:
         arrays.update({f"transform_{k}": v for k, v in transform.arrays().items()})
     arrays.update({f"opt_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-    arrays["state"] = np.frombuffer(json.dumps({"epoch": epoch, "history": history,
-                                                           "identity": identity}).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    store.save(arrays, {"epoch": epoch, "history": history})
 
 
-def _load_checkpoint(path: Path, model, transform: Optional[Transform], optimizer, variables,
-                     identity: Dict[str, Any]) -> tuple:
-    import zipfile
-
+def _load_checkpoint(store: StateFile, model, transform: Optional[Transform], optimizer, variables) -> tuple:
+    """(epochs done, history) restored from ``store`` into the model, the transform and the optimiser; (0, [])
+    when there is no checkpoint yet."""
+    saved = store.load()
+    if saved is None:
+        return 0, []
+    arrays, state = saved
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        state = json.loads(arrays["state"].tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise ParameterError(f"training checkpoint {path} is unreadable ({type(exc).__name__}); delete it to "
-                             "start over") from None
-    if state.get("identity") != json.loads(json.dumps(identity)):
-        raise ParameterError(f"training checkpoint {path} is of another model, transform, seed or settings; "
-                             "delete it to start over, or rerun with the settings it was made with")
-    n_model = len(model.get_weights())
-    model.set_weights([arrays[f"model_{i}"] for i in range(n_model)])
-    if transform is not None:
-        values = {k[len("transform_"):]: a for k, a in arrays.items() if k.startswith("transform_")}
-        restored = type(transform).from_arrays(transform.params(), values)
-        for dst, src in zip(transform.trainable_variables, restored.trainable_variables):
-            dst.assign(src)
-    optimizer.build(variables)
-    for i, v in enumerate(optimizer.variables):
-        v.assign(arrays[f"opt_{i}"])
-    return int(state["epoch"]), list(state["history"])
+        model.set_weights([arrays[f"model_{i}"] for i in range(len(model.get_weights()))])
+        if transform is not None:
+            values = {k[len("transform_"):]: a for k, a in arrays.items() if k.startswith("transform_")}
+            restored = type(transform).from_arrays(transform.params(), values)
+            for dst, src in zip(transform.trainable_variables, restored.trainable_variables):
+                dst.assign(src)
+        optimizer.build(variables)
+        for i, v in enumerate(optimizer.variables):
+            v.assign(arrays[f"opt_{i}"])
+        return int(state["epoch"]), list(state["history"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise store.unreadable(f"{type(exc).__name__}: weights do not fit") from None
 
 
 def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray,
@@ -170,12 +164,13 @@ def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.
         optimizer.apply_gradients([(gr, v) for gr, v in zip(grads, variables) if gr is not None])
         return tf.stack([loss, e_p, e_r, dist])
 
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    identity = _identity(model, transform, settings, seed)
+    store = None
+    if checkpoint is not None:
+        store = _checkpoint_file(Path(checkpoint), _identity(model, transform, settings, seed))
     start, history = 0, []
-    if ckpt is not None and ckpt.exists():
-        start, history = _load_checkpoint(ckpt, model, transform, optimizer, variables, identity)
-        log.info("resuming %s from %s after epoch %d of %d", desc, ckpt, start, settings.epochs)
+    if store is not None and store.exists():
+        start, history = _load_checkpoint(store, model, transform, optimizer, variables)
+        log.info("resuming %s from %s after epoch %d of %d", desc, store.path, start, settings.epochs)
     per_epoch = math.ceil(len(x) / settings.batch_size)
     with progress_bar(per_epoch * settings.epochs, desc=desc, enabled=progress, unit="step",
                       initial=per_epoch * start) as bar:
@@ -194,8 +189,8 @@ def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.
             bar.set_postfix(loss=f"{m[0]:.3f}", e_r=f"{m[2]:.3f}")
             log.info("%s epoch %d/%d: loss %.4f (E_p %.4f, E_r %.4f, distortion %.3f), %.0f s", desc, epoch + 1,
                      settings.epochs, *m, history[-1]["seconds"])
-            if ckpt is not None:
-                _save_checkpoint(ckpt, model, transform, optimizer, epoch + 1, history, identity)
+            if store is not None:
+                _save_checkpoint(store, model, transform, optimizer, epoch + 1, history)
     return {"settings": settings.as_dict(), "history": history}
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def calibrate(fingerprint: Any, negatives: Iterable[Tuple[str, Any]], *, fpr: float = CALIBRATION_FPR,
               source: str = "", batch_size: Optional[int] = None, progress: bool = True) -> Calibration:
-    """Query each ``(name, model)`` of ``negatives`` (anything :func:`~ipguard_tf.models.as_classifier`
+    """Query each ``(name, model)`` of ``negatives`` (anything :func:`~ipguard_tf.models.classifier.as_classifier`
     accepts; models trained independently of the target) on the fingerprint's points and fit the null.
 
     Only matching-rate fingerprints are calibrated (:class:`ParameterError` otherwise)."""

@@ -3,7 +3,8 @@ queries the suspect's deployed service with the fingerprint points and compares 
 
 The client (protocols, checks of every reply, timeouts, retries, rate limit, query budget) is
 :class:`~ipguard_tf.models.remote.RemoteSuspect`. Here: the answers received are saved after every batch to a
-progress file (atomically), so an interrupted verification (Ctrl-C, a crash, an exhausted budget, a persistent
+progress file (a :class:`~ipguard_tf.io.checkpoint.StateFile`, written atomically, tagged with the fingerprint
+and the suspect's settings), so an interrupted verification (Ctrl-C, a crash, an exhausted budget, a persistent
 server error) resumes without re-querying the points already answered; the file is removed once the
 verification is complete. The statistic is computed by the fingerprint's own
 :class:`~ipguard_tf.core.statistics.Statistic`, as for a local suspect.
@@ -12,7 +13,6 @@ verification is complete. The statistic is computed by the fingerprint's own
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -20,16 +20,16 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ipguard_tf.core.fingerprint import Fingerprint
-from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.checkpoint import StateFile
 from ipguard_tf.io.progress import progress_bar
-from ipguard_tf.models.remote import RemoteError, RemoteSuspect, _is_int_like
-from ipguard_tf.core.statistics import Verification, looks_like_probabilities, statistic_of
+from ipguard_tf.models.remote import RemoteError, RemoteSuspect
+from ipguard_tf.core.statistics import Verification, statistic_of
 from ipguard_tf.core.threshold import check_threshold
 
 log = logging.getLogger(__name__)
 
 
-PROGRESS_SCHEMA = "ipguard_tf.remote-progress/1"
+PROGRESS_SCHEMA = "ipguard_tf.remote-progress/2"
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -37,43 +37,34 @@ def default_progress_path(fingerprint_path: str, url: str) -> Path:
     """Where the answered labels of an unfinished verification are kept: beside the fingerprint file,
     named after it and a hash of the suspect URL."""
     p = Path(fingerprint_path)
-    return p.with_name(f"{p.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.remote-progress.json")
+    return p.with_name(f"{p.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.remote-progress.npz")
 
 
-def _load_progress(path: Optional[Path], key: Dict[str, Any], n: int, classes: Optional[int] = None) -> np.ndarray:
-    """The answers saved so far in ``path`` (none: no progress file): labels (-1: not answered yet) or, with
+def _progress_file(path: Path, key: Dict[str, Any]) -> StateFile:
+    """The progress file: one array, ``labels`` (int64, -1: not answered yet) or ``scores`` (float64 rows, NaN:
+    not yet); its identity ``key`` (fingerprint, endpoint, protocol, output, input scale). Its errors are
+    :class:`RemoteError`."""
+    return StateFile(path, key, "progress file", schema=PROGRESS_SCHEMA, error=RemoteError,
+                     other="another verification (fingerprint, URL or settings differ)",
+                     hint="pass another --progress-file")
+
+
+def _load_progress(store: Optional[StateFile], n: int, classes: Optional[int] = None) -> np.ndarray:
+    """The answers saved so far in ``store`` (none: no progress file): labels (-1: not answered yet) or, with
     ``classes``, score rows (NaN: not yet)."""
     answers = np.full(n, -1, np.int64) if classes is None else np.full((n, classes), np.nan, np.float64)
-    if path is None or not path.exists():
+    saved = None if store is None else store.load()
+    if saved is None:
         return answers
-    try:
-        state = json.loads(path.read_text())
-        if state.get("schema") != PROGRESS_SCHEMA:
-            raise ValueError("schema")
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        raise RemoteError(f"progress file {path} is unreadable; delete it to start the verification afresh") from None
-    if state.get("key") != key:
-        raise RemoteError(f"progress file {path} belongs to another verification (fingerprint, URL or settings "
-                          "differ); delete it or pass another --progress-file")
-    if classes is None:
-        saved = state.get("labels")
-        ok = isinstance(saved, list) and len(saved) == n and all(_is_int_like(v) and v >= -1 for v in saved)
-    else:
-        saved = state.get("scores")
-        ok = (isinstance(saved, list) and len(saved) == n and all(
-            r is None or (isinstance(r, list) and len(r) == classes and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)) for r in saved))
-    if not ok:
-        raise RemoteError(f"progress file {path} is corrupt; delete it to start the verification afresh")
-    if classes is None:
-        answers[:] = np.asarray(saved, np.int64)
-        done = int((answers >= 0).sum())
-    else:
-        for i, r in enumerate(saved):
-            if r is not None:
-                answers[i] = r
-        done = int(np.isfinite(answers).all(axis=1).sum())
-    log.info("resuming from %s: %d of %d points already answered", path, done, n)
+    name = "labels" if classes is None else "scores"
+    a = saved[0].get(name)
+    if a is None or a.shape != answers.shape or a.dtype.kind not in ("i" if classes is None else "f"):
+        raise store.unreadable(f"no {name} for {n} points")
+    if classes is None and (a < -1).any():
+        raise store.unreadable("labels below -1")
+    answers[:] = a
+    done = int((answers >= 0).sum() if classes is None else np.isfinite(answers).all(axis=1).sum())
+    log.info("resuming from %s: %d of %d points already answered", store.path, done, n)
     return answers
 
 
@@ -106,7 +97,8 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
     key = {"fingerprint_sha256": fp.sha256, "endpoint": suspect.endpoint,
            "protocol": suspect.protocol, "output": suspect.output, "input_scale": suspect.input_scale}
     classes = int(fp.metadata["num_classes"]) if scores else None
-    answers = _load_progress(progress_path, key, n, classes)
+    store = None if progress_path is None else _progress_file(Path(progress_path), key)
+    answers = _load_progress(store, n, classes)
     todo = np.flatnonzero(~np.isfinite(answers).all(axis=1) if scores else answers < 0)
     try:
         with progress_bar(total=n, initial=n - len(todo), desc=f"querying {suspect.model_name}",
@@ -114,17 +106,13 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
             for s in range(0, len(todo), suspect.batch_size):
                 idx = todo[s:s + suspect.batch_size]
                 answers[idx] = suspect.query_scores(fp.x[idx]) if scores else suspect.query(fp.x[idx])
-                if progress_path is not None:
-                    saved = ({"labels": answers.tolist()} if not scores else
-                             {"scores": [r.tolist() if np.isfinite(r).all() else None for r in answers]})
-                    atomic_write_bytes(progress_path, json.dumps(
-                        {"schema": PROGRESS_SCHEMA, "key": key, **saved}).encode())
+                if store is not None:
+                    store.save({"scores" if scores else "labels": answers}, {})
                 bar.update(len(idx))
     finally:
         suspect.close()
-    if progress_path is not None:
-        progress_path.unlink(missing_ok=True)
+    if store is not None:
+        store.remove()
     log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
              suspect.points_sent, suspect.retried)
-    kind = ("probabilities" if looks_like_probabilities(answers) else "logits") if scores else "labels"
-    return stat.verification(name or suspect.url, fp, lambda x: answers, threshold, kind)
+    return stat.verification(name or suspect.url, fp, lambda x: answers, threshold, suspect.scores_kind)

@@ -55,7 +55,7 @@ def suspect_answer(fingerprint: Fingerprint, stat: Statistic, suspect: Any, *, n
                              "be a copy of it")
         return who, f, "outputs"
     clf = as_classifier(suspect, **adapter_kw)
-    who = name or clf.name
+    who = name or getattr(clf, "name", None) or getattr(clf, "url", "suspect")
     classes = fingerprint.metadata.get("num_classes")
     if stat.same_label_set and classes and clf.num_classes and int(clf.num_classes) != int(classes):
         raise ModelError(f"suspect {who} has {clf.num_classes} classes; the fingerprinted model has "
@@ -199,8 +199,7 @@ def verify_suspects(fingerprint: Fingerprint, suspects: Iterable[Any], *, thresh
 def zoo_summary(results: List[Verification], roles: List[Optional[str]], stat: Statistic) -> Optional[Dict[str, Any]]:
     """Robustness and uniqueness at the threshold, ARUC, AUC and gap over the zoo's positives and negatives (None
     without both)."""
-    pos = [r.value for r, role in zip(results, roles) if role == "positive"]
-    neg = [r.value for r, role in zip(results, roles) if role == "negative"]
+    pos, neg = metrics.by_role([(r.value, role) for r, role in zip(results, roles)])
     if not pos or not neg:
         return None
     return metrics.summary(pos, neg, results[0].threshold, higher_is_copy=stat.higher_is_copy)

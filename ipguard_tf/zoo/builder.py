@@ -166,7 +166,7 @@ def maker_of(rec: Dict[str, Any], makers: Optional[Dict[str, Callable[..., Any]]
 
 def quantized_records(architecture: str) -> List[Tuple[str, Dict[str, Any]]]:
     """The TFLite copies of a target in a zoo: float16 weights, and full-integer int8 calibrated on
-    :data:`~ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES` inputs (TensorFlow's converter)."""
+    :data:`~ipguard_tf.models.tflite.DEFAULT_CALIBRATION_EXAMPLES` inputs (TensorFlow's converter)."""
 
     return [(f"tflite_{mode}", {"role": "positive", "family": "quantized", "architecture": architecture, "seed": 0,
                                 "params": dict({"mode": mode}, **({"calibration_examples": DEFAULT_CALIBRATION_EXAMPLES}

@@ -30,7 +30,7 @@ def save_forest(rf, path: Union[str, Path]) -> None:
     atomic_write_bytes(path, sio.dumps(rf))
 
 
-#: skops files are loaded by :func:`ipguard_tf.safety.load_skops` (types outside scikit-learn/NumPy refused)
+#: skops files are loaded by :func:`ipguard_tf.models.safety.load_skops` (types outside scikit-learn/NumPy refused)
 load_forest = load_skops
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.zoo.architectures import twin
 from ipguard_tf.models import tflite
+from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,7 @@ def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: 
     frequency larger than the number of steps would silently prune nothing. The measured sparsity is checked
     against ``sparsity`` (to within 0.01) before returning.
     """
-    if not 0.0 < sparsity < 1.0:
-        raise ParameterError(f"sparsity must lie in (0, 1), got {sparsity}")
+    check_number(sparsity, "sparsity", 0.0, 1.0, low_open=True, high_open=True)
     import tensorflow_model_optimization as tfmot  # sets TF_USE_LEGACY_KERAS=1 in this process
     import tf_keras
 
@@ -310,8 +310,7 @@ def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN
 
     Returns ``(model, fractions)`` with the measured pruned-filter fraction of each eligible layer.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ParameterError(f"fraction must lie in (0, 1), got {fraction}")
+    check_number(fraction, "fraction", 0.0, 1.0, low_open=True, high_open=True)
     keras.utils.set_random_seed(seed)
     new = copy_model(model)
     masks = filter_masks(new, fraction)
@@ -327,8 +326,8 @@ def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN
 def quantize(model, dataset, mode: str, *, calibration_examples: Optional[int] = None, name: Optional[str] = None):
     """A quantized TFLite copy of ``model`` (issue 14: what a thief ships in a mobile app): TensorFlow's converter
     in ``mode`` float16 (weights stored as float16) or int8 (full-integer; calibrated on the first
-    ``calibration_examples`` training inputs, default :data:`ipguard_tf.tflite.DEFAULT_CALIBRATION_EXAMPLES`),
-    or float32 (conversion only). Returns a :class:`ipguard_tf.tflite.TFLiteModel` (its bytes in ``.content``);
+    ``calibration_examples`` training inputs, default :data:`ipguard_tf.models.tflite.DEFAULT_CALIBRATION_EXAMPLES`),
+    or float32 (conversion only). Returns a :class:`ipguard_tf.models.tflite.TFLiteModel` (its bytes in ``.content``);
     the input model is not modified."""
 
     n = tflite.DEFAULT_CALIBRATION_EXAMPLES if calibration_examples is None else int(calibration_examples)

@@ -60,6 +60,7 @@ from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.zoo.postprocess import copy_model
 from ipguard_tf.zoo.train import SGDRecipe, _ce, _ce_loss, deterministic, sgd_train
 from ipguard_tf.zoo.postprocess import _following_bn
+from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +301,7 @@ def fine_prune(model, x: np.ndarray, y: np.ndarray, *, max_fraction: float = FIN
     """Fine-pruning as SAC's ``pruning.py`` (see the module docstring). Returns ``[(pruned fraction, model)]``,
     a copy each time another ``1/snapshots`` of all conv channels is pruned, up to ``max_fraction``; the input
     model is not modified."""
-    if not 0 < max_fraction < 1:
-        raise ParameterError(f"max_fraction must lie in (0, 1), got {max_fraction}")
+    check_number(max_fraction, "max_fraction", 0.0, 1.0, low_open=True, high_open=True)
     for name, v in (("snapshots", snapshots), ("refresh", refresh), ("finetune_every", finetune_every),
                     ("finetune_examples", finetune_examples), ("batch_size", batch_size)):
         if isinstance(v, bool) or int(v) != v or v < 1:

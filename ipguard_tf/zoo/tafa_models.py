@@ -27,8 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.checkpoint import StateFile
 from ipguard_tf.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ WGAN_BATCH = 64
 WGAN_ITERATIONS = 3000
 REGRESSOR_HIDDEN = (100, 100)
 REGRESSOR_EPOCHS = 10
+WGAN_SCHEMA = "ipguard_tf.wgan-training/1"
 
 
 def generator(seed: int, K: Any = keras):
@@ -94,41 +96,43 @@ def train_regressor(model, x: np.ndarray, *, seed: int, epochs: int = REGRESSOR_
     return model
 
 
-def _save_state(path: Path, g, c, step: int, opt_g, opt_c) -> None:
-    import io
-
-    arrays = {f"g{i}": w for i, w in enumerate(g.get_weights())}
-    arrays.update({f"c{i}": w for i, w in enumerate(c.get_weights())})
-    arrays.update({f"og{i}": v.numpy() for i, v in enumerate(opt_g.variables)})
-    arrays.update({f"oc{i}": v.numpy() for i, v in enumerate(opt_c.variables)})
-    arrays["step"] = np.array(step)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+def _wgan_state(path: Path, g, c, seed: int, learning_rate: float) -> StateFile:
+    """The WGAN checkpoint: arrays ``gI``, ``cI`` (the generator's and critic's weights), ``ogI``, ``ocI`` (their
+    optimisers' variables); scalar ``step`` (generator steps done). Its identity: the two models (names and
+    sizes), the seed and the learning rate (not the number of steps, so that a finished run can go on)."""
+    identity = {"generator": g.name, "critic": c.name, "parameters": [int(g.count_params()), int(c.count_params())],
+                "seed": int(seed), "learning_rate": float(learning_rate)}
+    return StateFile(path, identity, "WGAN checkpoint", schema=WGAN_SCHEMA,
+                     other="another WGAN run (models, seed or learning rate differ)")
 
 
 def train_wgan(g, c, x: np.ndarray, *, seed: int, iterations: int = WGAN_ITERATIONS, learning_rate: float = WGAN_LR,
                checkpoint: Optional[Path] = None, every: int = 500, progress: bool = True) -> Dict[str, Any]:
     """Train generator ``g`` and critic ``c`` (in place) as a WGAN on images ``x`` in [0, 1] for ``iterations``
-    generator steps; resumable from ``checkpoint`` (saved every ``every`` steps). Returns the last losses."""
+    generator steps; resumable from ``checkpoint`` (saved every ``every`` steps and after the last; a checkpoint
+    of another run raises a one-line :class:`~ipguard_tf.io.checkpoint.CheckpointError`). Returns the last
+    losses."""
     if iterations < 1:
         raise ParameterError(f"iterations must be >= 1, got {iterations}")
     x = np.asarray(x, np.float32)
     opt_g, opt_c = keras.optimizers.RMSprop(learning_rate), keras.optimizers.RMSprop(learning_rate)
     opt_g.build(g.trainable_variables)
     opt_c.build(c.trainable_variables)
+    parts = {"g": g.weights, "c": c.weights, "og": opt_g.variables, "oc": opt_c.variables}
+    store = None if checkpoint is None else _wgan_state(Path(checkpoint), g, c, seed, learning_rate)
+    saved = None if store is None else store.load()
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        with np.load(checkpoint) as z:
-            a = {k: z[k] for k in z.files}
-        g.set_weights([a[f"g{i}"] for i in range(len(g.get_weights()))])
-        c.set_weights([a[f"c{i}"] for i in range(len(c.get_weights()))])
-        for i, v in enumerate(opt_g.variables):
-            v.assign(a[f"og{i}"])
-        for i, v in enumerate(opt_c.variables):
-            v.assign(a[f"oc{i}"])
-        start = int(a["step"])
+    if saved is not None:
+        a, scalars = saved
+        try:
+            values = [(v, a[f"{p}{i}"]) for p, vs in parts.items() for i, v in enumerate(vs)]
+            start = int(scalars["step"])
+        except (KeyError, TypeError, ValueError):
+            raise store.unreadable("fields missing") from None
+        for v, value in values:
+            v.assign(value)
         log.info("WGAN: resuming at generator step %d of %d", start, iterations)
+
     @tf.function(reduce_retracing=True)
     def critic_step(real, z):
         with tf.GradientTape() as tape:
@@ -155,16 +159,16 @@ def train_wgan(g, c, x: np.ndarray, *, seed: int, iterations: int = WGAN_ITERATI
                     step_rng.standard_normal((WGAN_BATCH, LATENT)).astype(np.float32))))
             lg = float(generator_step(tf.constant(step_rng.standard_normal((WGAN_BATCH, LATENT)).astype(np.float32))))
             bar.update(1)
-            if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == iterations):
-                _save_state(Path(checkpoint), g, c, step + 1, opt_g, opt_c)
+            if store is not None and ((step + 1) % every == 0 or step + 1 == iterations):
+                store.save({f"{p}{i}": v.numpy() for p, vs in parts.items() for i, v in enumerate(vs)},
+                           {"step": step + 1})
     return {"critic_loss": lc, "generator_loss": lg, "iterations": iterations}
 
 
 def magnitude_prune(model, fraction: float):
     """A copy of ``model`` with the ``fraction`` smallest-magnitude weights of every kernel set to 0 (no
     retraining); the input model is not changed."""
-    if not 0 < fraction < 1:
-        raise ParameterError(f"fraction must lie in (0, 1), got {fraction}")
+    check_number(fraction, "fraction", 0.0, 1.0, low_open=True, high_open=True)
     new = keras.models.clone_model(model)
     weights = []
     for layer_w, v in zip(model.get_weights(), model.weights):

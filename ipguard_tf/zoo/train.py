@@ -22,6 +22,7 @@ from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.zoo.architectures import build_architecture
+from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,11 @@ class SGDRecipe(_SGDSettings):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
-        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ParameterError(f"epochs must be a positive integer, got {self.epochs}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ParameterError(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum}, "
-                                 f"{self.weight_decay}")
-        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ParameterError(f"batch_size must be a positive integer, got {self.batch_size}")
+        check_number(self.learning_rate, "learning_rate", 0.0, low_open=True)
+        check_number(self.epochs, "epochs", 1, integer=True)
+        check_number(self.momentum, "momentum", 0.0, 1.0, high_open=True)
+        check_number(self.weight_decay, "weight_decay", 0.0)
+        check_number(self.batch_size, "batch_size", 1, integer=True)
         if self.schedule not in ("constant", "cosine", "step"):
             raise ParameterError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
         if self.schedule == "step" and (not self.milestones or list(self.milestones) != sorted(set(self.milestones))
@@ -258,7 +255,7 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
 
 
 def evaluate_accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
-    """Test accuracy of any classifier :func:`~ipguard_tf.models.as_classifier` accepts."""
+    """Test accuracy of any classifier :func:`~ipguard_tf.models.classifier.as_classifier` accepts."""
 
     pred = as_classifier(model).predict_labels(x, batch_size)
     return float(np.mean(pred == np.asarray(y).reshape(-1)))

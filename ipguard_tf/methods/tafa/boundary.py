@@ -1,4 +1,4 @@
-"""Points on the boundaries of a ReLU network's linear regions (TAFA reconstruction, see :mod:`ipguard_tf.tafa`).
+"""Points on the boundaries of a ReLU network's linear regions (TAFA reconstruction, see :mod:`ipguard_tf.methods.tafa`).
 
 A ReLU network is affine on each linear region, the set of inputs sharing one activation pattern (which ReLUs
 are on); each region is a convex polyhedron whose faces are where one hidden neuron's pre-activation z_j is 0.

@@ -1,7 +1,7 @@
-"""TAFA through the method registry (a reconstruction of Pan et al. 2021; see :mod:`ipguard_tf.tafa`).
+"""TAFA through the method registry (a reconstruction of Pan et al. 2021; see :mod:`ipguard_tf.methods.tafa`).
 
 ``generate`` needs no data: starts are uniform in [0, 1] (classifiers and regressors on images) or N(0, 1)
-latents (generators); each start gives at most one boundary point (:func:`~ipguard_tf.tafa.boundary.
+latents (generators); each start gives at most one boundary point (:func:`~ipguard_tf.methods.tafa.boundary.
 find_boundary_points`), kept only where the target's own output bends more at the point than at its start
 (otherwise the neuron's kink does not reach the output: nothing to recognise a copy by); starts are drawn in
 rounds until ``n`` points are kept or ``MAX_ROUNDS`` rounds have run. Every start that gave no point is counted
@@ -127,7 +127,7 @@ class TAFA(FingerprintMethod):
 
 
 def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
-    """``fingerprint`` with the target's one-sided slopes (:func:`~ipguard_tf.tafa.statistic.one_sided_slopes`,
+    """``fingerprint`` with the target's one-sided slopes (:func:`~ipguard_tf.core.tafa_statistics.one_sided_slopes`,
     the fingerprint's epsilon) added, for files made before the slope agreement existed; the points and every
     other record are unchanged, and the target must be the fingerprinted model (its content hash is checked)."""
     import dataclasses
@@ -158,7 +158,7 @@ def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 51
 
 
 def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> Dict[str, float]:
-    """Every TAFA statistic of the suspect (:mod:`ipguard_tf.tafa.statistic`): ``bend_rate``,
+    """Every TAFA statistic of the suspect (:mod:`ipguard_tf.core.tafa_statistics`): ``bend_rate``,
     ``scaled_bend_rate``, ``output_agreement``, ``output_correlation`` and, where the fingerprint holds the
     target's slopes (files made since they exist, or :func:`with_slopes`), ``slope_agreement``."""
 

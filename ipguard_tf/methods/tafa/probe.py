@@ -1,5 +1,5 @@
 """The hidden ReLUs of a Keras model, made visible: a probe that returns every ReLU's pre-activation with the
-model's output (for TAFA's boundary points; a reconstruction, see :mod:`ipguard_tf.tafa`).
+model's output (for TAFA's boundary points; a reconstruction, see :mod:`ipguard_tf.methods.tafa`).
 
 Every ReLU counts, whether a layer of its own (``ReLU``, ``Activation("relu")``) or fused into a ``Dense`` or
 ``Conv*`` layer (``activation="relu"``): the probe is the model cloned with its own layers (weights shared) and
