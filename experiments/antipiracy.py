@@ -37,7 +37,7 @@ ATTACK_TOLERANCE_POINTS = 10.0
 def _key(key_seed: int, arch: str, transform: str) -> int:
     import numpy as np
 
-    return int(np.random.default_rng([key_seed, TRANSFORMS.index(transform), len(arch)]).integers(0, 2 ** 63 - 1))
+    return int(np.random.default_rng([key_seed, TRANSFORMS.index(transform), len(arch)]).integers(0, 2**63 - 1))
 
 
 def _cached(path: Path, compute):
@@ -56,9 +56,17 @@ def train_all(cfg, ds, out: Path, archs, progress: bool) -> None:
         epochs = cfg.get("epochs", {}).get(arch)
         for t in TRANSFORMS:
             params = dict(cfg.get("transform_params", {}).get(t, {})) or None
-            protect(ds, out / "models" / f"{arch}_{t}", architecture=arch, transform=t, seed=cfg["seed"],
-                    key=None if t == "none" else _key(cfg["key_seed"], arch, t), transform_params=params,
-                    settings=ProtectSettings(epochs=epochs) if epochs else None, progress=progress)
+            protect(
+                ds,
+                out / "models" / f"{arch}_{t}",
+                architecture=arch,
+                transform=t,
+                seed=cfg["seed"],
+                key=None if t == "none" else _key(cfg["key_seed"], arch, t),
+                transform_params=params,
+                settings=ProtectSettings(epochs=epochs) if epochs else None,
+                progress=progress,
+            )
 
 
 def _cache_dir(out: Path, arch: str, transform: str, recs: dict) -> Path:
@@ -87,17 +95,44 @@ def attack_all(cfg, ds, out: Path, arch: str, recs: dict, progress: bool) -> dic
         c = _cache_dir(out, arch, t, recs)
         params = transform.params()
         sigma, p = params.get("sigma", cfg["input_only_sigma"]), params.get("p", cfg["input_only_p"])
+        # the jobs run (or are read from the cache) before the loop moves on: binding the loop's values is explicit
         jobs = {
-            "direct": lambda: {"accuracy": direct_piracy(model, ds.x_test, ds.y_test)},
-            "raw_classes": lambda: raw_class_counts(model, ds.x_test, ds.num_classes),
-            "input_only": lambda: {"sigma": sigma, "p": p, **input_only_attack(
-                model, ds.x_test, ds.y_test, sigma=sigma, p=p, trials=cfg["input_only_trials"], seed=cfg["seed"],
-                progress=progress)},
+            "direct": lambda model=model: {"accuracy": direct_piracy(model, ds.x_test, ds.y_test)},
+            "raw_classes": lambda model=model: raw_class_counts(model, ds.x_test, ds.num_classes),
+            "input_only": lambda model=model, sigma=sigma, p=p: {
+                "sigma": sigma,
+                "p": p,
+                **input_only_attack(
+                    model,
+                    ds.x_test,
+                    ds.y_test,
+                    sigma=sigma,
+                    p=p,
+                    trials=cfg["input_only_trials"],
+                    seed=cfg["seed"],
+                    progress=progress,
+                ),
+            },
         }
         res[t] = {name: _cached(c / f"{name}.json", jobs[name]) for name in _ATTACKS}
-        res[t]["pair"] = {f"{f:g}": _cached(c / _pair_file(f), lambda f=f: pair_attack(
-            model, transform, ds.x_train, ds.x_test, ds.y_test, fraction=f, trials=cfg["pair_trials"],
-            seed=cfg["seed"], epochs=cfg["pair_epochs"], progress=progress)) for f in cfg["pair_fractions"]}
+        res[t]["pair"] = {
+            f"{f:g}": _cached(
+                c / _pair_file(f),
+                lambda f=f, model=model, transform=transform: pair_attack(
+                    model,
+                    transform,
+                    ds.x_train,
+                    ds.x_test,
+                    ds.y_test,
+                    fraction=f,
+                    trials=cfg["pair_trials"],
+                    seed=cfg["seed"],
+                    epochs=cfg["pair_epochs"],
+                    progress=progress,
+                ),
+            )
+            for f in cfg["pair_fractions"]
+        }
     return res
 
 
@@ -133,24 +168,60 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
         if t == "none":
             p_auth, p_un = pub.get("baseline"), None
         else:
-            p_auth, p_un = (pub.get(t) or [None, None])
+            p_auth, p_un = pub.get(t) or [None, None]
         auth, un = _pct(m["authorized"]), _pct(m["unauthorized"])
         ok_auth = p_auth is not None and abs(auth - p_auth) <= tol["authorized_points"]
         ok_un = t == "none" or un < tol["unauthorized_below"]
-        verdict = ("holds" if ok_auth and ok_un else
-                   "does not hold: " + "; ".join(
-                       ([f"authorised {auth:.2f} vs {p_auth:.2f} (> {tol['authorized_points']} points)"]
-                        if not ok_auth else []) +
-                       ([f"unauthorised {un:.2f} % not below {tol['unauthorized_below']:g} %"] if not ok_un else [])))
-        rows.append({"architecture": arch, "transform": t, "authorized": auth, "unauthorized": None if t == "none"
-                     else un, "psnr_db": None if t == "none" else round(m["psnr"], 2), "published_authorized": p_auth,
-                     "published_unauthorized": p_un, "epochs": rec["settings"]["epochs"],
-                     "train_seconds": rec["train_seconds_total"], "verdict": verdict})
-        md.append([arch, NAMES[t], f"{auth:.2f}" + ("" if t == "none" else f" ({un:.2f})"),
-                   "-" if p_auth is None else f"{p_auth:.2f}" + ("" if p_un is None else f" ({p_un:.2f})"),
-                   "-" if t == "none" else f"{m['psnr']:.1f}", f"{rec['train_seconds_total'] / 60:.0f}", verdict])
-    cols_csv = ["architecture", "transform", "authorized", "unauthorized", "psnr_db", "published_authorized",
-                "published_unauthorized", "epochs", "train_seconds", "verdict"]
+        verdict = (
+            "holds"
+            if ok_auth and ok_un
+            else "does not hold: "
+            + "; ".join(
+                (
+                    [f"authorised {auth:.2f} vs {p_auth:.2f} (> {tol['authorized_points']} points)"]
+                    if not ok_auth
+                    else []
+                )
+                + ([f"unauthorised {un:.2f} % not below {tol['unauthorized_below']:g} %"] if not ok_un else [])
+            )
+        )
+        rows.append(
+            {
+                "architecture": arch,
+                "transform": t,
+                "authorized": auth,
+                "unauthorized": None if t == "none" else un,
+                "psnr_db": None if t == "none" else round(m["psnr"], 2),
+                "published_authorized": p_auth,
+                "published_unauthorized": p_un,
+                "epochs": rec["settings"]["epochs"],
+                "train_seconds": rec["train_seconds_total"],
+                "verdict": verdict,
+            }
+        )
+        md.append(
+            [
+                arch,
+                NAMES[t],
+                f"{auth:.2f}" + ("" if t == "none" else f" ({un:.2f})"),
+                "-" if p_auth is None else f"{p_auth:.2f}" + ("" if p_un is None else f" ({p_un:.2f})"),
+                "-" if t == "none" else f"{m['psnr']:.1f}",
+                f"{rec['train_seconds_total'] / 60:.0f}",
+                verdict,
+            ]
+        )
+    cols_csv = [
+        "architecture",
+        "transform",
+        "authorized",
+        "unauthorized",
+        "psnr_db",
+        "published_authorized",
+        "published_unauthorized",
+        "epochs",
+        "train_seconds",
+        "verdict",
+    ]
     write_csv(out / "table.csv", rows, cols_csv)
 
     pa = published["attack_table_fashion_mnist_resnet20"]
@@ -167,25 +238,45 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
     for arch, res in sorted(attacks.items()):
         for t, r in res.items():
             raw = r["raw_classes"]
-            entries = [("direct piracy", "", _pct(r["direct"]["accuracy"]), pa["direct_piracy"][t]),
-                       ("direct piracy", f"share of the most frequent answer (class {raw['top_class']})",
-                        _pct(raw["top_share"]), None),
-                       ("input-only", "mean", _pct(r["input_only"]["mean"]), pa["input_only"]["mean"][t]),
-                       ("input-only", "best", _pct(r["input_only"]["best"]), pa["input_only"]["best"][t])]
+            entries = [
+                ("direct piracy", "", _pct(r["direct"]["accuracy"]), pa["direct_piracy"][t]),
+                (
+                    "direct piracy",
+                    f"share of the most frequent answer (class {raw['top_class']})",
+                    _pct(raw["top_share"]),
+                    None,
+                ),
+                ("input-only", "mean", _pct(r["input_only"]["mean"]), pa["input_only"]["mean"][t]),
+                ("input-only", "best", _pct(r["input_only"]["best"]), pa["input_only"]["best"][t]),
+            ]
             for f, pr in r["pair"].items():
                 pub = pa["pair_generator"].get(f"{float(f):.1f}") if t == "generator" else None
-                entries += [(f"pair {float(f):.0%}", "mean", _pct(pr["mean"]), pub and pub["mean"]),
-                            (f"pair {float(f):.0%}", "best", _pct(pr["best"]), pub and pub["best"])]
+                entries += [
+                    (f"pair {float(f):.0%}", "mean", _pct(pr["mean"]), pub and pub["mean"]),
+                    (f"pair {float(f):.0%}", "best", _pct(pr["best"]), pub and pub["best"]),
+                ]
             for threat, stat, measured, pub in entries:
                 pub_arch = pub if arch == "resnet20" else None  # the slides attack ResNet-20 only
                 shown, verdict = judge(measured, pub_arch)
                 if arch != "resnet20":
                     verdict = "no published value (the slides attack ResNet-20 only)"
-                arows.append({"architecture": arch, "transform": t, "threat": threat, "statistic": stat,
-                              "accuracy": measured, "published": shown, "verdict": verdict})
+                arows.append(
+                    {
+                        "architecture": arch,
+                        "transform": t,
+                        "threat": threat,
+                        "statistic": stat,
+                        "accuracy": measured,
+                        "published": shown,
+                        "verdict": verdict,
+                    }
+                )
                 amd.append([arch, NAMES[t], threat, stat, f"{measured:.2f}", shown, verdict])
-    write_csv(out / "attacks.csv", arows, ["architecture", "transform", "threat", "statistic", "accuracy",
-                                           "published", "verdict"])
+    write_csv(
+        out / "attacks.csv",
+        arows,
+        ["architecture", "transform", "threat", "statistic", "accuracy", "published", "verdict"],
+    )
     missing = [f"{a} {t}" for a in cfg["architectures"] for t in TRANSFORMS if (a, t) not in recs]
     text = [
         "# Anti-piracy transform on Fashion-MNIST (Chen & Wu 2018; issue 17)\n",
@@ -197,7 +288,8 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
         "sigma = 0.1, p = 0.1, generator 5x5x16 conv + 1x1 bottleneck, alpha = beta = 1, gamma = 0.01, Adam 1e-3, "
         "batch 128, 8 epochs (simple CNN) and 10 (ResNet-20), the same for the baseline.\n",
         ("**Incomplete**: not yet trained: " + ", ".join(missing) + " (rerun the command: it resumes).\n")
-        if missing else "",
+        if missing
+        else "",
         "## Table: authorised (unauthorised) test accuracy, %\n",
         f"A row holds when the authorised accuracy is within {tol['authorized_points']} points of the slides' and "
         f"the unauthorised accuracy is below {tol['unauthorized_below']:g} % (the issue's bar). PSNR of T(x) "
@@ -212,7 +304,8 @@ def report(cfg, out: Path, recs: dict, attacks: dict, published: dict, command: 
         f"{ATTACK_TOLERANCE_POINTS:g} points of the slides' value (the slides do not give the attacks' settings). "
         "The slides report the pair attack for the Generator only.\n",
         markdown_table(amd, ["architecture", "transform", "threat", "statistic", "measured", "slides", "verdict"])
-        if amd else "No attack results yet.\n",
+        if amd
+        else "No attack results yet.\n",
     ]
     notes = out / "NOTES.md"
     if notes.exists():
@@ -226,8 +319,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--data-dir")
     ap.add_argument("--architectures", default=None, help="comma-separated subset of the config's to run now")
-    ap.add_argument("--report-only", action="store_true",
-                    help="train nothing; report the finished models (attacks not yet cached are run)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing; report the finished models (attacks not yet cached are run)",
+    )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -256,8 +352,9 @@ def main(argv=None) -> int:
                 recs[(arch, t)] = json.loads(f.read_text())
     attacks = {}
     for arch in cfg["attack_architectures"]:
-        if all((arch, t) in recs for t in TRANSFORMS[1:]) and (arch in archs or args.report_only
-                                                               or attacks_cached(cfg, out, arch, recs)):
+        if all((arch, t) in recs for t in TRANSFORMS[1:]) and (
+            arch in archs or args.report_only or attacks_cached(cfg, out, arch, recs)
+        ):
             attacks[arch] = attack_all(cfg, ds, out, arch, recs, not args.quiet)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]) if argv is None else ""
     report(cfg, out, recs, attacks, json.loads(PUBLISHED.read_text()), command)

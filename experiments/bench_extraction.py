@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 from ipguard_tf import as_classifier  # noqa: E402
 from ipguard_tf.evaluation.bench import eager_per_point_ipguard, forward_backward_seconds, same_batch_floor  # noqa: E402
 from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
-from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
 from ipguard_tf.io.files import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard  # noqa: E402
 
 
 def timed(fn, reps):
@@ -65,12 +65,19 @@ def main() -> int:
     ap.add_argument("--slow-n", type=int, default=10, help="points for the slow baselines (scaled to n)")
     ap.add_argument("--k", type=float, default=1.0)
     ap.add_argument("--cw-reference", action="store_true", help="also CW-L2 at 10,000 iterations a step")
-    ap.add_argument("--art-cw", action="store_true",
-                    help="also time ART's CarliniL2Method (very slow here: about 15 min for 10 points)")
+    ap.add_argument(
+        "--art-cw",
+        action="store_true",
+        help="also time ART's CarliniL2Method (very slow here: about 15 min for 10 points)",
+    )
     ap.add_argument("--resnet50-n", type=int, default=4, help="points for the ResNet50 rows (0: skip them)")
     ap.add_argument("--resnet50-iter", type=int, default=20, help="iteration cap for the ResNet50 rows")
-    ap.add_argument("--art-cw-reps", type=int, default=1,
-                    help="repetitions of ART's CarliniL2Method (default 1: one costs about 15 min here)")
+    ap.add_argument(
+        "--art-cw-reps",
+        type=int,
+        default=1,
+        help="repetitions of ART's CarliniL2Method (default 1: one costs about 15 min here)",
+    )
     ap.add_argument("--out", default="experiments/results/bench")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -85,9 +92,19 @@ def main() -> int:
     def add(name, median, times, points, extra=None, model_name="fmnist_cnn target", n_for=None):
         nn = n_for or n
         scaled = median * nn / points
-        rows.append({"model": model_name, "n": nn, "method": name, "points_timed": points, "median_s": round(median, 4),
-                     "seconds_for_n": round(scaled, 3), "reps": len(times),
-                     "all_s": " ".join(f"{t:.3f}" for t in times), **(extra or {})})
+        rows.append(
+            {
+                "model": model_name,
+                "n": nn,
+                "method": name,
+                "points_timed": points,
+                "median_s": round(median, 4),
+                "seconds_for_n": round(scaled, 3),
+                "reps": len(times),
+                "all_s": " ".join(f"{t:.3f}" for t in times),
+                **(extra or {}),
+            }
+        )
         print(f"{name:42s} {scaled:10.2f} s for {nn} points (timed {points}, median of {len(times)})", flush=True)
 
     kw = dict(k=args.k, init="T", label="L", seed=0)
@@ -95,33 +112,55 @@ def main() -> int:
     IPGuard(max_iter=5, **kw).generate(clf, n, ds.x_train)
     med, ts, fp, segments = timed_batched(clf, n, ds.x_train, reps, **kw)
     st = fp.metadata["stats"]
-    add("IPGuard batched (library default)", med, ts, n,
-        {"sample_steps": st["sample_steps"], "wasted_fraction": round(st["wasted_sample_steps"] / st["sample_steps"], 4),
-         "converged": fp.n_converged})
+    add(
+        "IPGuard batched (library default)",
+        med,
+        ts,
+        n,
+        {
+            "sample_steps": st["sample_steps"],
+            "wasted_fraction": round(st["wasted_sample_steps"] / st["sample_steps"], 4),
+            "converged": fp.n_converged,
+        },
+    )
     base = rows[-1]["seconds_for_n"]
     # per-sample-step cost vs the floor
     x0 = ds.x_train[:n]
     floor = forward_backward_seconds(clf.logits, x0)
     per_step = med / (st["sample_steps"] / n)  # seconds per iteration of a full batch of n
-    print(f"  floor: forward+backward of {n} points {floor * 1e3:.2f} ms; IPGuard per batch step "
-          f"{per_step * 1e3:.2f} ms ({per_step / floor:.2f}x the floor); "
-          f"{100 * st['wasted_sample_steps'] / st['sample_steps']:.1f} % of sample-steps on converged points")
+    print(
+        f"  floor: forward+backward of {n} points {floor * 1e3:.2f} ms; IPGuard per batch step "
+        f"{per_step * 1e3:.2f} ms ({per_step / floor:.2f}x the floor); "
+        f"{100 * st['wasted_sample_steps'] / st['sample_steps']:.1f} % of sample-steps on converged points"
+    )
     same = same_batch_floor(clf.logits, ds.x_train, segments)
     loop = st["loop_seconds"]
-    print(f"  same batches: search loop {loop:.2f} s against {same:.2f} s of bare forward+backward passes of the "
-          f"batches it ran ({loop / same:.2f}x the floor per computed sample-step)")
+    print(
+        f"  same batches: search loop {loop:.2f} s against {same:.2f} s of bare forward+backward passes of the "
+        f"batches it ran ({loop / same:.2f}x the floor per computed sample-step)"
+    )
     # what batching buys where a step costs the same for 1 or n points (a GPU far from saturation): the
     # one-at-a-time search runs every sample-step as its own step, the batched one runs `iterations` steps
     iterations = sum(steps for _, steps in segments)
     floor1 = forward_backward_seconds(clf.logits, ds.x_train[:1])
-    print(f"  one point: forward+backward {floor1 * 1e3:.2f} ms, so a batch of {n} costs {floor / floor1:.1f} "
-          f"single-point passes on this CPU; the batched search ran {iterations} steps for "
-          f"{int(st['sample_steps'])} sample-steps: where a step costs the same for 1 or {n} points, batching "
-          f"saves up to {st['sample_steps'] / iterations:.1f}x")
-    rows[-1].update({"floor_ms": round(floor * 1e3, 3), "per_full_batch_step_ms": round(per_step * 1e3, 3),
-                     "floor_1_point_ms": round(floor1 * 1e3, 3), "batched_steps": iterations,
-                     "step_over_floor": round(per_step / floor, 3), "loop_s": round(loop, 3),
-                     "same_batch_floor_s": round(same, 3), "loop_over_same_batch_floor": round(loop / same, 3)})
+    print(
+        f"  one point: forward+backward {floor1 * 1e3:.2f} ms, so a batch of {n} costs {floor / floor1:.1f} "
+        f"single-point passes on this CPU; the batched search ran {iterations} steps for "
+        f"{int(st['sample_steps'])} sample-steps: where a step costs the same for 1 or {n} points, batching "
+        f"saves up to {st['sample_steps'] / iterations:.1f}x"
+    )
+    rows[-1].update(
+        {
+            "floor_ms": round(floor * 1e3, 3),
+            "per_full_batch_step_ms": round(per_step * 1e3, 3),
+            "floor_1_point_ms": round(floor1 * 1e3, 3),
+            "batched_steps": iterations,
+            "step_over_floor": round(per_step / floor, 3),
+            "loop_s": round(loop, 3),
+            "same_batch_floor_s": round(same, 3),
+            "loop_over_same_batch_floor": round(loop / same, 3),
+        }
+    )
 
     IPGuard(max_iter=5, jit_compile=True, **kw).generate(clf, n, ds.x_train)
     med, ts, _ = timed(lambda: IPGuard(jit_compile=True, **kw).generate(clf, n, ds.x_train), reps)
@@ -132,8 +171,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     xs = ds.x_train[rng.choice(len(ds.x_train), sn, replace=False)]
     z = clf.predict_logits(xs)
-    med, ts, _ = timed(lambda: eager_per_point_ipguard(clf.logits, xs, z.argmax(1), z.argmin(1), args.k, 0.001),
-                       reps)
+    med, ts, _ = timed(lambda: eager_per_point_ipguard(clf.logits, xs, z.argmax(1), z.argmin(1), args.k, 0.001), reps)
     add("eager per-point loop (DeepJudge CBA style)", med, ts, sn)
     FGSM(epsilon=0.1, init="T", label="L").generate(clf, n, ds.x_train)
     med, ts, _ = timed(lambda: FGSM(epsilon=0.1, init="T", label="L").generate(clf, n, ds.x_train), reps)
@@ -144,8 +182,9 @@ def main() -> int:
     med, ts, fpc = timed(lambda: CWL2(kappa=args.k, init="T", label="L").generate(clf, sn, ds.x_train), reps)
     add("CW-L2 (library, 9 x 1,000 iterations)", med, ts, sn, {"converged": fpc.n_converged})
     if args.cw_reference:
-        med, ts, fpc = timed(lambda: CWL2(kappa=args.k, max_iter=10000, init="T", label="L").generate(
-            clf, sn, ds.x_train), reps)
+        med, ts, fpc = timed(
+            lambda: CWL2(kappa=args.k, max_iter=10000, init="T", label="L").generate(clf, sn, ds.x_train), reps
+        )
         add("CW-L2 (library, 9 x 10,000 iterations)", med, ts, sn, {"converged": fpc.n_converged})
     try:
         _art(args, clf, ds, n, sn, reps, add, model)
@@ -157,10 +196,28 @@ def main() -> int:
     if args.resnet50_n:
         _resnet50(args, add, rows)
     out = Path(args.out)
-    cols = ["model", "n", "method", "seconds_for_n", "ratio_to_ipguard_batched", "points_timed", "median_s", "reps",
-            "all_s", "converged", "sample_steps", "wasted_fraction", "floor_ms", "per_full_batch_step_ms",
-            "step_over_floor", "loop_s", "same_batch_floor_s", "loop_over_same_batch_floor", "floor_1_point_ms",
-            "batched_steps"]
+    cols = [
+        "model",
+        "n",
+        "method",
+        "seconds_for_n",
+        "ratio_to_ipguard_batched",
+        "points_timed",
+        "median_s",
+        "reps",
+        "all_s",
+        "converged",
+        "sample_steps",
+        "wasted_fraction",
+        "floor_ms",
+        "per_full_batch_step_ms",
+        "step_over_floor",
+        "loop_s",
+        "same_batch_floor_s",
+        "loop_over_same_batch_floor",
+        "floor_1_point_ms",
+        "batched_steps",
+    ]
     write_csv(out / "extraction.csv", rows, cols)
     write_json(out / "run.json", run_record(vars(args)))
     return 0
@@ -177,17 +234,31 @@ def _resnet50(args, add, rows):
     label = f"ResNet50 weights=None, {it} it."
     IPGuard(**dict(kw, max_iter=2)).generate(clf, rn, x)
     med, ts, fp, segments = timed_batched(clf, rn, x, args.reps, **kw)
-    add("IPGuard batched (library default)", med, ts, rn, {"converged": fp.n_converged,
-                                                           "sample_steps": fp.metadata["stats"]["sample_steps"]},
-        model_name=label, n_for=rn)
+    add(
+        "IPGuard batched (library default)",
+        med,
+        ts,
+        rn,
+        {"converged": fp.n_converged, "sample_steps": fp.metadata["stats"]["sample_steps"]},
+        model_name=label,
+        n_for=rn,
+    )
     base = rows[-1]["seconds_for_n"]
     floor = forward_backward_seconds(clf.logits, x, repeats=5)
     same = same_batch_floor(clf.logits, x, segments)
     loop = fp.metadata["stats"]["loop_seconds"]
-    rows[-1].update({"floor_ms": round(floor * 1e3, 3), "loop_s": round(loop, 3), "same_batch_floor_s": round(same, 3),
-                     "loop_over_same_batch_floor": round(loop / same, 3)})
-    print(f"  ResNet50 floor: forward+backward of {rn} points {floor * 1e3:.0f} ms; search loop {loop:.2f} s against "
-          f"{same:.2f} s of bare passes of the same batches ({loop / same:.2f}x)")
+    rows[-1].update(
+        {
+            "floor_ms": round(floor * 1e3, 3),
+            "loop_s": round(loop, 3),
+            "same_batch_floor_s": round(same, 3),
+            "loop_over_same_batch_floor": round(loop / same, 3),
+        }
+    )
+    print(
+        f"  ResNet50 floor: forward+backward of {rn} points {floor * 1e3:.0f} ms; search loop {loop:.2f} s against "
+        f"{same:.2f} s of bare passes of the same batches ({loop / same:.2f}x)"
+    )
     med, ts, _ = timed(lambda: IPGuard(batch_size=1, **kw).generate(clf, rn, x), args.reps)
     add("IPGuard one point at a time (paper)", med, ts, rn, model_name=label, n_for=rn)
     IPGuard(**dict(kw, max_iter=2), jit_compile=True).generate(clf, rn, x)
@@ -203,8 +274,13 @@ def _art(args, clf, ds, n, sn, reps, add, model):
     from art.attacks.evasion import BasicIterativeMethod, CarliniL2Method, FastGradientMethod
     from art.estimators.classification import TensorFlowV2Classifier
 
-    est = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
-                                 loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
+    est = TensorFlowV2Classifier(
+        model=model,
+        nb_classes=10,
+        input_shape=(28, 28, 1),
+        clip_values=(0.0, 1.0),
+        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(0)
     x = ds.x_train[rng.choice(len(ds.x_train), n, replace=False)]
     y = np.eye(10)[clf.predict_logits(x).argmin(1)]
@@ -217,8 +293,17 @@ def _art(args, clf, ds, n, sn, reps, add, model):
     if not args.art_cw:
         print("ART CarliniL2Method skipped (pass --art-cw)")
         return
-    c = CarliniL2Method(est, confidence=args.k, targeted=True, learning_rate=0.001, binary_search_steps=9,
-                        max_iter=1000, initial_const=1e-3, batch_size=sn, verbose=False)
+    c = CarliniL2Method(
+        est,
+        confidence=args.k,
+        targeted=True,
+        learning_rate=0.001,
+        binary_search_steps=9,
+        max_iter=1000,
+        initial_const=1e-3,
+        batch_size=sn,
+        verbose=False,
+    )
     med, ts, _ = timed(lambda: c.generate(x[:sn], y=y[:sn]), args.art_cw_reps)
     add("ART CarliniL2Method (9 x 1,000)", med, ts, sn)
 

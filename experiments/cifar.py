@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.core.errors import IPGuardError  # noqa: E402
+from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.zoo.builder import PROFILES, ZooBuilder  # noqa: E402
 
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, run_key  # noqa: E402
+from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.io.env_info import platform_key  # noqa: E402
 from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 from ipguard_tf.zoo.members import load_member
@@ -58,41 +58,80 @@ def main(argv=None) -> int:
     suspects = load_zoo_suspects(zoo, args.data_dir, stored)
     ds = load_dataset(cfg["dataset"], args.data_dir)
     out = Path(args.out)
-    sweep = Sweep(out / "cache", load_member(zoo, "target"), ds.x_train, suspects, n=cfg["n"],
-                  dataset=cfg["dataset"], method_params=cfg.get("method_params"))
+    sweep = Sweep(
+        out / "cache",
+        load_member(zoo, "target"),
+        ds.x_train,
+        suspects,
+        n=cfg["n"],
+        dataset=cfg["dataset"],
+        method_params=cfg.get("method_params"),
+    )
     converged_ref = _reference_converged(ref, cfg["seed"])
     deltas, runs = [], []
     for method in args.methods:
-        for strategy in (cfg["strategies"] if method != "random" else ["RR", "TR"]):
+        for strategy in cfg["strategies"] if method != "random" else ["RR", "TR"]:
             for setting in cfg["grids"][method]:
                 key = run_key(method, strategy, setting, cfg["seed"])
                 reference = json.loads((ref / "cache" / "rates" / f"{key}.json").read_text())
                 r = sweep.run(method, strategy, setting, cfg["seed"])
                 here = json.loads((out / "cache" / "rates" / f"{key}.json").read_text())
                 d = [r["rates"][s] - reference["rates"][s] for s in stored]
-                deltas += [{"run": key, "method": method, "suspect": s, "reference": reference["rates"][s],
-                            "here": r["rates"][s], "difference": round(x, 4)} for s, x in zip(stored, d)]
-                runs.append({"run": key, "method": method, "points_identical":
-                             here["points_sha256"] == reference["points_sha256"],
-                             "converged_here": r["n_converged"], "converged_reference": converged_ref.get(key),
-                             "max_abs_difference": round(max(abs(x) for x in d), 4),
-                             "mean_abs_difference": round(float(np.mean(np.abs(d))), 4)})
+                deltas += [
+                    {
+                        "run": key,
+                        "method": method,
+                        "suspect": s,
+                        "reference": reference["rates"][s],
+                        "here": r["rates"][s],
+                        "difference": round(x, 4),
+                    }
+                    for s, x in zip(stored, d)
+                ]
+                runs.append(
+                    {
+                        "run": key,
+                        "method": method,
+                        "points_identical": here["points_sha256"] == reference["points_sha256"],
+                        "converged_here": r["n_converged"],
+                        "converged_reference": converged_ref.get(key),
+                        "max_abs_difference": round(max(abs(x) for x in d), 4),
+                        "mean_abs_difference": round(float(np.mean(np.abs(d))), 4),
+                    }
+                )
                 logging.info("%s", runs[-1])
     write_csv(out / "deltas.csv", deltas, ["run", "method", "suspect", "reference", "here", "difference"])
-    write_csv(out / "runs.csv", runs, ["run", "method", "points_identical", "converged_here", "converged_reference",
-                                       "max_abs_difference", "mean_abs_difference"])
+    write_csv(
+        out / "runs.csv",
+        runs,
+        [
+            "run",
+            "method",
+            "points_identical",
+            "converged_here",
+            "converged_reference",
+            "max_abs_difference",
+            "mean_abs_difference",
+        ],
+    )
     summary = {"reference_machine": ref_machine, "suspects": stored, "per_method": {}}
     for method in args.methods:
         a = np.abs([x["difference"] for x in deltas if x["method"] == method])
         rs = [x for x in runs if x["method"] == method]
         summary["per_method"][method] = {
-            "runs": len(rs), "runs_points_identical": sum(x["points_identical"] for x in rs), "pairs": int(a.size),
-            "max_abs_difference": float(a.max()), "mean_abs_difference": round(float(a.mean()), 4),
-            "quantiles_abs_difference": {q: float(np.quantile(a, float(q))) for q in ("0.5", "0.9", "0.99")}}
+            "runs": len(rs),
+            "runs_points_identical": sum(x["points_identical"] for x in rs),
+            "pairs": int(a.size),
+            "max_abs_difference": float(a.max()),
+            "mean_abs_difference": round(float(a.mean()), 4),
+            "quantiles_abs_difference": {q: float(np.quantile(a, float(q))) for q in ("0.5", "0.9", "0.99")},
+        }
     if "ipguard" in summary["per_method"]:
         summary["tolerance"] = summary["per_method"]["ipguard"]["max_abs_difference"]
-        summary["tolerance_note"] = ("largest |matching-rate difference| between this machine and the reference "
-                                     "over every IPGuard run of the sweep and every stored suspect")
+        summary["tolerance_note"] = (
+            "largest |matching-rate difference| between this machine and the reference "
+            "over every IPGuard run of the sweep and every stored suspect"
+        )
     write_json(out / "summary.json", summary)
     write_json(out / "run.json", run_record({"args": vars(args), "config": cfg}))
     _readme(out, summary, runs, ref_machine)
@@ -103,21 +142,49 @@ def _readme(out: Path, summary: dict, runs: list, ref_machine: dict) -> None:
     rows = []
     for method, s in summary["per_method"].items():
         rs = [r for r in runs if r["method"] == method]
-        dconv = [abs(r["converged_here"] - r["converged_reference"]) for r in rs if r["converged_reference"] is not None]
+        dconv = [
+            abs(r["converged_here"] - r["converged_reference"]) for r in rs if r["converged_reference"] is not None
+        ]
         q = s["quantiles_abs_difference"]
-        rows.append([method, s["runs"], s["runs_points_identical"], max(dconv) if dconv else None, s["pairs"],
-                     f"{s['mean_abs_difference']:.4f}", f"{q['0.5']:.2f}", f"{q['0.9']:.2f}", f"{q['0.99']:.2f}",
-                     f"{s['max_abs_difference']:.2f}"])
-    text = (f"# Fingerprints across machines\n\nMade by `{' '.join(['python'] + sys.argv)}` (run.json: command, "
-            f"versions, machine, platform). Here: {platform_key()['cpu']}; reference: {ref_machine.get('cpu')} "
-            "(the committed Fashion-MNIST sweep). Suspects: the " + str(len(summary["suspects"])) +
-            " models stored in the repository (the same bytes on both machines).\n\n"
-            + markdown_table(rows, ["method", "runs", "runs with bit-identical points", "largest converged-count difference",
-                                    "(run, suspect) pairs", "mean abs. rate difference", "median", "90 %", "99 %",
-                                    "max"])
-            + f"\nTolerance used by `tests/test_regression.py` on machines other than the reference's: "
-              f"{summary.get('tolerance')} ({summary.get('tolerance_note', '')}).\n\nPer run: `runs.csv`; per "
-              "(run, suspect): `deltas.csv`.\n")
+        rows.append(
+            [
+                method,
+                s["runs"],
+                s["runs_points_identical"],
+                max(dconv) if dconv else None,
+                s["pairs"],
+                f"{s['mean_abs_difference']:.4f}",
+                f"{q['0.5']:.2f}",
+                f"{q['0.9']:.2f}",
+                f"{q['0.99']:.2f}",
+                f"{s['max_abs_difference']:.2f}",
+            ]
+        )
+    text = (
+        f"# Fingerprints across machines\n\nMade by `{' '.join(['python'] + sys.argv)}` (run.json: command, "
+        f"versions, machine, platform). Here: {platform_key()['cpu']}; reference: {ref_machine.get('cpu')} "
+        "(the committed Fashion-MNIST sweep). Suspects: the "
+        + str(len(summary["suspects"]))
+        + " models stored in the repository (the same bytes on both machines).\n\n"
+        + markdown_table(
+            rows,
+            [
+                "method",
+                "runs",
+                "runs with bit-identical points",
+                "largest converged-count difference",
+                "(run, suspect) pairs",
+                "mean abs. rate difference",
+                "median",
+                "90 %",
+                "99 %",
+                "max",
+            ],
+        )
+        + f"\nTolerance used by `tests/test_regression.py` on machines other than the reference's: "
+        f"{summary.get('tolerance')} ({summary.get('tolerance_note', '')}).\n\nPer run: `runs.csv`; per "
+        "(run, suspect): `deltas.csv`.\n"
+    )
     atomic_write_bytes(out / "README.md", text.encode())
 
 
@@ -128,8 +195,12 @@ def _reference_converged(ref: Path, seed: int) -> dict:
     if not p.exists():
         return {}
     with open(p) as fh:
-        return {run_key(r["method"], r["strategy"], None if r["setting"] in ("", "None") else float(r["setting"]), seed):
-                int(r["n_converged"]) for r in csv.DictReader(fh)}
+        return {
+            run_key(
+                r["method"], r["strategy"], None if r["setting"] in ("", "None") else float(r["setting"]), seed
+            ): int(r["n_converged"])
+            for r in csv.DictReader(fh)
+        }
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def main(argv=None) -> int:
         ignored = (zoo / ".gitignore").read_text().splitlines() if (zoo / ".gitignore").exists() else []
         absent = sorted(f for f in ignored if f and not f.startswith("#") and not (zoo / f).exists())
         fp = Path(tmp) / "fp.npz"
-        t_extract, p1 = _timed(cli + ["extract", "--model", str(zoo / "target.keras"), "--out", str(fp),
-                                      "--no-checkpoint"], env, clone)
+        t_extract, p1 = _timed(
+            cli + ["extract", "--model", str(zoo / "target.keras"), "--out", str(fp), "--no-checkpoint"], env, clone
+        )
         if p1.returncode != 0:
             sys.stderr.write(p1.stderr[-2000:])
             return 1
@@ -63,23 +64,31 @@ def main(argv=None) -> int:
             sys.stderr.write(p2.stderr[-2000:])
             return 1
     notice = [line for line in p2.stderr.splitlines() if "rebuilt before use" in line]
-    res = {"commit": head, "absent_in_clone": absent, "extract_seconds": round(t_extract, 1),
-           "verify_seconds": round(t_verify, 1), "limit_minutes": LIMIT_MINUTES,
-           "within_limit": t_verify <= LIMIT_MINUTES * 60, "rebuild_notice": notice,
-           "verify_output_tail": p2.stdout.strip().splitlines()[-3:]}
+    res = {
+        "commit": head,
+        "absent_in_clone": absent,
+        "extract_seconds": round(t_extract, 1),
+        "verify_seconds": round(t_verify, 1),
+        "limit_minutes": LIMIT_MINUTES,
+        "within_limit": t_verify <= LIMIT_MINUTES * 60,
+        "rebuild_notice": notice,
+        "verify_output_tail": p2.stdout.strip().splitlines()[-3:],
+    }
     write_json(out / "results.json", res)
     write_json(out / "run.json", run_record({"out": str(out)}))
     readme = (
         "# A fresh clone's zoo verification (issue 16)\n\n"
         "Made by `python experiments/fresh_clone_verify.py` (versions and machine in `run.json`), on commit "
         f"`{head[:12]}`: a `git clone` of the repository, its own code, no cached model.\n\n"
-        f"* Absent in the clone (git-ignored, rebuilt by verify): {len(absent)} files ({', '.join(absent) or 'none'}).\n"
+        f"* Absent in the clone (git-ignored, rebuilt by verify): {len(absent)} files "
+        f"({', '.join(absent) or 'none'}).\n"
         f"* `ipguard extract --model pretrained/fashion_mnist/target.keras --out fp.npz`: {t_extract:.0f} s.\n"
         f"* `ipguard verify --fingerprint fp.npz --suspect pretrained/fashion_mnist`: **{t_verify:.0f} s** "
         f"({t_verify / 60:.1f} min; the bar is {LIMIT_MINUTES} min: "
         f"{'within it' if res['within_limit'] else 'NOT within it'}).\n"
         f"* Its notice: `{notice[0] if notice else 'none printed'}`\n"
-        "* Its last lines:\n\n```\n" + "\n".join(res["verify_output_tail"]) + "\n```\n")
+        "* Its last lines:\n\n```\n" + "\n".join(res["verify_output_tail"]) + "\n```\n"
+    )
     atomic_write_bytes(out / "README.md", readme.encode())
     print(readme)
     return 0

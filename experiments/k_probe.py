@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.evaluation.demo import compute_demo  # noqa: E402
-from ipguard_tf.methods import IPGuard  # noqa: E402
+from ipguard_tf.io.data import load_fashion_mnist  # noqa: E402
 from ipguard_tf.io.files import run_record, write_csv, write_json  # noqa: E402
+from ipguard_tf.methods import IPGuard  # noqa: E402
 from ipguard_tf.verification.suspects import verify  # noqa: E402
 
 
@@ -40,9 +40,15 @@ def main() -> None:
     for k in args.k:
         for s in args.strategies:
             fp = IPGuard(k=k, init=s[0], label=s[1], seed=args.seed).generate(target, 100, ds.x_train)
-            row = {"k": k, "strategy": s, "converged": fp.n_converged, "seconds": fp.metadata["seconds"],
-                   "self": verify(fp, target).matching_rate, "ftll": verify(fp, ftll).matching_rate,
-                   "negative_seed1": verify(fp, neg).matching_rate}
+            row = {
+                "k": k,
+                "strategy": s,
+                "converged": fp.n_converged,
+                "seconds": fp.metadata["seconds"],
+                "self": verify(fp, target).matching_rate,
+                "ftll": verify(fp, ftll).matching_rate,
+                "negative_seed1": verify(fp, neg).matching_rate,
+            }
             logging.info("%s", row)
             rows.append(row)
     out = Path(args.out)

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_tf.evaluation import report  # noqa: E402
-from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, strategies_for  # noqa: E402
+from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.io.files import run_record, write_json  # noqa: E402
 from ipguard_tf.zoo.members import load_member  # noqa: E402
 
@@ -34,10 +34,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir")
     ap.add_argument("--published", default=str(Path(__file__).parent / "published" / "ipguard_paper.json"))
     ap.add_argument("--published-sac", default=str(Path(__file__).parent / "published" / "sac_appendix.json"))
-    ap.add_argument("--cached-only", action="store_true",
-                    help="report only the runs whose fingerprints are already cached; list the others as missing")
-    ap.add_argument("--no-timing", action="store_true",
-                    help="skip the timing pass (Table 8 then uses the sweep's own, possibly contended, times)")
+    ap.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="report only the runs whose fingerprints are already cached; list the others as missing",
+    )
+    ap.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="skip the timing pass (Table 8 then uses the sweep's own, possibly contended, times)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = json.loads(Path(args.config).read_text())
@@ -54,8 +60,16 @@ def main(argv=None) -> int:
         train_x, train_y = defender.x, defender.y
     else:
         train_x, train_y = ds.x_train, ds.y_train
-    sweep = Sweep(out / "cache", load_member(zoo, "target"), train_x, suspects, n=cfg["n"],
-                  dataset=cfg["dataset"], method_params=cfg.get("method_params"), train_y=train_y)
+    sweep = Sweep(
+        out / "cache",
+        load_member(zoo, "target"),
+        train_x,
+        suspects,
+        n=cfg["n"],
+        dataset=cfg["dataset"],
+        method_params=cfg.get("method_params"),
+        train_y=train_y,
+    )
     runs, missing = [], []
     for method, grid in cfg["grids"].items():
         for strategy in strategies_for(method, cfg["strategies"]):
@@ -64,8 +78,15 @@ def main(argv=None) -> int:
                     missing.append(f"{method}-{strategy} {setting}")
                     continue
                 r = sweep.run(method, strategy, setting, cfg["seed"])
-                logging.info("%s %s %s: ARUC %.3f, converged %d, %.1f s", method, strategy, setting, r["aruc"],
-                             r["n_converged"], r["seconds"] or 0)
+                logging.info(
+                    "%s %s %s: ARUC %.3f, converged %d, %.1f s",
+                    method,
+                    strategy,
+                    setting,
+                    r["aruc"],
+                    r["n_converged"],
+                    r["seconds"] or 0,
+                )
                 runs.append(r)
     if not args.no_timing:
         # Table 8: each method's best setting generated again, one after another, in this one run

@@ -53,29 +53,56 @@ def main(argv=None) -> int:
     for zoo in zoos:
         recs = {r["name"]: r for r in read_manifest(Path(zoo))["models"]}
         fp = out / "fp" / f"{Path(zoo).name}.npz"
-        extract = ["-q", "extract", "--model", f"{zoo}/target.keras", "--method", "ipguard", "--n", str(args.n),
-                   "--seed", str(args.seed), "--out", str(fp)]
+        extract = [
+            "-q",
+            "extract",
+            "--model",
+            f"{zoo}/target.keras",
+            "--method",
+            "ipguard",
+            "--n",
+            str(args.n),
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(fp),
+        ]
         if not fp.exists():
             _cli(extract)
         suspects = [f"{zoo}/target.keras"] + [f"{zoo}/{recs[n]['file']}" for n in ("tflite_float16", "tflite_int8")]
-        verify = ["-q", "verify", "--fingerprint", str(fp), "--json"] + [a for s in suspects
-                                                                          for a in ("--suspect", s)]
+        verify = ["-q", "verify", "--fingerprint", str(fp), "--json"] + [a for s in suspects for a in ("--suspect", s)]
         commands += ["ipguard " + " ".join(extract[1:]), "ipguard " + " ".join(verify[1:])]
         for r in json.loads(_cli(verify)):
             name = Path(r["suspect"]).stem
             rec = recs.get(name, {})
-            results.append({"zoo": zoo, "suspect": r["suspect"], "matching_rate": r["value"],
-                            "verdict": r["verdict"], "test_accuracy": rec.get("test_accuracy"),
-                            "size_bytes": rec.get("size_bytes")})
+            results.append(
+                {
+                    "zoo": zoo,
+                    "suspect": r["suspect"],
+                    "matching_rate": r["value"],
+                    "verdict": r["verdict"],
+                    "test_accuracy": rec.get("test_accuracy"),
+                    "size_bytes": rec.get("size_bytes"),
+                }
+            )
     write_json(out / "results.json", {"results": results, "commands": commands})
-    md = markdown_table([[r["suspect"], r["matching_rate"], r["verdict"], r["test_accuracy"], r["size_bytes"]]
-                         for r in results], ["suspect", "matching rate", "verdict", "test accuracy", "bytes"])
-    atomic_write_bytes(out / "README.md", (
-        "# Quantized TFLite copies, verified through the CLI\n\nMade by `python experiments/tflite_copies.py` "
-        "(command, versions and machine in `run.json`). IPGuard-TL fingerprints (k = 1, 1,000 iterations, "
-        f"n = {args.n}, seed {args.seed}) of each zoo's target, verified on the target and on its float16 and "
-        "int8 TFLite copies (TensorFlow's converter; int8 calibrated on 500 inputs) by these commands:\n\n"
-        + "".join(f"    {c}\n" for c in commands) + "\n" + md + "\n").encode())
+    md = markdown_table(
+        [[r["suspect"], r["matching_rate"], r["verdict"], r["test_accuracy"], r["size_bytes"]] for r in results],
+        ["suspect", "matching rate", "verdict", "test accuracy", "bytes"],
+    )
+    atomic_write_bytes(
+        out / "README.md",
+        (
+            "# Quantized TFLite copies, verified through the CLI\n\nMade by `python experiments/tflite_copies.py` "
+            "(command, versions and machine in `run.json`). IPGuard-TL fingerprints (k = 1, 1,000 iterations, "
+            f"n = {args.n}, seed {args.seed}) of each zoo's target, verified on the target and on its float16 and "
+            "int8 TFLite copies (TensorFlow's converter; int8 calibrated on 500 inputs) by these commands:\n\n"
+            + "".join(f"    {c}\n" for c in commands)
+            + "\n"
+            + md
+            + "\n"
+        ).encode(),
+    )
     write_json(out / "run.json", run_record({"zoos": zoos, "n": args.n, "seed": args.seed}))
     return 0
 

@@ -44,8 +44,9 @@ def main() -> None:
             sgd_train(model, x, y, _ce_loss, recipe, seed=0, progress=False)
             seconds.append(time.perf_counter() - t0)
         per_epoch = (seconds[1] - seconds[0]) / 2 / args.examples * 30000
-        rows.append({"architecture": name, "parameters": model.count_params(),
-                     "seconds_per_30k_epoch": round(per_epoch, 1)})
+        rows.append(
+            {"architecture": name, "parameters": model.count_params(), "seconds_per_30k_epoch": round(per_epoch, 1)}
+        )
         logging.info("%s: %d parameters, %.1f s per epoch of 30,000 images", name, model.count_params(), per_epoch)
     out = Path(args.out)
     write_csv(out / "results.csv", rows, ["architecture", "parameters", "seconds_per_30k_epoch"])

@@ -49,9 +49,22 @@ def make_tiny_tf_keras(weights, softmax: bool = True):
 #: test files that take minutes, longest first (measured with --durations, see README "Tests"). `./run test`
 #: runs the suite on two workers, one file at a time each, in collection order: starting these first lets the
 #: two workers finish together instead of one waiting for the ImageNet zoo at the end.
-HEAVY_FIRST = ("test_imagenet_zoo.py", "test_imagenet.py", "test_zoo.py", "test_art_crosscheck.py",
-               "test_resume.py", "test_sac_zoo.py", "test_regression.py", "test_demo.py", "test_remote.py",
-               "test_tflite.py", "test_stealing.py", "test_protect.py", "test_tafa.py", "test_distribute.py")
+HEAVY_FIRST = (
+    "test_imagenet_zoo.py",
+    "test_imagenet.py",
+    "test_zoo.py",
+    "test_art_crosscheck.py",
+    "test_resume.py",
+    "test_sac_zoo.py",
+    "test_regression.py",
+    "test_demo.py",
+    "test_remote.py",
+    "test_tflite.py",
+    "test_stealing.py",
+    "test_protect.py",
+    "test_tafa.py",
+    "test_distribute.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -74,5 +87,6 @@ def run_python_script(script: str) -> subprocess.CompletedProcess:
     """Run ``script`` (a template with ``{tests}`` for this folder) in a fresh Python process: for settings that
     must hold for a whole process (logical devices, TF_USE_LEGACY_KERAS)."""
     tests = str(Path(__file__).resolve().parent)
-    return subprocess.run([sys.executable, "-c", script.format(tests=tests)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", script.format(tests=tests)], capture_output=True, text=True, timeout=600
+    )

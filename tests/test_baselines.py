@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import SHAPE
+
 from ipguard_tf import as_classifier, verify
 from ipguard_tf.methods import CWL2, FGSM, IGSM, IPGuard, RandomPoints, build_method
 
@@ -104,17 +104,29 @@ def test_cw_distortion_smaller_than_ipguard(cw_and_ipguard):
 
 
 def test_methods_deterministic(tiny_model, tiny_data):
-    for m in (lambda: IGSM(epsilon=0.2, seed=5), lambda: CWL2(kappa=0.0, learning_rate=0.01, max_iter=50,
-                                                                binary_search_steps=2, seed=5)):
+    for m in (
+        lambda: IGSM(epsilon=0.2, seed=5),
+        lambda: CWL2(kappa=0.0, learning_rate=0.01, max_iter=50, binary_search_steps=2, seed=5),
+    ):
         a, b = m().generate(tiny_model, 6, tiny_data), m().generate(tiny_model, 6, tiny_data)
         np.testing.assert_array_equal(a.x, b.x)
 
 
-@pytest.mark.parametrize("name, bad", [
-    ("fgsm", dict(epsilon=-0.1)), ("fgsm", dict(epsilon=2.0)), ("igsm", dict(alpha=0)), ("igsm", dict(max_iter=-1)),
-    ("cw", dict(kappa=-1)), ("cw", dict(binary_search_steps=0)), ("cw", dict(initial_const=0)),
-    ("cw", dict(max_iter=0)), ("cw", dict(learning_rate=-1.0)), ("random", dict(init="Q")),
-])
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("fgsm", dict(epsilon=-0.1)),
+        ("fgsm", dict(epsilon=2.0)),
+        ("igsm", dict(alpha=0)),
+        ("igsm", dict(max_iter=-1)),
+        ("cw", dict(kappa=-1)),
+        ("cw", dict(binary_search_steps=0)),
+        ("cw", dict(initial_const=0)),
+        ("cw", dict(max_iter=0)),
+        ("cw", dict(learning_rate=-1.0)),
+        ("random", dict(init="Q")),
+    ],
+)
 def test_bad_parameters_raise(name, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         build_method(name, **bad)

@@ -3,7 +3,6 @@ source) and references (trained on the true labels), on tiny 8x8 models trained 
 
 import numpy as np
 import pytest
-
 from conftest import CLASSES, SHAPE
 
 from ipguard_tf.core import registry
@@ -67,8 +66,10 @@ def test_cae_examples_transfer_to_surrogates_not_references(world, tmp_path):
     # the ensemble: most surrogates label each point as the source, most references do not (measured rates)
     s_rate = _agreement(w["surr"], fp.x, fp.y)
     r_rate = _agreement(w["refs"], fp.x, fp.y)
-    print(f"CAE {len(fp)} points ({fp.metadata['candidates_searched']} searched): ensemble surrogates agree "
-          f"{s_rate:.2f}, references {r_rate:.2f}")
+    print(
+        f"CAE {len(fp)} points ({fp.metadata['candidates_searched']} searched): ensemble surrogates agree "
+        f"{s_rate:.2f}, references {r_rate:.2f}"
+    )
     assert s_rate >= 0.8 and r_rate <= 0.2
     # held-out models: students of the source agree more than independently trained models (the fingerprint's
     # point): measured, and the gap asserted
@@ -84,8 +85,7 @@ def test_cae_examples_transfer_to_surrogates_not_references(world, tmp_path):
 
 def test_cae_is_deterministic_and_resumes(world, tmp_path):
     w = world
-    kw = dict(surrogates=w["surr"], references=w["refs"], seed=3, max_iter=50, batch_size=8,
-              max_candidates_per_point=4)
+    kw = dict(surrogates=w["surr"], references=w["refs"], seed=3, max_iter=50, batch_size=8, max_candidates_per_point=4)
     a = CAE(**kw).generate(w["source"], 6, w["x"], train_y=w["y"])
     ck = tmp_path / "cae.ckpt.npz"
     b = CAE(**kw).generate(w["source"], 6, w["x"], train_y=w["y"], checkpoint=ck)
@@ -129,5 +129,6 @@ def test_cae_parameters_are_checked(world):
     with pytest.raises(DataError):
         CAE(zoo="/nonexistent").generate(w["source"], 5, w["x"], train_y=w["y"])
     with pytest.raises(ModelError, match="none of the 5 candidate"):  # a clear error, not an empty fingerprint
-        CAE(surrogates=w["surr"], references=w["refs"], max_iter=1, tau=1.0,
-            max_candidates_per_point=1).generate(w["source"], 5, w["x"], train_y=w["y"])
+        CAE(surrogates=w["surr"], references=w["refs"], max_iter=1, tau=1.0, max_candidates_per_point=1).generate(
+            w["source"], 5, w["x"], train_y=w["y"]
+        )

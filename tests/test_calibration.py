@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from ipguard_tf.core.calibration import Calibration, calibration_of, subset_metadata, with_calibration
 from ipguard_tf.cli import main
+from ipguard_tf.core.calibration import Calibration, calibration_of, subset_metadata, with_calibration
 from ipguard_tf.core.errors import IPGuardError, ParameterError
 
 
@@ -68,12 +68,15 @@ def test_all_or_nothing_agreement_keeps_p_values_finite():
     assert cal.p_value(50) > 0.5 and cal.threshold > 1  # nothing is unlikely: no threshold
 
 
-@pytest.mark.parametrize("kw, expect", [
-    (dict(negatives=("a",), matches=np.zeros((1, 5), bool)), "at least 2"),
-    (dict(negatives=("a", "b"), matches=np.zeros((3, 5), bool)), "holds 3 rows"),
-    (dict(negatives=("a", "b"), matches=np.zeros((2, 5), bool), fpr=0.0), "fpr"),
-    (dict(negatives=("a", "b"), matches=np.zeros((2, 5), bool), fpr=0.7), "fpr"),
-])
+@pytest.mark.parametrize(
+    "kw, expect",
+    [
+        (dict(negatives=("a",), matches=np.zeros((1, 5), bool)), "at least 2"),
+        (dict(negatives=("a", "b"), matches=np.zeros((3, 5), bool)), "holds 3 rows"),
+        (dict(negatives=("a", "b"), matches=np.zeros((2, 5), bool), fpr=0.0), "fpr"),
+        (dict(negatives=("a", "b"), matches=np.zeros((2, 5), bool), fpr=0.7), "fpr"),
+    ],
+)
 def test_bad_calibrations_raise(kw, expect):
     with pytest.raises(ParameterError, match=expect):
         Calibration(**kw)
@@ -86,9 +89,17 @@ def test_metadata_round_trip_subset_and_tamper_check(tmp_path):
 
     rng = np.random.default_rng(3)
     n = 37
-    fp = Fingerprint(x=rng.random((n, 4, 4, 1)), y=rng.integers(0, 3, n), source=np.zeros(n), target=np.zeros(n),
-                     iterations=np.zeros(n), objective=np.zeros(n), converged=rng.random(n) < 0.6,
-                     distortion=np.zeros(n), metadata={"num_classes": 3, "statistic": "matching_rate"})
+    fp = Fingerprint(
+        x=rng.random((n, 4, 4, 1)),
+        y=rng.integers(0, 3, n),
+        source=np.zeros(n),
+        target=np.zeros(n),
+        iterations=np.zeros(n),
+        objective=np.zeros(n),
+        converged=rng.random(n) < 0.6,
+        distortion=np.zeros(n),
+        metadata={"num_classes": 3, "statistic": "matching_rate"},
+    )
     cal = Calibration(tuple(f"m{i}" for i in range(12)), rng.random((12, n)) < 0.3, fpr=0.05, source="zoo")
     path = tmp_path / "fp.npz"
     save_fingerprint(with_calibration(fp, cal), path)
@@ -139,8 +150,30 @@ def calibrated(tmp_path_factory):
     for s in range(1, 13):
         _model(100 + s).save(neg / f"m{s:02d}.keras")
     fp = d / "fp.npz"
-    assert main(["-q", "extract", "--model", str(d / "target.keras"), "--init", "R", "--label", "R", "--n", "100",
-                 "--max-iter", "20", "--seed", "0", "--out", str(fp), "--no-checkpoint"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(d / "target.keras"),
+                "--init",
+                "R",
+                "--label",
+                "R",
+                "--n",
+                "100",
+                "--max-iter",
+                "20",
+                "--seed",
+                "0",
+                "--out",
+                str(fp),
+                "--no-checkpoint",
+            ]
+        )
+        == 0
+    )
     return d, fp
 
 
@@ -152,16 +185,31 @@ def test_calibrate_then_verify_gives_p_values_and_the_calibrated_verdict(calibra
     assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(d / "target.keras")]) == 0
     assert "not calibrated" in capsys.readouterr().out
     out = d / "fp_cal.npz"
-    assert main(["-q", "calibrate", "--fingerprint", str(fp), "--negatives", str(d / "negatives"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["-q", "calibrate", "--fingerprint", str(fp), "--negatives", str(d / "negatives"), "--out", str(out)]) == 0
+    )
     said = capsys.readouterr().out
     assert "calibrated on 12 negatives" in said and "wrote" in said
     cal = calibration_of(load_fingerprint(out))
     assert cal.k == 12 and cal.n == 100 and cal.negatives[0].endswith("m01.keras")
     # the negative with the median rate, verified as a suspect: a large p-value; the target: a tiny one
     j = int(np.argsort(cal.rates)[len(cal.rates) // 2])
-    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(d / "target.keras"),
-                 "--suspect", cal.negatives[j], "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(out),
+                "--suspect",
+                str(d / "target.keras"),
+                "--suspect",
+                cal.negatives[j],
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["p_value"] < 1e-6 and rows[0]["verdict"] == 1
     assert rows[1]["p_value"] > 0.2 and rows[1]["verdict"] == 0
@@ -170,14 +218,17 @@ def test_calibrate_then_verify_gives_p_values_and_the_calibrated_verdict(calibra
     assert rows[0]["ci95_low"] <= rows[0]["matching_rate"] <= rows[0]["ci95_high"]
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(d / "target.keras")]) == 0
     table = capsys.readouterr().out
-    assert "p-value (H0: independent)" in table and "calibrated at false-positive rate 0.01" in table and "95% CI" in table
+    assert (
+        "p-value (H0: independent)" in table and "calibrated at false-positive rate 0.01" in table and "95% CI" in table
+    )
 
 
 def test_calibrate_errors_are_one_line(calibrated, tmp_path, capsys):
     d, fp = calibrated
     for argv, expect in (
-            (["calibrate", "--fingerprint", str(fp), "--negatives", str(tmp_path)], "neither a zoo"),
-            (["calibrate", "--fingerprint", str(fp), "--negatives", str(tmp_path / "nope")], "not a folder")):
+        (["calibrate", "--fingerprint", str(fp), "--negatives", str(tmp_path)], "neither a zoo"),
+        (["calibrate", "--fingerprint", str(fp), "--negatives", str(tmp_path / "nope")], "not a folder"),
+    ):
         code = main(["-q"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expect in err[0], err
@@ -190,11 +241,27 @@ def test_calibrate_errors_are_one_line(calibrated, tmp_path, capsys):
 def test_ownership_report_is_self_contained_and_renders(calibrated, tmp_path, capsys):
     d, fp = calibrated
     out = tmp_path / "fp_cal.npz"
-    assert main(["-q", "calibrate", "--fingerprint", str(fp), "--negatives", str(d / "negatives"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["-q", "calibrate", "--fingerprint", str(fp), "--negatives", str(d / "negatives"), "--out", str(out)]) == 0
+    )
     report = tmp_path / "report.html"
-    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(d / "target.keras"),
-                 "--suspect", str(d / "negatives" / "m03.keras"), "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(out),
+                "--suspect",
+                str(d / "target.keras"),
+                "--suspect",
+                str(d / "negatives" / "m03.keras"),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     page = report.read_text()
     from ipguard_tf.io.fingerprint_file import load_fingerprint
 
@@ -206,9 +273,21 @@ def test_ownership_report_is_self_contained_and_renders(calibrated, tmp_path, ca
     if browser is None:
         pytest.skip("no headless chromium here (Debian package chromium): the page was checked as text only")
     shot = tmp_path / "shot.png"
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                        f"--screenshot={shot}", "--window-size=1000,1400", report.as_uri()],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--screenshot={shot}",
+            "--window-size=1000,1400",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and shot.exists(), r.stderr[-500:]
     from PIL import Image
 
@@ -221,8 +300,8 @@ def test_ownership_report_is_self_contained_and_renders(calibrated, tmp_path, ca
 def test_distance_fingerprints_are_not_calibrated(calibrated):
     from dataclasses import replace
 
-    from ipguard_tf.verification.calibration import calibrate
     from ipguard_tf.io.fingerprint_file import load_fingerprint
+    from ipguard_tf.verification.calibration import calibrate
 
     d, fp = calibrated
     f = load_fingerprint(fp)

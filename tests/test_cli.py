@@ -11,7 +11,8 @@ from ipguard_tf.cli import main
 from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 HAVE_FMNIST = os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz")) or bool(
-    os.environ.get("IPGUARD_FASHION_MNIST_DIR"))
+    os.environ.get("IPGUARD_FASHION_MNIST_DIR")
+)
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
 
 
@@ -47,12 +48,41 @@ def _one_line_error(capsys, code, expect):
 @needs_fmnist
 def test_extract_and_verify(model_files, tmp_path, capsys):
     out = tmp_path / "fp.npz"
-    code = main(["-q", "extract", "--model", str(model_files / "target.keras"), "--dataset", "fashion_mnist",
-                 "--n", "6", "--max-iter", "30", "--k", "0.5", "--seed", "1", "--out", str(out)])
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            str(model_files / "target.keras"),
+            "--dataset",
+            "fashion_mnist",
+            "--n",
+            "6",
+            "--max-iter",
+            "30",
+            "--k",
+            "0.5",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and out.exists()
     assert "6 points" in capsys.readouterr().out
-    code = main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(model_files / "target.keras"),
-                 "--suspect", str(model_files / "other.keras"), "--json"])
+    code = main(
+        [
+            "-q",
+            "verify",
+            "--fingerprint",
+            str(out),
+            "--suspect",
+            str(model_files / "target.keras"),
+            "--suspect",
+            str(model_files / "other.keras"),
+            "--json",
+        ]
+    )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["suspect"] for r in rows] == [str(model_files / "target.keras"), str(model_files / "other.keras")]
@@ -68,13 +98,44 @@ def test_extract_and_verify(model_files, tmp_path, capsys):
     from ipguard_tf.verification.suspects import verify
 
     out = tmp_path / "fp300.npz"
-    assert main(["-q", "extract", "--model", str(model_files / "target.keras"), "--dataset", "fashion_mnist",
-                 "--n", "6", "--max-iter", "300", "--k", "0.5", "--seed", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(model_files / "target.keras"),
+                "--dataset",
+                "fashion_mnist",
+                "--n",
+                "6",
+                "--max-iter",
+                "300",
+                "--k",
+                "0.5",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     fp = load_fingerprint(out)
     assert 0 < fp.n_converged
-    code = main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(model_files / "other.keras"),
-                 "--json", "--converged-only"])
+    code = main(
+        [
+            "-q",
+            "verify",
+            "--fingerprint",
+            str(out),
+            "--suspect",
+            str(model_files / "other.keras"),
+            "--json",
+            "--converged-only",
+        ]
+    )
     row = json.loads(capsys.readouterr().out)[0]
     assert code == 0 and row["n"] == fp.n_converged
     assert row["matching_rate"] == verify(fp.converged_only(), str(model_files / "other.keras")).value
@@ -85,22 +146,44 @@ def test_extract_random_init(model_files, tmp_path):
     from ipguard_tf import load_fingerprint
 
     out = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--model", str(model_files / "target.keras"), "--init", "R", "--label", "R",
-                 "--n", "4", "--max-iter", "5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(model_files / "target.keras"),
+                "--init",
+                "R",
+                "--label",
+                "R",
+                "--n",
+                "4",
+                "--max-iter",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fp = load_fingerprint(out)
     assert fp.metadata["strategy"] == "RR" and fp.metadata["params"]["max_iter"] == 5
     assert fp.metadata["command"].startswith("ipguard ")
 
 
-@pytest.mark.parametrize("argv, expect", [
-    (["extract"], "required"),
-    (["extract", "--model", "m.keras", "--out", "f.npz", "--n", "0"], "positive integer"),
-    (["extract", "--model", "m.keras", "--out", "f.npz", "--k", "abc"], "number"),
-    (["extract", "--model", "m.keras", "--out", "f.npz", "--init", "Z"], "invalid choice"),
-    (["verify", "--fingerprint", "f.npz", "--suspect", "s", "--threshold", "2"], "<= 1"),
-    (["frobnicate"], "invalid choice"),
-    ([], "required"),
-])
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["extract"], "required"),
+        (["extract", "--model", "m.keras", "--out", "f.npz", "--n", "0"], "positive integer"),
+        (["extract", "--model", "m.keras", "--out", "f.npz", "--k", "abc"], "number"),
+        (["extract", "--model", "m.keras", "--out", "f.npz", "--init", "Z"], "invalid choice"),
+        (["verify", "--fingerprint", "f.npz", "--suspect", "s", "--threshold", "2"], "<= 1"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
 def test_bad_arguments(argv, expect, capsys):
     with pytest.raises(SystemExit) as ei:
         main(argv)
@@ -108,7 +191,9 @@ def test_bad_arguments(argv, expect, capsys):
 
 
 def test_missing_model_file(tmp_path, capsys):
-    code = main(["-q", "extract", "--model", str(tmp_path / "nope.keras"), "--init", "R", "--out", str(tmp_path / "f.npz")])
+    code = main(
+        ["-q", "extract", "--model", str(tmp_path / "nope.keras"), "--init", "R", "--out", str(tmp_path / "f.npz")]
+    )
     _one_line_error(capsys, code, "does not exist")
 
 
@@ -129,15 +214,39 @@ def test_wrong_shape_model(tmp_path, capsys):
 
     m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     m.save(tmp_path / "small.keras")
-    code = main(["-q", "extract", "--model", str(tmp_path / "small.keras"), "--dataset", "fashion_mnist",
-                 "--n", "2", "--out", str(tmp_path / "f.npz")])
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            str(tmp_path / "small.keras"),
+            "--dataset",
+            "fashion_mnist",
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "f.npz"),
+        ]
+    )
     _one_line_error(capsys, code, "expects (8, 8, 1)")
     assert not (tmp_path / "f.npz").exists()
 
 
 def test_bad_data_dir(model_files, tmp_path, capsys):
-    code = main(["-q", "extract", "--model", str(model_files / "target.keras"), "--data-dir", str(tmp_path),
-                 "--n", "2", "--out", str(tmp_path / "f.npz")])
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            str(model_files / "target.keras"),
+            "--data-dir",
+            str(tmp_path),
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "f.npz"),
+        ]
+    )
     _one_line_error(capsys, code, "does not hold the four Fashion-MNIST IDX files")
 
 
@@ -145,28 +254,53 @@ def test_subprocess_error_is_one_line_without_traceback(tmp_path):
     """The real console entry point: TensorFlow's start-up chatter must not surround the error line."""
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    r = subprocess.run([sys.executable, "-m", "ipguard_tf.cli", "verify", "--fingerprint", str(bad), "--suspect", "x"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "ipguard_tf.cli", "verify", "--fingerprint", str(bad), "--suspect", "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ipguard: error:"), r.stderr
 
 
 @needs_fmnist
-@pytest.mark.parametrize("method, extra", [
-    ("ipguard", ["--k", "0.5", "--max-iter", "20"]),
-    ("random", []),
-    ("fgsm", ["--epsilon", "0.05"]),
-    ("igsm", ["--epsilon", "0.05", "--max-iter", "20"]),
-    ("cw", ["--k", "0", "--max-iter", "10", "--cw-steps", "2"]),
-])
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("ipguard", ["--k", "0.5", "--max-iter", "20"]),
+        ("random", []),
+        ("fgsm", ["--epsilon", "0.05"]),
+        ("igsm", ["--epsilon", "0.05", "--max-iter", "20"]),
+        ("cw", ["--k", "0", "--max-iter", "10", "--cw-steps", "2"]),
+    ],
+)
 def test_every_method_extracts_and_verifies_at_one(method, extra, model_files, tmp_path, capsys):
     from ipguard_tf import load_fingerprint
 
     out = tmp_path / f"{method}.npz"
     target = str(model_files / "target.keras")
-    assert main(["-q", "extract", "--model", target, "--method", method, "--n", "5", "--seed", "2", *extra,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                target,
+                "--method",
+                method,
+                "--n",
+                "5",
+                "--seed",
+                "2",
+                *extra,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fp = load_fingerprint(out)
     assert fp.metadata["method"] == method and len(fp) == 5
     capsys.readouterr()
@@ -201,6 +335,20 @@ def test_internal_bugs_are_not_reported_as_user_mistakes(monkeypatch, capsys, tm
 
 
 def test_flag_of_another_method_is_refused(model_files, tmp_path, capsys):
-    code = main(["-q", "extract", "--model", str(model_files / "target.keras"), "--method", "fgsm", "--max-iter", "5",
-                 "--n", "2", "--out", str(tmp_path / "f.npz")])
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            str(model_files / "target.keras"),
+            "--method",
+            "fgsm",
+            "--max-iter",
+            "5",
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "f.npz"),
+        ]
+    )
     _one_line_error(capsys, code, "--max-iter does not apply to --method fgsm")

@@ -58,21 +58,46 @@ def test_core_imports_and_computes_without_tensorflow():
 
 #: what the core's own modules may import: the standard library's pure parts, NumPy, and SciPy / scikit-learn for
 #: one function each (beta quantiles, ROC AUC); no paths, no argument parsing, no progress bars, no TensorFlow
-ALLOWED = {"__future__", "abc", "base64", "dataclasses", "functools", "importlib", "logging", "math", "numbers", "typing",
-           "numpy", "scipy", "sklearn", "ipguard_tf"}
+ALLOWED = {
+    "__future__",
+    "abc",
+    "base64",
+    "dataclasses",
+    "functools",
+    "importlib",
+    "logging",
+    "math",
+    "numbers",
+    "typing",
+    "numpy",
+    "scipy",
+    "sklearn",
+    "ipguard_tf",
+}
 
 
 def test_core_modules_import_only_numpy_and_pure_standard_library():
     found = {}
     for f in sorted((ROOT / "ipguard_tf" / "core").glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             for name in names:
                 found.setdefault(name.split(".")[0], set()).add(f.name)
     assert "numpy" in found and set(found) <= ALLOWED, {k: v for k, v in found.items() if k not in ALLOWED}
     # and within the package, only the core itself
-    inner = {f.name for f in (ROOT / "ipguard_tf" / "core").glob("*.py")
-             for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ImportFrom) and n.module
-             and n.module.startswith("ipguard_tf.") and not n.module.startswith("ipguard_tf.core")}
+    inner = {
+        f.name
+        for f in (ROOT / "ipguard_tf" / "core").glob("*.py")
+        for n in ast.walk(ast.parse(f.read_text()))
+        if isinstance(n, ast.ImportFrom)
+        and n.module
+        and n.module.startswith("ipguard_tf.")
+        and not n.module.startswith("ipguard_tf.core")
+    }
     assert not inner, inner

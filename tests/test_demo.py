@@ -10,8 +10,13 @@ from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz"))
-                            or os.environ.get("IPGUARD_FASHION_MNIST_DIR")), reason="Fashion-MNIST not installed"),
+    pytest.mark.skipif(
+        not (
+            os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz"))
+            or os.environ.get("IPGUARD_FASHION_MNIST_DIR")
+        ),
+        reason="Fashion-MNIST not installed",
+    ),
 ]
 
 

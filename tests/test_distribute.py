@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent("""
     # the shards' stats are returned and summed by the base (no shared counters updated from two threads)
     assert one.metadata["stats"]["sample_steps"] == two.metadata["stats"]["sample_steps"] > 0
     cw1 = CWL2(learning_rate=0.05, max_iter=50, binary_search_steps=2, seed=1).generate(model, 8, data)
-    cw2 = CWL2(learning_rate=0.05, max_iter=50, binary_search_steps=2, seed=1, distribute=strategy).generate(model, 8, data)
+    cw2 = CWL2(learning_rate=0.05, max_iter=50, binary_search_steps=2, seed=1, distribute=strategy)
+    cw2 = cw2.generate(model, 8, data)
     assert np.allclose(cw1.x, cw2.x, atol=1e-6)
     other = make_tiny_keras3(5)
     assert verify(two, model, distribute=strategy).matching_rate == 1.0

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_tiny_keras3
+
 from ipguard_tf import as_classifier
 from ipguard_tf.evaluation import report
 from ipguard_tf.evaluation.sweep import Suspect, Sweep
@@ -23,8 +23,10 @@ def suspects():
         rng = np.random.default_rng(i)
         m.set_weights([w + rng.normal(0, 0.002, w.shape).astype(w.dtype) for w in target.get_weights()])
         pos.append(Suspect(f"pos{i}", "positive", "noisy", "noisy", as_classifier(m)))
-    neg = [Suspect(f"neg{i}", "negative", "other_seed", "other_seed", as_classifier(make_tiny_keras3(10 + i)))
-           for i in range(3)]
+    neg = [
+        Suspect(f"neg{i}", "negative", "other_seed", "other_seed", as_classifier(make_tiny_keras3(10 + i)))
+        for i in range(3)
+    ]
     return target, pos + neg
 
 
@@ -46,8 +48,10 @@ def test_sweep_caches_and_resumes(suspects, tiny_data, tmp_path, monkeypatch):
     # a member rebuilt under the same name (another recipe: another content SHA-256) is verified again
     from dataclasses import replace
 
-    swapped = [replace(s, classifier=sus[0].classifier, record={"content_sha256": "new"}) if s.name == "neg0" else s
-               for s in sus]
+    swapped = [
+        replace(s, classifier=sus[0].classifier, record={"content_sha256": "new"}) if s.name == "neg0" else s
+        for s in sus
+    ]
     r3 = Sweep(tmp_path, target, tiny_data, swapped, **kw).run("ipguard", "TL", 0.5, 0)
     assert r["rates"]["neg0"] != r["rates"]["pos0"], "precondition: the swap must change the rate"
     assert r3["rates"]["neg0"] == r["rates"]["pos0"]  # measured on the new model, not read from the cache
@@ -57,15 +61,40 @@ def test_sweep_caches_and_resumes(suspects, tiny_data, tmp_path, monkeypatch):
 
 def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     target, sus = suspects
-    sw = Sweep(tmp_path / "cache", target, tiny_data, sus, n=10, progress=False,
-               method_params={"ipguard": {"learning_rate": 0.01, "max_iter": 60},
-                              "cw": {"learning_rate": 0.05, "max_iter": 40, "binary_search_steps": 2}})
-    runs = [sw.run(m, s, v) for m, s, v in [("random", "RR", None), ("fgsm", "TL", 0.05), ("igsm", "TL", 0.05),
-                                             ("cw", "TL", 0.0), ("ipguard", "TL", 0.5), ("ipguard", "TR", 0.5)]]
+    sw = Sweep(
+        tmp_path / "cache",
+        target,
+        tiny_data,
+        sus,
+        n=10,
+        progress=False,
+        method_params={
+            "ipguard": {"learning_rate": 0.01, "max_iter": 60},
+            "cw": {"learning_rate": 0.05, "max_iter": 40, "binary_search_steps": 2},
+        },
+    )
+    runs = [
+        sw.run(m, s, v)
+        for m, s, v in [
+            ("random", "RR", None),
+            ("fgsm", "TL", 0.05),
+            ("igsm", "TL", 0.05),
+            ("cw", "TL", 0.0),
+            ("ipguard", "TL", 0.5),
+            ("ipguard", "TR", 0.5),
+        ]
+    ]
     pub = {"table4_aruc": {"cifar10": {"ipguard": 0.94}}, "table8_seconds_100_points": {"cifar10": {}}}
     report.write_all(tmp_path / "out", runs, sus, None, {}, pub)
-    for f in ("sweep.csv", "table4.md", "matching_rates.md", "table8.csv", "claims.md", "fig6_ipguard.png",
-              "fig2_ipguard.png"):
+    for f in (
+        "sweep.csv",
+        "table4.md",
+        "matching_rates.md",
+        "table8.csv",
+        "claims.md",
+        "fig6_ipguard.png",
+        "fig2_ipguard.png",
+    ):
         assert (tmp_path / "out" / f).exists(), f
     claims = report.evaluate_claims(runs, report.best_runs(runs), pub)
     assert {c["claim"] for c in claims} >= {"some threshold gives robustness = uniqueness = 1 for IPGuard"}
@@ -87,8 +116,8 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
 
 def test_sweep_reports_converged_points_only_too(suspects, tiny_data, tmp_path):
     """Issue 16: each run's statistics on all points and on the converged points only, cached like the rest."""
-    from ipguard_tf.io.fingerprint_file import load_fingerprint
     from ipguard_tf.evaluation.sweep import statistics
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
 
     target, sus = suspects
     kw = dict(n=12, method_params={"ipguard": {"learning_rate": 0.01, "max_iter": 60}}, progress=False)
@@ -107,14 +136,18 @@ def test_sweep_reports_converged_points_only_too(suspects, tiny_data, tmp_path):
         fp.subset(~fp.converged).converged_only()
 
 
-@pytest.mark.parametrize("dataset, title", [("cifar10", "CIFAR-10 zoo"), ("fashion_mnist", "Fashion-MNIST zoo"),
-                                            ("imagenet", "ImageNet zoo")])
+@pytest.mark.parametrize(
+    "dataset, title",
+    [("cifar10", "CIFAR-10 zoo"), ("fashion_mnist", "Fashion-MNIST zoo"), ("imagenet", "ImageNet zoo")],
+)
 def test_table2_names_the_zoo_dataset(tmp_path, dataset, title):
     zoo = tmp_path / "zoo"
     zoo.mkdir()
-    recs = [{"name": "target", "role": "target", "family": "target", "test_accuracy": 0.9},
-            {"name": "ftll", "role": "positive", "family": "FTLL", "test_accuracy": 0.89},
-            {"name": "n1", "role": "negative", "family": "lenet5", "test_accuracy": 0.7}]
+    recs = [
+        {"name": "target", "role": "target", "family": "target", "test_accuracy": 0.9},
+        {"name": "ftll", "role": "positive", "family": "FTLL", "test_accuracy": 0.89},
+        {"name": "n1", "role": "negative", "family": "lenet5", "test_accuracy": 0.7},
+    ]
     (zoo / "manifest.json").write_text(json.dumps({"schema": "ipguard_tf.zoo/1", "dataset": dataset, "models": recs}))
     report._table2(tmp_path / "out", zoo)
     text = (tmp_path / "out" / "table2.md").read_text()

@@ -6,7 +6,7 @@ import pytest
 
 from ipguard_tf import IPGuard, load_fingerprint, save_fingerprint
 from ipguard_tf.core.errors import FingerprintFileError
-from ipguard_tf.core.fingerprint import SCHEMA, POINT_FIELDS
+from ipguard_tf.core.fingerprint import POINT_FIELDS, SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,19 @@ def test_not_a_fingerprint(tmp_path):
 def test_pickled_object_array_rejected(tmp_path):
     # a file smuggling an object array must not be unpickled
     arr = np.array([{"a": 1}], dtype=object)
-    np.savez(tmp_path / "evil.npz", x=arr, y=arr, source=arr, target=arr, iterations=arr, objective=arr,
-             converged=arr, distortion=arr, metadata=arr, sha256=arr)
+    np.savez(
+        tmp_path / "evil.npz",
+        x=arr,
+        y=arr,
+        source=arr,
+        target=arr,
+        iterations=arr,
+        objective=arr,
+        converged=arr,
+        distortion=arr,
+        metadata=arr,
+        sha256=arr,
+    )
     with pytest.raises(FingerprintFileError):
         load_fingerprint(tmp_path / "evil.npz")
 

@@ -11,18 +11,22 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from conftest import CLASSES, SHAPE, make_tiny_keras3  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import CLASSES, SHAPE, make_tiny_keras3  # noqa: E402
 from ipguard_tf.core.errors import FingerprintFileError  # noqa: E402
-from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.core.fingerprint import Fingerprint  # noqa: E402
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
 from ipguard_tf.models.remote import RemoteError, RemoteSuspect  # noqa: E402
 
-FUZZ = dict(deadline=None, derandomize=True, database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +69,12 @@ def corrupted(draw, good: bytes):
     # a well-formed npz with wrong content: missing fields, wrong dtypes/shapes, NaN/Inf, empty sets
     n = draw(st.integers(0, 4))
     x = np.full((n,) + SHAPE, draw(st.sampled_from([0.5, np.nan, np.inf, -1.0, 2.0])), np.float32)
-    arrays = {"x": x, "y": np.zeros(n, draw(st.sampled_from([np.int64, np.float32]))),
-              "metadata": np.frombuffer(draw(st.sampled_from([b"{}", b"not json", b'{"schema": 1}'])), np.uint8),
-              "sha256": np.frombuffer(b"0" * 64, np.uint8)}
+    arrays = {
+        "x": x,
+        "y": np.zeros(n, draw(st.sampled_from([np.int64, np.float32]))),
+        "metadata": np.frombuffer(draw(st.sampled_from([b"{}", b"not json", b'{"schema": 1}'])), np.uint8),
+        "sha256": np.frombuffer(b"0" * 64, np.uint8),
+    }
     for k in draw(st.lists(st.sampled_from(sorted(arrays)), max_size=2)):
         arrays.pop(k, None)
     return _npz(arrays)
@@ -118,18 +125,53 @@ def bad_argv(draw, d):
     fp = str(d / "fp.npz")
     kind = draw(st.sampled_from(["extract_num", "verify_num", "files", "suspects", "url", "missing"]))
     if kind == "extract_num":
-        opt = draw(st.sampled_from(["--n", "--k", "--epsilon", "--alpha", "--max-iter", "--seed", "--lr",
-                                    "--batch-size", "--cw-steps", "--input-scale", "--checkpoint-every"]))
+        opt = draw(
+            st.sampled_from(
+                [
+                    "--n",
+                    "--k",
+                    "--epsilon",
+                    "--alpha",
+                    "--max-iter",
+                    "--seed",
+                    "--lr",
+                    "--batch-size",
+                    "--cw-steps",
+                    "--input-scale",
+                    "--checkpoint-every",
+                ]
+            )
+        )
         val = draw(st.sampled_from(BAD_NUMBERS + ["-3", "1.5"]))
-        ok_for = {"--k": {"0", "2", "1.5"}, "--seed": {"0", "2"}, "--max-iter": {"0", "2"}, "--epsilon": {"0"},
-                  "--n": {"2"}, "--batch-size": {"2"}, "--cw-steps": {"2"}, "--lr": {"2", "1.5"},
-                  "--input-scale": {"2", "1.5"}, "--checkpoint-every": {"0", "2", "1.5"}}
+        ok_for = {
+            "--k": {"0", "2", "1.5"},
+            "--seed": {"0", "2"},
+            "--max-iter": {"0", "2"},
+            "--epsilon": {"0"},
+            "--n": {"2"},
+            "--batch-size": {"2"},
+            "--cw-steps": {"2"},
+            "--lr": {"2", "1.5"},
+            "--input-scale": {"2", "1.5"},
+            "--checkpoint-every": {"0", "2", "1.5"},
+        }
         if val in ok_for.get(opt, set()):
             val = "abc"
         return ["extract", "--model", str(d / "suspect.keras"), "--init", "R", "--out", str(d / "o.npz"), opt, val]
     if kind == "verify_num":
-        opt = draw(st.sampled_from(["--threshold", "--batch-size", "--timeout", "--retries", "--max-rps",
-                                    "--query-budget", "--input-scale"]))
+        opt = draw(
+            st.sampled_from(
+                [
+                    "--threshold",
+                    "--batch-size",
+                    "--timeout",
+                    "--retries",
+                    "--max-rps",
+                    "--query-budget",
+                    "--input-scale",
+                ]
+            )
+        )
         val = draw(st.sampled_from(BAD_NUMBERS))
         if opt in ("--threshold",) and val in ("0",):
             val = "1.5"
@@ -142,17 +184,40 @@ def bad_argv(draw, d):
         name = draw(st.sampled_from(["case.npz", "nothing.npz", "suspect.keras", ".", "empty.keras"]))
         return ["verify", "--fingerprint", str(d / name), "--suspect", str(d / "suspect.keras")]
     if kind == "suspects":
-        name = draw(st.sampled_from(["five_classes.keras", "nine_by_nine.keras", "empty.keras", "nothing.h5",
-                                     "fp.npz", "model.onnx"]))
+        name = draw(
+            st.sampled_from(
+                ["five_classes.keras", "nine_by_nine.keras", "empty.keras", "nothing.h5", "fp.npz", "model.onnx"]
+            )
+        )
         return ["verify", "--fingerprint", fp, "--suspect", str(d / name)]
     if kind == "url":
-        url = draw(st.sampled_from(["ftp://x/v1/models/m", "http://", "localhost:1/v1/models/m",
-                                    "http://127.0.0.1:1/other/path", "http://127.0.0.1:1/v1/models/m",
-                                    "http://[::1/v2/models/m"]))
+        url = draw(
+            st.sampled_from(
+                [
+                    "ftp://x/v1/models/m",
+                    "http://",
+                    "localhost:1/v1/models/m",
+                    "http://127.0.0.1:1/other/path",
+                    "http://127.0.0.1:1/v1/models/m",
+                    "http://[::1/v2/models/m",
+                ]
+            )
+        )
         return ["verify", "--fingerprint", fp, "--suspect-url", url, "--retries", "0", "--timeout", "0.5"]
-    return draw(st.sampled_from([["verify", "--fingerprint", fp], ["extract", "--model", str(d / "suspect.keras")],
-                                 ["nosuchcommand"], [], ["zoo"], ["zoo", "list", str(d / "nothing")],
-                                 ["verify", "--suspect", "x"], ["extract", "--out", "x", "--model"]]))
+    return draw(
+        st.sampled_from(
+            [
+                ["verify", "--fingerprint", fp],
+                ["extract", "--model", str(d / "suspect.keras")],
+                ["nosuchcommand"],
+                [],
+                ["zoo"],
+                ["zoo", "list", str(d / "nothing")],
+                ["verify", "--suspect", "x"],
+                ["extract", "--out", "x", "--model"],
+            ]
+        )
+    )
 
 
 @settings(max_examples=70, **FUZZ)
@@ -228,13 +293,18 @@ def _valid(protocol, output):
     if protocol == "tfserving":
         return {"predictions": rows}
     shape = [N_POINTS] if output == "labels" else [N_POINTS, CLASSES]
-    return {"outputs": [{"name": "o", "shape": shape, "datatype": "FP32",
-                         "data": rows if output == "labels" else sum(rows, [])}]}
+    return {
+        "outputs": [
+            {"name": "o", "shape": shape, "datatype": "FP32", "data": rows if output == "labels" else sum(rows, [])}
+        ]
+    }
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 10) | st.floats(allow_nan=True) | st.text(max_size=3),
-                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=3),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10) | st.floats(allow_nan=True) | st.text(max_size=3),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -243,12 +313,16 @@ def bad_reply(draw, protocol, output):
     key = "predictions" if protocol == "tfserving" else "outputs"
     kind = draw(st.sampled_from(["count", "label", "row", "nan", "keys", "bytes", "shape", "json", "status"]))
     if kind == "bytes":
-        return 200, draw(st.binary(min_size=1, max_size=40).filter(lambda b: not b.strip().startswith((b"{", b"[")))) or b"x"
+        return 200, draw(
+            st.binary(min_size=1, max_size=40).filter(lambda b: not b.strip().startswith((b"{", b"[")))
+        ) or b"x"
     if kind == "status":
         return draw(st.sampled_from([400, 401, 403, 404, 413, 422])), json.dumps({"error": "no"}).encode()
     if kind == "json":
         v = draw(json_values)
-        return 200, json.dumps({"predictions" if protocol == "v2" else "outputs": v} if draw(st.booleans()) else v).encode()
+        return 200, json.dumps(
+            {"predictions" if protocol == "v2" else "outputs": v} if draw(st.booleans()) else v
+        ).encode()
     if kind == "keys":
         good = {draw(st.sampled_from(["prediction", "output", "error", "results"])): good[key]}
         return 200, json.dumps(good).encode()
@@ -275,21 +349,37 @@ def bad_reply(draw, protocol, output):
     if protocol == "tfserving":
         return 200, json.dumps({"predictions": rows}, allow_nan=True).encode()
     flat = []
-    for r in (rows if isinstance(rows, list) else []):
+    for r in rows if isinstance(rows, list) else []:
         flat += r if isinstance(r, list) else [r]
-    shape = [len(rows)] if output == "labels" or not rows or not isinstance(rows[0], list) else [len(rows), len(rows[0])]
-    return 200, json.dumps({"outputs": [{"name": "o", "shape": shape, "datatype": "FP32", "data": flat}]},
-                           allow_nan=True).encode()
+    shape = (
+        [len(rows)] if output == "labels" or not rows or not isinstance(rows[0], list) else [len(rows), len(rows[0])]
+    )
+    return 200, json.dumps(
+        {"outputs": [{"name": "o", "shape": shape, "datatype": "FP32", "data": flat}]}, allow_nan=True
+    ).encode()
 
 
 @settings(max_examples=110, **FUZZ)
-@given(data=st.data(), protocol=st.sampled_from(["tfserving", "v2"]), output=st.sampled_from(["labels", "probabilities", "auto"]))
+@given(
+    data=st.data(),
+    protocol=st.sampled_from(["tfserving", "v2"]),
+    output=st.sampled_from(["labels", "probabilities", "auto"]),
+)
 def test_remote_client_fuzz(stub, data, protocol, output):
-    expect_kind = "labels" if output == "labels" else ("probabilities" if output == "probabilities" else
-                                                       data.draw(st.sampled_from(["labels", "probabilities"])))
+    expect_kind = (
+        "labels"
+        if output == "labels"
+        else ("probabilities" if output == "probabilities" else data.draw(st.sampled_from(["labels", "probabilities"])))
+    )
     path = "/v1/models/m" if protocol == "tfserving" else "/v2/models/m"
-    s = RemoteSuspect(f"http://127.0.0.1:{stub.port}{path}", num_classes=CLASSES, input_shape=SHAPE, output=output,
-                      retries=0, timeout=5)
+    s = RemoteSuspect(
+        f"http://127.0.0.1:{stub.port}{path}",
+        num_classes=CLASSES,
+        input_shape=SHAPE,
+        output=output,
+        retries=0,
+        timeout=5,
+    )
     x = np.full((N_POINTS,) + SHAPE, 0.5, np.float32)
     # a valid reply gives exactly its labels ...
     stub.reply = (200, json.dumps(_valid(protocol, expect_kind)).encode())

@@ -10,9 +10,17 @@ from ipguard_tf.core.errors import ModelError
 from ipguard_tf.models.imagenet import SPECS, SUSPECTS, TARGET, as_imagenet_classifier, resnext101, resolve_weights
 
 EXPECTED = {  # input side and preprocessing mode of each Keras Applications model
-    "ResNet50": (224, "caffe"), "VGG16": (224, "caffe"), "ResNet152": (224, "caffe"), "ResNet152V2": (224, "tf"),
-    "InceptionV3": (299, "tf"), "InceptionResNetV2": (299, "tf"), "Xception": (299, "tf"), "MobileNet": (224, "tf"),
-    "MobileNetV2": (224, "tf"), "DenseNet201": (224, "torch"), "NASNetLarge": (331, "tf"),
+    "ResNet50": (224, "caffe"),
+    "VGG16": (224, "caffe"),
+    "ResNet152": (224, "caffe"),
+    "ResNet152V2": (224, "tf"),
+    "InceptionV3": (299, "tf"),
+    "InceptionResNetV2": (299, "tf"),
+    "Xception": (299, "tf"),
+    "MobileNet": (224, "tf"),
+    "MobileNetV2": (224, "tf"),
+    "DenseNet201": (224, "torch"),
+    "NASNetLarge": (331, "tf"),
     "ResNeXt101": (224, "torch"),
 }
 
@@ -33,8 +41,24 @@ def test_missing_weight_file_names_it(tmp_path):
 def test_cli_missing_weights_one_line(tmp_path, capsys):
     from ipguard_tf.cli import main
 
-    code = main(["-q", "extract", "--model", "imagenet:ResNet50", "--weights", str(tmp_path), "--dataset", "imagenet",
-                 "--init", "R", "--n", "1", "--out", str(tmp_path / "f.npz")])
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            "imagenet:ResNet50",
+            "--weights",
+            str(tmp_path),
+            "--dataset",
+            "imagenet",
+            "--init",
+            "R",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "f.npz"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
 

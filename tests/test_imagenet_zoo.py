@@ -13,8 +13,8 @@ def test_imagenet_zoo_smoke(tmp_path):
     negatives, and a sweep point over them."""
     import keras
 
-    from ipguard_tf.io.data import load_dataset
     from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
+    from ipguard_tf.io.data import load_dataset
     from ipguard_tf.zoo import builder as B
     from ipguard_tf.zoo.members import load_member
     from ipguard_tf.zoo.postprocess import eligible_conv_layers
@@ -43,6 +43,13 @@ def test_imagenet_zoo_smoke(tmp_path):
     assert "pixel_preprocess" not in eligible
     assert not any(n.endswith("_3_conv") or n.endswith("_0_conv") for n in eligible)  # residual ends left alone
     suspects = load_zoo_suspects(out, names=["ftll", "pretrained_VGG16", "pretrained_NASNetLarge"])
-    r = Sweep(tmp_path / "sweep", target, ds.sample_train(2), suspects, n=2, progress=False,
-              method_params={"ipguard": {"max_iter": 3, "batch_size": 2}}).run("ipguard", "TL", 1.0)
+    r = Sweep(
+        tmp_path / "sweep",
+        target,
+        ds.sample_train(2),
+        suspects,
+        n=2,
+        progress=False,
+        method_params={"ipguard": {"max_iter": 3, "batch_size": 2}},
+    ).run("ipguard", "TL", 1.0)
     assert set(r["rates"]) == {"ftll", "pretrained_VGG16", "pretrained_NASNetLarge"}

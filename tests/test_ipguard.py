@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import CLASSES, SHAPE
+
 from ipguard_tf import IPGuard, as_classifier
 from ipguard_tf.core.constants import LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL
 from ipguard_tf.methods import build_method, default_learning_rate
@@ -15,7 +15,8 @@ def fps(tiny_model, tiny_data):
     out = {}
     for s in ("TR", "TL", "RR", "RL"):
         out[s] = IPGuard(k=K, init=s[0], label=s[1], seed=3, learning_rate=0.01, max_iter=300).generate(
-            tiny_model, 24, tiny_data)
+            tiny_model, 24, tiny_data
+        )
     return out
 
 
@@ -100,17 +101,38 @@ def test_zero_iterations_keeps_start_and_flags_unconverged(tiny_model, tiny_data
 
 def test_metadata_records_everything(fps):
     m = fps["TL"].metadata
-    for key in ("method", "params", "seed" if False else "strategy", "n", "input_shape", "value_range", "target",
-                "versions", "created", "n_converged"):
+    for key in (
+        "method",
+        "params",
+        "seed" if False else "strategy",
+        "n",
+        "input_shape",
+        "value_range",
+        "target",
+        "versions",
+        "created",
+        "n_converged",
+    ):
         assert key in m
     assert m["params"]["k"] == K and m["params"]["seed"] == 3 and m["params"]["max_iter"] == 300
     assert m["target"]["weights_sha256"] and len(m["target"]["weights_sha256"]) == 64
     assert m["input_shape"] == list(SHAPE) and m["num_classes"] == CLASSES
 
 
-@pytest.mark.parametrize("bad", [dict(k=-1), dict(k=float("nan")), dict(init="X"), dict(label="Q"),
-                                 dict(max_iter=-1), dict(learning_rate=0), dict(seed=-2), dict(batch_size=0),
-                                 dict(segment=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(k=-1),
+        dict(k=float("nan")),
+        dict(init="X"),
+        dict(label="Q"),
+        dict(max_iter=-1),
+        dict(learning_rate=0),
+        dict(seed=-2),
+        dict(batch_size=0),
+        dict(segment=0),
+    ],
+)
 def test_bad_parameters_raise(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -147,10 +169,16 @@ def test_generate_twice_on_one_instance_with_a_checkpoint(tiny_model, tiny_data,
     assert a.metadata["params"]["learning_rate"] == LEARNING_RATE_SMALL == b.metadata["params"]["learning_rate"]
 
 
-@pytest.mark.parametrize("make", [lambda: IPGuard(k=K, learning_rate=0.01, max_iter=20, batch_size=4),
-                                  lambda: build_method("cw", max_iter=5, binary_search_steps=2, batch_size=4),
-                                  lambda: build_method("igsm", max_iter=5), lambda: build_method("fgsm"),
-                                  lambda: build_method("random")])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: IPGuard(k=K, learning_rate=0.01, max_iter=20, batch_size=4),
+        lambda: build_method("cw", max_iter=5, binary_search_steps=2, batch_size=4),
+        lambda: build_method("igsm", max_iter=5),
+        lambda: build_method("fgsm"),
+        lambda: build_method("random"),
+    ],
+)
 def test_generate_leaves_the_method_as_constructed(make, tiny_model, tiny_data, tmp_path):
     """Methods and the search talk through arguments and return values only: generate() sets no attribute, and
     the base sums the per-batch stats (10 points in batches of 4 here)."""

@@ -73,10 +73,21 @@ def test_sac_attack_rows_and_verdicts():
     from ipguard_tf.evaluation import report
 
     fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "quantized"]
-    sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
-                                                                      family="irrelevant") for i in range(3)]
-    rates = {"finetune_a": 1.0, "finetune_l": 0.9, "prune": 0.8, "extract_l": 0.2, "extract_p": 0.35,
-             "extract_adv": 0.1, "quantized": 0.95, "irr0": 0.15, "irr1": 0.3, "irr2": 0.25}
+    sus = [NS(name=f, role="positive", family=f) for f in fams] + [
+        NS(name=f"irr{i}", role="negative", family="irrelevant") for i in range(3)
+    ]
+    rates = {
+        "finetune_a": 1.0,
+        "finetune_l": 0.9,
+        "prune": 0.8,
+        "extract_l": 0.2,
+        "extract_p": 0.35,
+        "extract_adv": 0.1,
+        "quantized": 0.95,
+        "irr0": 0.15,
+        "irr1": 0.3,
+        "irr2": 0.25,
+    }
     rows = {r["attack"]: r for r in report.attack_rows(rates, sus)}
     assert rows["Finetune-A"]["auc"] == 1.0 and rows["Extract-Adv"]["auc"] == 0.0
     assert rows["Extract-L"]["auc"] == pytest.approx(1 / 3) and rows["Extract-P"]["auc"] == pytest.approx(1.0)
@@ -86,8 +97,9 @@ def test_sac_attack_rows_and_verdicts():
     distances = {k: 1 - v for k, v in rates.items()}  # lower = copy: the same ranking, the same AUCs
     flipped = {r["attack"]: r["auc"] for r in report.attack_rows(distances, sus, higher_is_copy=False)}
     assert flipped == {a: r["auc"] for a, r in rows.items()}
-    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
-                            "sac_appendix.json").read_text())
+    published = json.loads(
+        (Path(__file__).resolve().parents[1] / "experiments" / "published" / "sac_appendix.json").read_text()
+    )
     judged = {r["attack"]: r for r in report.judge_attack_rows(list(rows.values()), published, "IPGuard")}
     assert judged["Finetune-A"]["verdict"] == "holds" and judged["Finetune-A"]["sac"] == 1.0
     assert judged["Extract-Adv"]["verdict"] == "does not hold"  # 0.0 against SAC's 0.34
@@ -111,16 +123,39 @@ def test_sac_table_per_method_with_transfer_rows():
     from ipguard_tf.evaluation import report
 
     fams = ["finetune_a", "finetune_l", "prune", "extract_l", "extract_p", "extract_adv", "transfer_a"]
-    sus = [NS(name=f, role="positive", family=f) for f in fams] + [NS(name=f"irr{i}", role="negative",
-                                                                      family="irrelevant") for i in range(3)]
-    rates = {"finetune_a": 1.0, "finetune_l": 0.9, "prune": 0.8, "extract_l": 0.2, "extract_p": 0.35,
-             "extract_adv": 0.1, "irr0": 0.15, "irr1": 0.3, "irr2": 0.25}  # no transfer model: labels only
-    dist = {"finetune_a": 0.0, "finetune_l": 0.01, "prune": 0.02, "extract_l": 0.05, "extract_p": 0.04,
-            "extract_adv": 0.2, "transfer_a": 0.03, "irr0": 0.1, "irr1": 0.15, "irr2": 0.12}
-    best = {"ipguard": {"rates": rates, "higher_is_copy": True, "statistic": "matching_rate"},
-            "sac-m": {"rates": dist, "higher_is_copy": False, "statistic": "sac_distance"}}
-    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
-                            "sac_appendix.json").read_text())
+    sus = [NS(name=f, role="positive", family=f) for f in fams] + [
+        NS(name=f"irr{i}", role="negative", family="irrelevant") for i in range(3)
+    ]
+    rates = {
+        "finetune_a": 1.0,
+        "finetune_l": 0.9,
+        "prune": 0.8,
+        "extract_l": 0.2,
+        "extract_p": 0.35,
+        "extract_adv": 0.1,
+        "irr0": 0.15,
+        "irr1": 0.3,
+        "irr2": 0.25,
+    }  # no transfer model: labels only
+    dist = {
+        "finetune_a": 0.0,
+        "finetune_l": 0.01,
+        "prune": 0.02,
+        "extract_l": 0.05,
+        "extract_p": 0.04,
+        "extract_adv": 0.2,
+        "transfer_a": 0.03,
+        "irr0": 0.1,
+        "irr1": 0.15,
+        "irr2": 0.12,
+    }
+    best = {
+        "ipguard": {"rates": rates, "higher_is_copy": True, "statistic": "matching_rate"},
+        "sac-m": {"rates": dist, "higher_is_copy": False, "statistic": "sac_distance"},
+    }
+    published = json.loads(
+        (Path(__file__).resolve().parents[1] / "experiments" / "published" / "sac_appendix.json").read_text()
+    )
     rows = {(r["attack"], r["method"]): r for r in report.sac_table(best, sus, published)}
     assert ("Transfer-A", "IPGuard") not in rows
     t = rows[("Transfer-A", "SAC-m")]
@@ -129,10 +164,13 @@ def test_sac_table_per_method_with_transfer_rows():
     # ARUC over the thresholds 0, 0.01, ..., 0.99 of a distance: here the first 0.10-0.15 of them separate
     from ipguard_tf.core.metrics import aruc
 
-    assert rows[("Finetune-A", "SAC-m")]["aruc"] == pytest.approx(
-        aruc([0.0], [0.1, 0.15, 0.12], higher_is_copy=False)) and 0.1 < rows[("Finetune-A", "SAC-m")]["aruc"] < 0.15
+    assert (
+        rows[("Finetune-A", "SAC-m")]["aruc"] == pytest.approx(aruc([0.0], [0.1, 0.15, 0.12], higher_is_copy=False))
+        and 0.1 < rows[("Finetune-A", "SAC-m")]["aruc"] < 0.15
+    )
     assert rows[("Average", "IPGuard")]["auc"] == pytest.approx(
-        sum(rows[(a, "IPGuard")]["auc"] for a in report.SAC_ATTACKS) / 6)
+        sum(rows[(a, "IPGuard")]["auc"] for a in report.SAC_ATTACKS) / 6
+    )
 
 
 def test_clopper_pearson_covers_the_true_rate_on_simulated_matches():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import SHAPE, make_tiny_keras3, make_tiny_tf_keras
+
 from ipguard_tf import IPGuard, as_classifier, verify
 from ipguard_tf.core.errors import ModelError
 from ipguard_tf.models.classifier import keras_logits_model

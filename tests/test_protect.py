@@ -18,7 +18,7 @@ def _toy_data(n, seed):
     x = rng.random((n,) + SHAPE, dtype=np.float32) * 0.5
     for c in range(CLASSES):
         r, q = divmod(c, 2)
-        x[y == c, 4 * r:4 * r + 4, 4 * q:4 * q + 4] += 0.4
+        x[y == c, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 0.4
     return np.clip(x, 0, 1).astype(np.float32), y
 
 
@@ -72,15 +72,21 @@ def test_bad_keys_kinds_and_settings_raise():
     from ipguard_tf.protect.training import ProtectSettings
     from ipguard_tf.protect.transforms import make_transform
 
-    for key in (-1, 2 ** 63, 1.5, True, "3"):
+    for key in (-1, 2**63, 1.5, True, "3"):
         with pytest.raises(ParameterError):
             make_transform("fixed", SHAPE, key)
     with pytest.raises(ParameterError):
         make_transform("rot13", SHAPE, 1)
     with pytest.raises(ParameterError):
         make_transform("generator", SHAPE, 1, filters=0)
-    for bad in (dict(alpha=0), dict(beta=-1), dict(gamma=float("nan")), dict(epochs=0), dict(batch_size=1.5),
-                dict(learning_rate=2.0)):
+    for bad in (
+        dict(alpha=0),
+        dict(beta=-1),
+        dict(gamma=float("nan")),
+        dict(epochs=0),
+        dict(batch_size=1.5),
+        dict(learning_rate=2.0),
+    ):
         with pytest.raises(ParameterError):
             ProtectSettings(**bad)
 
@@ -93,8 +99,9 @@ def test_trained_toy_model_is_accurate_on_transformed_and_wrong_on_raw():
     xt, yt = _toy_data(500, 2)
     model = _toy_model(0)
     t = FixedTransform(SHAPE, 11, sigma=0.2, p=0.2)
-    hist = train_protected(model, t, x, y, ProtectSettings(epochs=15, batch_size=64, learning_rate=3e-3), seed=0,
-                           progress=False)
+    hist = train_protected(
+        model, t, x, y, ProtectSettings(epochs=15, batch_size=64, learning_rate=3e-3), seed=0, progress=False
+    )
     m = evaluate_protection(model, t, xt, yt)
     assert len(hist["history"]) == 15
     assert m["authorized"] >= 0.9, m
@@ -166,9 +173,9 @@ def test_key_file_rejects_tampering_wrong_files_and_wrong_model(tmp_path):
 
     from ipguard_tf.core.fingerprint import Fingerprint
     from ipguard_tf.io.fingerprint_file import save_fingerprint
+    from ipguard_tf.models.classifier import content_sha256
     from ipguard_tf.protect.keyfile import KeyFileError, check_model, load_key, save_key
     from ipguard_tf.protect.transforms import LearnedTransform
-    from ipguard_tf.models.classifier import content_sha256
 
     t = LearnedTransform(SHAPE, 77)
     p = tmp_path / "key.npz"
@@ -191,8 +198,17 @@ def test_key_file_rejects_tampering_wrong_files_and_wrong_model(tmp_path):
         load_key(trunc)
     with pytest.raises(KeyFileError, match="does not exist"):
         load_key(tmp_path / "absent.npz")
-    fp = Fingerprint(x=np.zeros((1,) + SHAPE), y=[0], source=[0], target=[1], iterations=[1], objective=[0.0],
-                     converged=[True], distortion=[0.0], metadata={"num_classes": 4})
+    fp = Fingerprint(
+        x=np.zeros((1,) + SHAPE),
+        y=[0],
+        source=[0],
+        target=[1],
+        iterations=[1],
+        objective=[0.0],
+        converged=[True],
+        distortion=[0.0],
+        metadata={"num_classes": 4},
+    )
     save_fingerprint(fp, tmp_path / "fp.npz")
     with pytest.raises(KeyFileError, match="schema"):
         load_key(tmp_path / "fp.npz")
@@ -217,7 +233,9 @@ def test_threat_functions_run():
     r2 = input_only_attack(model, x, y, sigma=0.1, p=0.1, trials=3, seed=0, progress=False)
     assert r2 == r  # seeded
     pa = pair_attack(model, t, x, x[:50], y[:50], fraction=0.5, trials=2, seed=0, epochs=1, progress=False)
-    assert pa["pairs"] == 100 and pa["trials"] == 2 and pa["module"] == "universal" and 0 <= pa["mean"] <= pa["best"] <= 1
+    assert (
+        pa["pairs"] == 100 and pa["trials"] == 2 and pa["module"] == "universal" and 0 <= pa["mean"] <= pa["best"] <= 1
+    )
     with pytest.raises(ParameterError):
         pair_attack(model, t, x, x, y, fraction=0.0, progress=False)
     with pytest.raises(ParameterError):
@@ -243,29 +261,80 @@ def test_cli_protect_train_evaluate_attack(tmp_path, capsys):
 
     out = tmp_path / "run"
     common = ["--train-size", "512", "--test-size", "256"]
-    assert main(["-q", "protect", "train", "--transform", "fixed", "--epochs", "1", "--out", str(out),
-                 "--key", "5"] + common) == 0
+    assert (
+        main(
+            ["-q", "protect", "train", "--transform", "fixed", "--epochs", "1", "--out", str(out), "--key", "5"]
+            + common
+        )
+        == 0
+    )
     assert (out / "model.keras").exists() and (out / "key.npz").exists() and not (out / "checkpoint.npz").exists()
     rec = json.loads((out / "train.json").read_text())
     assert rec["transform"] == "fixed" and rec["transform_params"]["key"] == "5"
     capsys.readouterr()
-    assert main(["-q", "protect", "evaluate", "--model", str(out / "model.keras"), "--key", str(out / "key.npz"),
-                 "--json"] + common) == 0
+    assert (
+        main(
+            ["-q", "protect", "evaluate", "--model", str(out / "model.keras"), "--key", str(out / "key.npz"), "--json"]
+            + common
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)
     assert m == pytest.approx(rec["metrics"])  # same test images, same model and key
-    assert main(["-q", "protect", "attack", "--model", str(out / "model.keras"), "--key", str(out / "key.npz"),
-                 "--threat", "input-only", "--trials", "2", "--json"] + common) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "protect",
+                "attack",
+                "--model",
+                str(out / "model.keras"),
+                "--key",
+                str(out / "key.npz"),
+                "--threat",
+                "input-only",
+                "--trials",
+                "2",
+                "--json",
+            ]
+            + common
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert r["trials"] == 2 and r["sigma"] == 0.1
-    assert main(["-q", "protect", "attack", "--model", str(out / "model.keras"), "--key", str(out / "key.npz"),
-                 "--threat", "pair", "--fractions", "0.1", "--trials", "1", "--pair-epochs", "1"] + common) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "protect",
+                "attack",
+                "--model",
+                str(out / "model.keras"),
+                "--key",
+                str(out / "key.npz"),
+                "--threat",
+                "pair",
+                "--fractions",
+                "0.1",
+                "--trials",
+                "1",
+                "--pair-epochs",
+                "1",
+            ]
+            + common
+        )
+        == 0
+    )
     assert "pair attack with 10% of the pairs" in capsys.readouterr().out
     # a tampered key: one line, exit 2, no traceback
     key = bytearray((out / "key.npz").read_bytes())
     key[len(key) // 2] ^= 0xFF
     (tmp_path / "bad.npz").write_bytes(bytes(key))
-    assert main(["protect", "evaluate", "--model", str(out / "model.keras"), "--key", str(tmp_path / "bad.npz")]
-                + common) == 2
+    assert (
+        main(["protect", "evaluate", "--model", str(out / "model.keras"), "--key", str(tmp_path / "bad.npz")] + common)
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ipguard: error:")
     # a finished folder is not silently reused for another transform
@@ -301,16 +370,37 @@ def test_experiment_script_composes_and_resumes(tmp_path):
     # the second run's record keeps the first's; every attack is cached, so any run reports it
     run = json.loads((tmp_path / "run.json").read_text())
     assert len(run["previous_runs"]) == 1 and "previous_runs" not in run["previous_runs"][0]
-    recs = {(a, t): json.loads((tmp_path / "models" / f"{a}_{t}" / "train.json").read_text())
-            for a in ["simple_cnn"] for t in exp.TRANSFORMS}
+    recs = {
+        (a, t): json.loads((tmp_path / "models" / f"{a}_{t}" / "train.json").read_text())
+        for a in ["simple_cnn"]
+        for t in exp.TRANSFORMS
+    }
     assert exp.attacks_cached(json.loads(Path(cfg).read_text()), tmp_path, "simple_cnn", recs)
 
 
 def test_cli_trains_the_baseline(tmp_path, capsys):
     from ipguard_tf.cli import main
 
-    assert main(["-q", "protect", "train", "--transform", "none", "--epochs", "1", "--out", str(tmp_path / "b"),
-                 "--train-size", "256", "--test-size", "128"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "protect",
+                "train",
+                "--transform",
+                "none",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "b"),
+                "--train-size",
+                "256",
+                "--test-size",
+                "128",
+            ]
+        )
+        == 0
+    )
     assert "baseline, no transform" in capsys.readouterr().out
     assert not (tmp_path / "b" / "key.npz").exists()
     assert json.loads((tmp_path / "b" / "train.json").read_text())["metrics"]["psnr"] is None

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_python_script
+
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import IPGuardError, ParameterError
 
@@ -17,14 +17,34 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 
 def test_the_methods_are_registered_in_report_order():
     assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w", "tafa"]
-    assert [s.display for s in registry.specs()] == ["Random", "FGSM", "IGSM", "CW-L2", "IPGuard", "CAE", "SAC-m",
-                                                     "SAC-w", "TAFA"]
+    assert [s.display for s in registry.specs()] == [
+        "Random",
+        "FGSM",
+        "IGSM",
+        "CW-L2",
+        "IPGuard",
+        "CAE",
+        "SAC-m",
+        "SAC-w",
+        "TAFA",
+    ]
     assert {s.name: s.setting for s in registry.specs()} == {
-        "random": None, "fgsm": "epsilon", "igsm": "epsilon", "cw": "kappa", "ipguard": "k", "cae": None,
-        "sac-m": None, "sac-w": None, "tafa": None}
+        "random": None,
+        "fgsm": "epsilon",
+        "igsm": "epsilon",
+        "cw": "kappa",
+        "ipguard": "k",
+        "cae": None,
+        "sac-m": None,
+        "sac-w": None,
+        "tafa": None,
+    }
     assert {s.name: s.statistic for s in registry.specs()} == {
         **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard", "cae")},
-        "sac-m": registry.SAC_DISTANCE, "sac-w": registry.SAC_DISTANCE, "tafa": registry.OUTPUT_CORRELATION}
+        "sac-m": registry.SAC_DISTANCE,
+        "sac-w": registry.SAC_DISTANCE,
+        "tafa": registry.OUTPUT_CORRELATION,
+    }
     assert [s.name for s in registry.specs() if s.task_agnostic] == ["tafa"]
     assert registry.SAC_DISTANCE.higher_is_copy is False and registry.MATCHING_RATE.higher_is_copy is True
 
@@ -42,7 +62,9 @@ def test_parameter_error_is_both_user_error_and_value_error():
     with pytest.raises(ParameterError) as ei:
         registry.build("ipguard", k=-1)
     assert isinstance(ei.value, IPGuardError) and isinstance(ei.value, ValueError)
-    with pytest.raises(ParameterError, match="method must be one of random, fgsm, igsm, cw, ipguard, cae, sac-m, sac-w"):
+    with pytest.raises(
+        ParameterError, match="method must be one of random, fgsm, igsm, cw, ipguard, cae, sac-m, sac-w"
+    ):
         registry.get("nope")
     with pytest.raises(ParameterError, match="has no parameter 'epsilon'"):
         registry.build("ipguard", epsilon=0.1)
@@ -70,7 +92,8 @@ def test_cli_options_come_from_the_registry():
 
 
 def test_names_and_cli_do_not_import_tensorflow():
-    r = run_python_script(textwrap.dedent("""
+    r = run_python_script(
+        textwrap.dedent("""
         import sys
         from ipguard_tf.core import registry
         from ipguard_tf.cli import build_parser
@@ -78,7 +101,8 @@ def test_names_and_cli_do_not_import_tensorflow():
         assert registry.names() and registry.get("ipguard").setting == "k"
         heavy = sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules)
         print("HEAVY", heavy)
-    """))
+    """)
+    )
     assert r.returncode == 0 and "HEAVY []" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
@@ -104,8 +128,13 @@ def _midpoint_class():
         def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None):
             n = len(x0)
             x = x0 + self.t * (0.5 - x0)
-            return SearchOutput(x=x, iterations=np.ones(n, np.int64), objective=np.full(n, np.nan, np.float32),
-                                converged=np.ones(n, bool), stats={"points": float(n)})
+            return SearchOutput(
+                x=x,
+                iterations=np.ones(n, np.int64),
+                objective=np.full(n, np.nan, np.float32),
+                converged=np.ones(n, bool),
+                stats={"points": float(n)},
+            )
 
     return Midpoints
 
@@ -127,11 +156,20 @@ def test_adding_a_method_is_one_registration(monkeypatch, tiny_model, tiny_data,
     module.Midpoints = _midpoint_class()
     monkeypatch.setitem(sys.modules, "toy_midpoints", module)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register(registry.MethodSpec(
-        "midpoints", "Midpoints", "toy_midpoints:Midpoints",
-        registry.common_params(init="R") + (registry.Param("t", float, 0.5, minimum=0.0, maximum=1.0, cli="--t",
-                                                           help="fraction of the way to 0.5"),),
-        setting="t", needs_logits=False, summary="toy"))
+    registry.register(
+        registry.MethodSpec(
+            "midpoints",
+            "Midpoints",
+            "toy_midpoints:Midpoints",
+            registry.common_params(init="R")
+            + (
+                registry.Param("t", float, 0.5, minimum=0.0, maximum=1.0, cli="--t", help="fraction of the way to 0.5"),
+            ),
+            setting="t",
+            needs_logits=False,
+            summary="toy",
+        )
+    )
 
     from ipguard_tf.cli import build_parser
     from ipguard_tf.cli.extract import method_params
@@ -143,8 +181,10 @@ def test_adding_a_method_is_one_registration(monkeypatch, tiny_model, tiny_data,
     assert fp.metadata["stats"] == {"points": 7.0}  # summed over the three batches by the base
     with pytest.raises(ParameterError, match="t must be a finite number"):
         registry.build("midpoints", t=2)
-    sus = [Suspect("self", "positive", "same", "same", as_classifier(tiny_model)),
-           Suspect("other", "negative", "other", "other", as_classifier(make_other()))]
+    sus = [
+        Suspect("self", "positive", "same", "same", as_classifier(tiny_model)),
+        Suspect("other", "negative", "other", "other", as_classifier(make_other())),
+    ]
     r = Sweep(tmp_path, tiny_model, tiny_data, sus, n=6, progress=False).run("midpoints", "RR", 0.5)
     assert r["rates"]["self"] == 1.0 and r["key"] == "midpoints_RR_0.5_seed0"
 

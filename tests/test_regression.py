@@ -36,8 +36,10 @@ def _table4(ds):
 
     p = RESULTS / ds / "table4.csv"
     if not p.exists():
-        pytest.skip(f"no {ds} results in {p.parent} (they need the dataset and a GPU-class machine; run "
-                    f"experiments/reproduce.py there)")
+        pytest.skip(
+            f"no {ds} results in {p.parent} (they need the dataset and a GPU-class machine; run "
+            f"experiments/reproduce.py there)"
+        )
     with open(p) as fh:
         return {r["method"]: float(r["best_aruc"]) for r in csv.DictReader(fh)}
 
@@ -87,23 +89,37 @@ def test_sac_benchmark_table_recomputes_and_its_verdicts_hold(name, full):
 
     folder = RESULTS / name
     if not (folder / "sac_table3.csv").exists():
-        pytest.skip("SAC benchmark results not committed yet; run experiments/reproduce.py with "
-                    "experiments/configs/sac_fashion_mnist.json")
+        pytest.skip(
+            "SAC benchmark results not committed yet; run experiments/reproduce.py with "
+            "experiments/configs/sac_fashion_mnist.json"
+        )
     run = json.loads((folder / "run.json").read_text())
     cfg = run["config"]["config"]
     sac = json.loads((ROOT / "experiments" / "published" / "sac_appendix.json").read_text())
     recs = {r["name"]: r for r in members(ROOT / cfg["zoo"])}
     with open(folder / "matching_rates.csv") as fh:
         stats = list(csv.DictReader(fh))
-    suspects = [Suspect(r["suspect"], r["role"], recs[r["suspect"]]["family"], suspect_label(recs[r["suspect"]]),
-                        None, recs[r["suspect"]]) for r in stats]
+    suspects = [
+        Suspect(
+            r["suspect"],
+            r["role"],
+            recs[r["suspect"]]["family"],
+            suspect_label(recs[r["suspect"]]),
+            None,
+            recs[r["suspect"]],
+        )
+        for r in stats
+    ]
     from ipguard_tf.core import registry
 
     best = {}
     for m in cfg["grids"]:
         stat = registry.get(m).statistic
-        best[m] = {"rates": {r["suspect"]: float(r[m]) for r in stats if r[m] not in ("-", "")},
-                   "higher_is_copy": stat.higher_is_copy, "statistic": stat.name}
+        best[m] = {
+            "rates": {r["suspect"]: float(r[m]) for r in stats if r[m] not in ("-", "")},
+            "higher_is_copy": stat.higher_is_copy,
+            "statistic": stat.name,
+        }
     again = {(r["attack"], r["method"]): r for r in report.sac_table(best, suspects, sac)}
     with open(folder / "sac_table3.csv") as fh:
         committed = list(csv.DictReader(fh))
@@ -137,12 +153,14 @@ def test_ci_slice_recomputes_committed_numbers():
     refs = _references()
     if not refs:
         pytest.skip("Fashion-MNIST results not committed yet")
-    if not (os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-            or os.environ.get("IPGUARD_FASHION_MNIST_DIR")):
+    if not (
+        os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+        or os.environ.get("IPGUARD_FASHION_MNIST_DIR")
+    ):
         pytest.skip("Fashion-MNIST not installed")
+    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
     from ipguard_tf.io.data import load_fashion_mnist
     from ipguard_tf.io.env_info import platform_key
-    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects
     from ipguard_tf.zoo.members import load_member
 
     zoo = ROOT / cfg["zoo"]
@@ -151,8 +169,15 @@ def test_ci_slice_recomputes_committed_numbers():
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        r = Sweep(Path(tmp), load_member(zoo, "target"), ds.x_train, suspects, n=cfg["n"], progress=False,
-                  method_params=cfg["method_params"]).run("ipguard", "TL", 1, cfg["seed"])
+        r = Sweep(
+            Path(tmp),
+            load_member(zoo, "target"),
+            ds.x_train,
+            suspects,
+            n=cfg["n"],
+            progress=False,
+            method_params=cfg["method_params"],
+        ).run("ipguard", "TL", 1, cfg["seed"])
         here = json.loads((Path(tmp) / "rates" / "ipguard_TL_1_seed0.json").read_text())["points_sha256"]
     tolerance = json.loads((RESULTS / "cross_machine" / "summary.json").read_text())["tolerance"]
     assert 0 < tolerance <= 0.1
@@ -197,7 +222,8 @@ def test_antipiracy_table_verdicts_follow_the_published_numbers():
         slide = col["baseline"] if r["transform"] == "none" else col[r["transform"]][0]
         assert float(r["published_authorized"]) == slide
         holds = abs(float(r["authorized"]) - slide) <= 1.5 and (
-            r["transform"] == "none" or float(r["unauthorized"]) < 10.0)
+            r["transform"] == "none" or float(r["unauthorized"]) < 10.0
+        )
         assert r["verdict"].startswith("holds") == holds, r
     a = ANTIPIRACY / "attacks.csv"
     if a.exists():
@@ -219,15 +245,17 @@ def test_antipiracy_results_are_complete_and_come_from_the_cached_attacks():
         pytest.skip("anti-piracy results not committed yet; run experiments/antipiracy.py")
     with open(ANTIPIRACY / "table.csv") as fh:
         assert {(r["architecture"], r["transform"]) for r in csv.DictReader(fh)} == {
-            (a, t) for a in ("simple_cnn", "resnet20") for t in ("none", "fixed", "learned", "generator")}
+            (a, t) for a in ("simple_cnn", "resnet20") for t in ("none", "fixed", "learned", "generator")
+        }
     run = json.loads((ANTIPIRACY / "run.json").read_text())
     assert "resnet20" in run["command"] and any("simple_cnn" in r["command"] for r in run["previous_runs"])
     with open(ANTIPIRACY / "attacks.csv") as fh:
         rows = list(csv.DictReader(fh))
     seen = set()
     for r in rows:
-        sha = json.loads((ANTIPIRACY / "models" / f"{r['architecture']}_{r['transform']}" / "train.json")
-                         .read_text())["model_sha256"]
+        sha = json.loads((ANTIPIRACY / "models" / f"{r['architecture']}_{r['transform']}" / "train.json").read_text())[
+            "model_sha256"
+        ]
         cache = ANTIPIRACY / "cache" / f"{r['architecture']}_{r['transform']}_{sha[:12]}"
         if r["threat"] == "direct piracy":
             name, key = ("raw_classes.json", "top_share") if r["statistic"] else ("direct.json", "accuracy")

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_tiny_keras3
 
 pytest.importorskip("kserve", reason="kserve (test dependency) is not installed")
 requests = pytest.importorskip("requests")
 
+from servers.fault_proxy import FaultProxy  # noqa: E402
+
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint  # noqa: E402
 from ipguard_tf.methods import IPGuard  # noqa: E402
-from ipguard_tf.models.remote import RemoteError, RemoteSuspect, resolve_endpoint
+from ipguard_tf.models.remote import RemoteError, RemoteSuspect, resolve_endpoint  # noqa: E402
 from ipguard_tf.verification.remote import _progress_file, verify_remote  # noqa: E402
 from ipguard_tf.verification.suspects import verify  # noqa: E402
-from servers.fault_proxy import FaultProxy  # noqa: E402
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 N = 40
@@ -49,8 +49,12 @@ def served(tmp_path_factory):
     save_fingerprint(fp, fp_path)
     port = _free_port()
     log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(SERVERS / "kserve_keras.py"), str(suspect_path), str(port), "tiny"],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVERS / "kserve_keras.py"), str(suspect_path), str(port), "tiny"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:
@@ -74,8 +78,13 @@ def served(tmp_path_factory):
 
 def _suspect(url, fp, **kw):
     kw.setdefault("backoff", 0.01)
-    return RemoteSuspect(url, num_classes=fp.metadata["num_classes"], input_shape=tuple(fp.metadata["input_shape"]),
-                         input_scale=fp.metadata["input_scale"], **kw)
+    return RemoteSuspect(
+        url,
+        num_classes=fp.metadata["num_classes"],
+        input_shape=tuple(fp.metadata["input_shape"]),
+        input_scale=fp.metadata["input_scale"],
+        **kw,
+    )
 
 
 def test_resolve_endpoint():
@@ -119,8 +128,8 @@ def test_remote_oracle_answers_like_the_local_model(served):
     """A thief's oracle over the served model (issue 14): probabilities equal the local softmax, queries are
     counted, and a label-only endpoint is refused for probabilities with a reason."""
     from ipguard_tf.models.oracle import Oracle, OracleError, softmax
-    from ipguard_tf.zoo.train import SGDRecipe
     from ipguard_tf.zoo.stealing import extract_labels
+    from ipguard_tf.zoo.train import SGDRecipe
 
     fp_path, fp, suspect, base = served
     x = np.random.default_rng(3).random((40, 8, 8, 1), dtype=np.float32)
@@ -128,8 +137,9 @@ def test_remote_oracle_answers_like_the_local_model(served):
     o = Oracle(s, output="probabilities", batch_size=16)
     np.testing.assert_allclose(o.probabilities(x), softmax(suspect.predict(x, verbose=0)), atol=1e-5)
     assert o.queries == 40 and s.points_sent == 40
-    student, info = extract_labels(o, x, lambda: make_tiny_keras3(9), recipe=SGDRecipe(0.05, epochs=1, batch_size=16),
-                                   progress=False)
+    student, info = extract_labels(
+        o, x, lambda: make_tiny_keras3(9), recipe=SGDRecipe(0.05, epochs=1, batch_size=16), progress=False
+    )
     assert info["queries"] == 40 and s.points_sent == 80
     labels_only = Oracle(_suspect(f"{base}/v1/models/tiny-labels", fp, output="labels"), output="probabilities")
     with pytest.raises(RemoteError, match="answers class labels only"):
@@ -141,8 +151,8 @@ def test_remote_oracle_answers_like_the_local_model(served):
 def test_remote_sac_verification_equals_the_local_computation(served, tmp_path):
     """SAC-m over a probability API (issue 15): the served probabilities against the target's softmax, as
     computed locally; a label-only endpoint is refused with a reason."""
-    from ipguard_tf.methods.sac import SACm
     from ipguard_tf.core.statistics import sac_distance, softmax
+    from ipguard_tf.methods.sac import SACm
 
     fp_path, fp, suspect, base = served
     target = make_tiny_keras3(0)
@@ -226,12 +236,35 @@ def test_cli_verify_url(served, capsys):
 
     fp_path, fp, suspect, base = served
     local = verify(fp, suspect, input_scale=1.0)
-    rc = main(["-q", "verify", "--fingerprint", str(fp_path), "--suspect-url", f"{base}/v1/models/tiny-labels",
-               "--output", "labels", "--json"])
+    rc = main(
+        [
+            "-q",
+            "verify",
+            "--fingerprint",
+            str(fp_path),
+            "--suspect-url",
+            f"{base}/v1/models/tiny-labels",
+            "--output",
+            "labels",
+            "--json",
+        ]
+    )
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["matches"] == local.matches and rows[0]["n"] == N
-    rc = main(["-q", "verify", "--fingerprint", str(fp_path), "--suspect-url", "http://127.0.0.1:1/v1/models/x",
-               "--retries", "0", "--timeout", "1"])
+    rc = main(
+        [
+            "-q",
+            "verify",
+            "--fingerprint",
+            str(fp_path),
+            "--suspect-url",
+            "http://127.0.0.1:1/v1/models/x",
+            "--retries",
+            "0",
+            "--timeout",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("ipguard: error:") and err.count("\n") == 1 and "connection failed" in err

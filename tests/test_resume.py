@@ -11,32 +11,58 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import SHAPE, make_tiny_keras3
+
 from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.fingerprint import POINT_FIELDS
 from ipguard_tf.io import files
 from ipguard_tf.io.checkpoint import CheckpointError, StateFile
-from ipguard_tf.core.fingerprint import POINT_FIELDS
 from ipguard_tf.io.fingerprint_file import load_fingerprint
 from ipguard_tf.methods import CWL2, IPGuard
 from ipguard_tf.models.classifier import as_classifier
 
 
 def _extract(model_path, out, *extra):
-    return [sys.executable, "-m", "ipguard_tf.cli", "extract", "--model", str(model_path), "--init", "R", "--n", "500",
-            "--k", "30", "--seed", "1", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ipguard_tf.cli",
+        "extract",
+        "--model",
+        str(model_path),
+        "--init",
+        "R",
+        "--n",
+        "500",
+        "--k",
+        "30",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_killed_extract_resumes_to_the_same_fingerprint(tmp_path):
     model_path = tmp_path / "target.keras"
     make_tiny_keras3(0).save(model_path)
     env = dict(os.environ, IPGUARD_NO_PROGRESS="1")
-    ref = subprocess.run(_extract(model_path, tmp_path / "ref.npz", "--no-checkpoint"), capture_output=True,
-                         text=True, env=env, timeout=300)
+    ref = subprocess.run(
+        _extract(model_path, tmp_path / "ref.npz", "--no-checkpoint"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ref.returncode == 0, ref.stderr
     out, ckpt = tmp_path / "fp.npz", tmp_path / "fp.npz.checkpoint.npz"
-    proc = subprocess.Popen(_extract(model_path, out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        _extract(model_path, out, "--checkpoint-every", "0"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -44,8 +70,9 @@ def test_killed_extract_resumes_to_the_same_fingerprint(tmp_path):
     proc.wait()
     assert ckpt.exists() and not out.exists(), "the run was not interrupted mid-search"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
-    res = subprocess.run(_extract(model_path, out, "--checkpoint-every", "0"), capture_output=True, text=True,
-                         env=env, timeout=300)
+    res = subprocess.run(
+        _extract(model_path, out, "--checkpoint-every", "0"), capture_output=True, text=True, env=env, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     assert "resumed at iteration" in res.stderr
     it = int(res.stderr.split("resumed at iteration")[1].split()[0])
@@ -79,8 +106,11 @@ def test_checkpoint_restores_finished_searches_and_refuses_other_runs(tmp_path, 
 def test_state_file_round_trip(tmp_path):
     st = StateFile(tmp_path / "s.npz", {"seed": 1, "shape": (2, 3)}, "test state")
     assert st.load() is None and not st.exists()  # no file yet: nothing to resume
-    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "done": np.array([True, False]),
-              "k/labels": np.array([-1, 4], np.int64)}
+    arrays = {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "done": np.array([True, False]),
+        "k/labels": np.array([-1, 4], np.int64),
+    }
     st.save(arrays, {"step": np.int64(3), "history": [{"loss": 0.5}]})
     again = StateFile(tmp_path / "s.npz", {"shape": [2, 3], "seed": 1}, "test state")  # the same identity
     got, scalars = again.load()
@@ -120,10 +150,14 @@ def test_state_file_of_another_run_is_refused_in_one_line(tmp_path):
         StateFile(path, {"seed": 2}).load()
     assert "\n" not in str(err.value) and "delete it" in str(err.value)
     # the caller's error class and wording
-    other = StateFile(path, {"seed": 2}, "training checkpoint", other="another training run", hint="rerun",
-                      error=ParameterError)
-    with pytest.raises(ParameterError, match=r"^training checkpoint .* belongs to another training run; delete "
-                                             r"it to start afresh, or rerun$"):
+    other = StateFile(
+        path, {"seed": 2}, "training checkpoint", other="another training run", hint="rerun", error=ParameterError
+    )
+    with pytest.raises(
+        ParameterError,
+        match=r"^training checkpoint .* belongs to another training run; delete "
+        r"it to start afresh, or rerun$",
+    ):
         other.load()
     # a file of another kind of state is refused too (as unreadable: it holds something else)
     with pytest.raises(CheckpointError, match="unreadable.*schema"):

@@ -3,14 +3,13 @@ with target outputs, verification of logit and probability suspects."""
 
 import numpy as np
 import pytest
-
 from conftest import SHAPE, make_tiny_keras3
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import DataError, ModelError, ParameterError
+from ipguard_tf.core.statistics import Verification, correlation_matrix, sac_distance
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.methods.sac import SACm, SACw, cutmix_box, cutmix_samples
-from ipguard_tf.core.statistics import Verification, correlation_matrix, sac_distance
 from ipguard_tf.verification.suspects import verify
 
 
@@ -118,8 +117,7 @@ def test_label_only_suspects_are_refused_and_probability_suspects_compared_as_pr
 
     target = make_tiny_keras3(0, softmax=True)
     fp = SACm(seed=0).generate(target, 30, owner_data)
-    labels_only = as_classifier(lambda x: np.zeros(len(x), np.int64), output="labels", input_shape=SHAPE,
-                                num_classes=4)
+    labels_only = as_classifier(lambda x: np.zeros(len(x), np.int64), output="labels", input_shape=SHAPE, num_classes=4)
     with pytest.raises(ModelError, match="labels only"):
         verify(fp, labels_only)
     copy = tflite.TFLiteModel(tflite.convert(target, "float32"))  # a softmax output: probabilities
@@ -151,9 +149,11 @@ def _fmnist_model(seed):
     return keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-                    and not __import__("os").environ.get("IPGUARD_FASHION_MNIST_DIR"),
-                    reason="Fashion-MNIST not installed")
+@pytest.mark.skipif(
+    not __import__("os").path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+    and not __import__("os").environ.get("IPGUARD_FASHION_MNIST_DIR"),
+    reason="Fashion-MNIST not installed",
+)
 @pytest.mark.parametrize("method", ["sac-m", "sac-w"])
 def test_cli_extracts_and_verifies_sac(method, tmp_path, capsys):
     import json
@@ -163,16 +163,64 @@ def test_cli_extracts_and_verifies_sac(method, tmp_path, capsys):
     _fmnist_model(0).save(tmp_path / "target.keras")
     _fmnist_model(1).save(tmp_path / "other.keras")
     fp = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--model", str(tmp_path / "target.keras"), "--method", method, "--n", "20",
-                 "--dataset", "fashion_mnist", "--seed", "3", "--out", str(fp)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(tmp_path / "target.keras"),
+                "--method",
+                method,
+                "--n",
+                "20",
+                "--dataset",
+                "fashion_mnist",
+                "--seed",
+                "3",
+                "--out",
+                str(fp),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(tmp_path / "target.keras"),
-                 "--suspect", str(tmp_path / "other.keras"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(fp),
+                "--suspect",
+                str(tmp_path / "target.keras"),
+                "--suspect",
+                str(tmp_path / "other.keras"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["statistic"] for r in rows] == ["sac_distance"] * 2
     assert rows[0]["value"] == pytest.approx(0.0, abs=1e-6) and rows[0]["verdict"] == 1 and rows[1]["value"] > 0
     assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(tmp_path / "other.keras")]) == 0
     out = capsys.readouterr().out
     assert "sac_distance" in out and "<= threshold" in out
-    assert main(["-q", "extract", "--model", str(tmp_path / "target.keras"), "--method", method, "--k", "1",
-                 "--out", str(fp)]) == 2
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(tmp_path / "target.keras"),
+                "--method",
+                method,
+                "--k",
+                "1",
+                "--out",
+                str(fp),
+            ]
+        )
+        == 2
+    )

@@ -11,17 +11,34 @@ import pytest
 from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR
 
 HAVE_FMNIST = os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, "train-images-idx3-ubyte.gz")) or bool(
-    os.environ.get("IPGUARD_FASHION_MNIST_DIR"))
+    os.environ.get("IPGUARD_FASHION_MNIST_DIR")
+)
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
 
 
 def _tiny_profile():
     from ipguard_tf.zoo.sac import SACProfile
 
-    return SACProfile("tiny", students=("lenet5",), source="fmnist_cnn", seeds=1, source_epochs=8, extract_epochs=2,
-                      adv_epochs=1, finetune_epochs=1, transfer_epochs=1, adv_finetune_epochs=1, irrelevant_epochs=2,
-                      prune_snapshots=4, prune_max=0.5, pgd_steps=3, adv_examples=512, subset=1024,
-                      cae_members=2, cae_architectures=("lenet5",))
+    return SACProfile(
+        "tiny",
+        students=("lenet5",),
+        source="fmnist_cnn",
+        seeds=1,
+        source_epochs=8,
+        extract_epochs=2,
+        adv_epochs=1,
+        finetune_epochs=1,
+        transfer_epochs=1,
+        adv_finetune_epochs=1,
+        irrelevant_epochs=2,
+        prune_snapshots=4,
+        prune_max=0.5,
+        pgd_steps=3,
+        adv_examples=512,
+        subset=1024,
+        cae_members=2,
+        cae_architectures=("lenet5",),
+    )
 
 
 def _extract_and_verify(zoo, method: str, n: int, seed: int, tmp_path, capsys, extra=()) -> dict:
@@ -29,8 +46,26 @@ def _extract_and_verify(zoo, method: str, n: int, seed: int, tmp_path, capsys, e
     from ipguard_tf.cli import main
 
     fp = tmp_path / f"{method}.npz"
-    assert main(["-q", "extract", "--model", str(zoo / "target.keras"), "--method", method, "--n", str(n),
-                 "--seed", str(seed), "--out", str(fp), *extra]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(zoo / "target.keras"),
+                "--method",
+                method,
+                "--n",
+                str(n),
+                "--seed",
+                str(seed),
+                "--out",
+                str(fp),
+                *extra,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(zoo), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -54,9 +89,22 @@ def test_every_planned_member_is_recorded(sac_zoo):
     names = [r["name"] for r in manifest["models"]]
     assert names == [n for n, _, _ in plan(_tiny_profile())]
     fams = {r["family"] for r in manifest["models"]}
-    assert fams == {"source", "extract_l", "extract_p", "extract_adv", "finetune_a", "finetune_l", "prune",
-                    "transfer_a", "transfer_l", "adv_finetune", "quantized", "irrelevant", "cae_surrogate",
-                    "cae_reference"}
+    assert fams == {
+        "source",
+        "extract_l",
+        "extract_p",
+        "extract_adv",
+        "finetune_a",
+        "finetune_l",
+        "prune",
+        "transfer_a",
+        "transfer_l",
+        "adv_finetune",
+        "quantized",
+        "irrelevant",
+        "cae_surrogate",
+        "cae_reference",
+    }
     split = manifest["split"]
     assert split["defender"] == split["attacker"] == 1024 and len(split["indices_sha256"]) == 64
     recs = {r["name"]: r for r in manifest["models"]}
@@ -83,8 +131,8 @@ def test_every_planned_member_is_recorded(sac_zoo):
 @needs_fmnist
 def test_resumed_and_rebuilt_members_are_identical(sac_zoo):
     from ipguard_tf.zoo.members import load_member
-    from ipguard_tf.zoo.store import read_manifest
     from ipguard_tf.zoo.sac import SACZooBuilder
+    from ipguard_tf.zoo.store import read_manifest
 
     out, manifest, b = sac_zoo
     recs = {r["name"]: r for r in manifest["models"]}
@@ -143,8 +191,25 @@ def test_verify_says_what_it_will_rebuild_or_skips_it(sac_zoo, tmp_path, capsys)
 
     out, manifest, _ = sac_zoo
     fp = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--model", str(out / "target.keras"), "--method", "random", "--n", "5",
-                 "--seed", "2", "--out", str(fp)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(out / "target.keras"),
+                "--method",
+                "random",
+                "--n",
+                "5",
+                "--seed",
+                "2",
+                "--out",
+                str(fp),
+            ]
+        )
+        == 0
+    )
     (out / "irrelevant_lenet5_s1.keras").unlink()
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(fp), "--suspect", str(out), "--no-rebuild", "--json"]) == 0
@@ -176,16 +241,18 @@ def test_sac_m_compares_transfer_models_in_the_cli_and_the_sweep(sac_zoo, tmp_pa
 
     sus = load_zoo_suspects(out, other_label_sets=True)
     defender = sac_split(b._data(), subset=_tiny_profile().subset).defender
-    sw = Sweep(tmp_path / "sweep", load_member(out, "target"), defender.x, sus, n=20, progress=False,
-               train_y=defender.y)
+    sw = Sweep(
+        tmp_path / "sweep", load_member(out, "target"), defender.x, sus, n=20, progress=False, train_y=defender.y
+    )
     assert strategies_for("sac-m", ["TL"]) == ["-"] and strategies_for("ipguard", ["TL"]) == ["TL"]
     sac = sw.run("sac-m", "-", None)
     rnd = sw.run("random", "RR", None)
     assert "transfer_a" in sac["rates"] and "transfer_a" not in rnd["rates"]
     assert sac["higher_is_copy"] is False and rnd["higher_is_copy"] is True
     assert sac["rates"]["transfer_a"] >= 0.0 and sac["statistic"] == "sac_distance"
-    published = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "published" /
-                            "sac_appendix.json").read_text())
+    published = json.loads(
+        (Path(__file__).resolve().parents[1] / "experiments" / "published" / "sac_appendix.json").read_text()
+    )
     rows = {(r["attack"], r["method"]) for r in report.sac_table({"sac-m": sac, "random": rnd}, sus, published)}
     assert ("Transfer-A", "SAC-m") in rows and ("Transfer-A", "Random") not in rows
     assert ("Extract-L", "Random") in rows

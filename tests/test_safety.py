@@ -4,11 +4,10 @@ import pickle
 
 import numpy as np
 import pytest
-
 from conftest import SHAPE, make_tiny_keras3
+
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.models.safety import UnsafeModelError
-
 
 
 def _lambda_model(K):
@@ -54,8 +53,10 @@ def test_pickles_refused_unless_unsafe(tmp_path, tiny_data):
 def test_plain_models_load_in_safe_mode(tmp_path, tiny_data):
     m = make_tiny_keras3(0, softmax=True)
     m.save(tmp_path / "plain.keras")
-    np.testing.assert_array_equal(as_classifier(tmp_path / "plain.keras").predict_labels(tiny_data),
-                                  np.argmax(m.predict(tiny_data, verbose=0), axis=1))
+    np.testing.assert_array_equal(
+        as_classifier(tmp_path / "plain.keras").predict_labels(tiny_data),
+        np.argmax(m.predict(tiny_data, verbose=0), axis=1),
+    )
 
 
 def test_cli_refuses_with_one_line_and_accepts_unsafe(tmp_path, tiny_model, tiny_data, capsys):

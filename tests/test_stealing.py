@@ -3,7 +3,6 @@ probabilities, inputs never modified, each attack does what it says on tiny mode
 
 import numpy as np
 import pytest
-
 from conftest import CLASSES, SHAPE, make_tiny_keras3
 
 from ipguard_tf.core.errors import ParameterError
@@ -88,32 +87,53 @@ def test_step_schedule_decays_at_its_milestones():
     c = S.SGDRecipe(0.1, epochs=2, schedule="cosine")
     assert c.learning_rate_at(0, 10, 0) == 0.1 and c.learning_rate_at(5, 10, 1) == pytest.approx(0.05)
     # records of recipes written before the step schedule existed keep their keys
-    assert set(S.SGDRecipe(0.05, epochs=3).as_dict()) == {"learning_rate", "epochs", "momentum", "weight_decay",
-                                                         "batch_size", "schedule"}
+    assert set(S.SGDRecipe(0.05, epochs=3).as_dict()) == {
+        "learning_rate",
+        "epochs",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "schedule",
+    }
 
 
 def test_training_recipes_validate_and_keep_adam_records_unchanged():
     from ipguard_tf.zoo.train import RECIPES, Recipe
 
     assert set(RECIPES[("fashion_mnist", "fmnist_cnn")].as_dict()) == {
-        "architecture", "epochs", "batch_size", "learning_rate", "optimizer", "augmentation"}
+        "architecture",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "optimizer",
+        "augmentation",
+    }
     wrn = RECIPES[("cifar100", "wrn22_4")]
     assert wrn.sgd().nesterov and wrn.sgd().milestones == (60, 120, 160) and wrn.sgd().gamma == 0.2
     res = RECIPES[("cifar10", "resnet20")].sgd()
     assert res.learning_rate_at(0, 1, 91) == pytest.approx(0.01) and res.weight_decay == 1e-4
     assert Recipe(**RECIPES[("cifar10", "vgg16")].as_dict()) == RECIPES[("cifar10", "vgg16")]  # record round trip
-    for bad in (dict(optimizer="rmsprop"), dict(augmentation="cutout"), dict(weight_decay=1e-4),
-                dict(optimizer="sgd", schedule="step"), dict(optimizer="sgd", nesterov=True, momentum=0.0)):
+    for bad in (
+        dict(optimizer="rmsprop"),
+        dict(augmentation="cutout"),
+        dict(weight_decay=1e-4),
+        dict(optimizer="sgd", schedule="step"),
+        dict(optimizer="sgd", nesterov=True, momentum=0.0),
+    ):
         with pytest.raises(ParameterError):
             Recipe("lenet5", epochs=1, **bad)
 
 
 def test_recipe_checks():
-    for bad in (dict(learning_rate=0, epochs=1), dict(learning_rate=0.1, epochs=0),
-                dict(learning_rate=0.1, epochs=1, momentum=1.0), dict(learning_rate=0.1, epochs=1, schedule="step"),
-                dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(5, 3)),
-                dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(3,), gamma=1.5),
-                dict(learning_rate=0.1, epochs=1, batch_size=0)):
+    for bad in (
+        dict(learning_rate=0, epochs=1),
+        dict(learning_rate=0.1, epochs=0),
+        dict(learning_rate=0.1, epochs=1, momentum=1.0),
+        dict(learning_rate=0.1, epochs=1, schedule="step"),
+        dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(5, 3)),
+        dict(learning_rate=0.1, epochs=1, schedule="step", milestones=(3,), gamma=1.5),
+        dict(learning_rate=0.1, epochs=1, batch_size=0),
+    ):
         with pytest.raises(ParameterError):
             S.SGDRecipe(**bad)
 
@@ -148,8 +168,7 @@ def test_extract_probabilities_needs_probabilities_and_distils(victim, attack_x)
         S.extract_probabilities(Oracle(victim), attack_x, lambda: make_tiny_keras3(9), progress=False)
     o = Oracle(victim, output="probabilities")
     recipe = S.SGDRecipe(0.1, epochs=30, batch_size=64, schedule="cosine")
-    student, info = S.extract_probabilities(o, attack_x, lambda: make_tiny_keras3(9), recipe=recipe,
-                                            progress=False)
+    student, info = S.extract_probabilities(o, attack_x, lambda: make_tiny_keras3(9), recipe=recipe, progress=False)
     assert info["queries"] == len(attack_x) and info["temperature"] == S.EXTRACT_P_TEMPERATURE
     test_x = np.random.default_rng(98).random((200,) + SHAPE, dtype=np.float32)
     assert _agreement(student, victim, test_x) > _agreement(make_tiny_keras3(9), victim, test_x) + 0.2
@@ -160,9 +179,15 @@ def test_extract_adversarial_copies_the_student(victim, attack_x):
     before = _weights(student)
     o = Oracle(victim)
     labels = o.labels(attack_x)
-    new, info = S.extract_adversarial(o, attack_x[:64], student, labels=labels[:64],
-                                      recipe=S.SGDRecipe(1e-2, epochs=1, momentum=0, weight_decay=0, batch_size=32),
-                                      steps=3, progress=False)
+    new, info = S.extract_adversarial(
+        o,
+        attack_x[:64],
+        student,
+        labels=labels[:64],
+        recipe=S.SGDRecipe(1e-2, epochs=1, momentum=0, weight_decay=0, batch_size=32),
+        steps=3,
+        progress=False,
+    )
     assert info["queries"] == 0  # the thief kept Extract-L's labels
     assert _same(before, student.get_weights()) and not _same(before, new.get_weights())
 
@@ -179,7 +204,9 @@ def test_finetune_last_only_changes_only_the_head(victim, attack_x):
         assert changed == (src.name in head and bool(src.weights)), layer.name
         assert layer.trainable == src.trainable
     everything = S.finetune(victim, attack_x, y, recipe=r, progress=False)
-    assert all(not _same(a.get_weights(), b.get_weights()) for a, b in zip(everything.layers, victim.layers) if a.weights)
+    assert all(
+        not _same(a.get_weights(), b.get_weights()) for a, b in zip(everything.layers, victim.layers) if a.weights
+    )
     assert _same(before, victim.get_weights())
 
 
@@ -197,16 +224,27 @@ def test_transfer_gets_a_new_head(victim, attack_x):
 def test_adversarial_finetune_leaves_the_source(victim, attack_x):
     y = np.argmax(victim.predict(attack_x, verbose=0), 1)
     before = _weights(victim)
-    new = S.adversarial_finetune(victim, attack_x[:64], y[:64], steps=2,
-                                 recipe=S.SGDRecipe(0.01, epochs=1, batch_size=32), progress=False)
+    new = S.adversarial_finetune(
+        victim, attack_x[:64], y[:64], steps=2, recipe=S.SGDRecipe(0.01, epochs=1, batch_size=32), progress=False
+    )
     assert _same(before, victim.get_weights()) and not _same(before, new.get_weights())
 
 
 def test_fine_pruning_snapshots_reach_their_fractions(victim, attack_x):
     y = np.argmax(victim.predict(attack_x, verbose=0), 1)
     before = _weights(victim)
-    snaps = S.fine_prune(victim, attack_x, y, max_fraction=0.75, snapshots=4, refresh=1, finetune_every=1,
-                         finetune_examples=64, batch_size=32, progress=False)
+    snaps = S.fine_prune(
+        victim,
+        attack_x,
+        y,
+        max_fraction=0.75,
+        snapshots=4,
+        refresh=1,
+        finetune_every=1,
+        finetune_examples=64,
+        batch_size=32,
+        progress=False,
+    )
     fractions = [f for f, _ in snaps]
     assert fractions == [0.25, 0.5, 0.75]  # the conv layer has 4 channels: one more pruned each time
     for f, m in snaps:
@@ -226,10 +264,23 @@ def test_sgd_recipes_train_through_train_model_repeatably():
     from ipguard_tf.zoo.train import Recipe, train_model
 
     rng = np.random.default_rng(0)
-    ds = SimpleNamespace(x_train=rng.random((96, 28, 28, 1), dtype=np.float32), y_train=rng.integers(0, 10, 96),
-                         input_shape=(28, 28, 1), num_classes=10)
-    r = Recipe("lenet5", epochs=2, batch_size=32, learning_rate=0.05, optimizer="sgd", weight_decay=5e-4,
-               schedule="step", milestones=(1,), augmentation="crop4+flip")
+    ds = SimpleNamespace(
+        x_train=rng.random((96, 28, 28, 1), dtype=np.float32),
+        y_train=rng.integers(0, 10, 96),
+        input_shape=(28, 28, 1),
+        num_classes=10,
+    )
+    r = Recipe(
+        "lenet5",
+        epochs=2,
+        batch_size=32,
+        learning_rate=0.05,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        schedule="step",
+        milestones=(1,),
+        augmentation="crop4+flip",
+    )
     a, b = (train_model(ds, r, seed=3, verbose=0) for _ in range(2))
     assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     c = train_model(ds, r, seed=4, verbose=0)

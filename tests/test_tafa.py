@@ -119,17 +119,23 @@ def _trained_regressor(seed, x, y, epochs=30, init=None):
 def test_bend_rate_direction_on_a_toy_positive_and_negative():
     """A regressor (any output shape works): the target's bend rate is 1 on its kept points, a fine-tuned copy's
     stays high, an independently trained model's is clearly lower."""
+    from ipguard_tf.core.tafa_statistics import bend_rate, second_difference
     from ipguard_tf.methods.tafa.boundary import find_boundary_points
     from ipguard_tf.methods.tafa.probe import ReluProbe
-    from ipguard_tf.core.tafa_statistics import bend_rate, second_difference
     from ipguard_tf.models.outputs import keras_outputs
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1024, 6)).astype(np.float32)
     y = np.stack([np.sin(x[:, 0]) + x[:, 1], np.abs(x[:, 2] - x[:, 3]), x[:, 4] * x[:, 5]], 1).astype(np.float32)
     target = _trained_regressor(0, x, y)
-    pts = find_boundary_points(ReluProbe(target), rng.standard_normal((200, 6)).astype(np.float32), seed=3,
-                               reach=3.0, domain=None, progress=False)
+    pts = find_boundary_points(
+        ReluProbe(target),
+        rng.standard_normal((200, 6)).astype(np.float32),
+        seed=3,
+        reach=3.0,
+        domain=None,
+        progress=False,
+    )
     f_t = keras_outputs(target)
     keep = second_difference(f_t, pts.x, pts.normal) > second_difference(f_t, pts.control, pts.normal)
     assert keep.mean() > 0.5
@@ -141,7 +147,7 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
     r_neg = bend_rate(keras_outputs(negative), xs, cs, ns)
     assert r_pos > r_neg + 0.1, (r_pos, r_neg)  # measured here: 0.72 vs 0.51
     assert r_neg < 0.8
-    with pytest.raises(Exception):
+    with pytest.raises(ParameterError):
         bend_rate(f_t, xs, cs[:1], ns)
     # output agreement: the target agrees with its own outputs everywhere, the independent model less
     from ipguard_tf.core.tafa_statistics import output_agreement, scaled_bend_rate
@@ -162,7 +168,7 @@ def test_bend_rate_direction_on_a_toy_positive_and_negative():
         assert 0.0 <= n_ < p_ <= 1.0, (p_, n_)
     flat = lambda z: np.zeros((len(z), 3), np.float32)  # noqa: E731 - a constant model: no slope, no variation
     assert slope_agreement(flat, xs, ns, slopes) == 0.0 and output_correlation(flat, xs, outs) == 0.0
-    with pytest.raises(Exception):
+    with pytest.raises(ParameterError):
         slope_agreement(f_t, xs, ns, slopes[:, :3])
 
 
@@ -185,8 +191,15 @@ def test_tafa_method_extracts_saves_and_matches_itself(tmp_path):
     fp = registry.build("tafa", task="generator", seed=1, reach=3.0).generate(gen, 30)
     assert len(fp) == 30 and fp.metadata["task"] == "generator" and fp.metadata["input_range"] is None
     assert fp.outputs.shape == (30, 16) and (fp.y == -1).all()
-    pts = BoundaryPoints(x=fp.x, control=fp.control, neuron=fp.neuron, layer=fp.layer, preact=fp.objective,
-                         normal=fp.normal, pattern=fp.pattern)
+    pts = BoundaryPoints(
+        x=fp.x,
+        control=fp.control,
+        neuron=fp.neuron,
+        layer=fp.layer,
+        preact=fp.objective,
+        normal=fp.normal,
+        pattern=fp.pattern,
+    )
     assert check_points(ReluProbe(gen), pts).all()
     save_fingerprint(fp, tmp_path / "fp.npz")
     back = load_fingerprint(tmp_path / "fp.npz")
@@ -260,8 +273,26 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.Dense(16, activation="relu")(h)))
     model.save(tmp_path / "reg.keras")
     out = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
-                 "--n", "20", "--out", str(out), "--no-checkpoint"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--method",
+                "tafa",
+                "--task",
+                "regressor",
+                "--model",
+                str(tmp_path / "reg.keras"),
+                "--n",
+                "20",
+                "--out",
+                str(out),
+                "--no-checkpoint",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -269,15 +300,60 @@ def test_tafa_cli_extract_and_verify_a_regressor(tmp_path, capsys):
     assert rows[0]["verdict"] == 1 and rows[0]["threshold"] == 0.6
     assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras")]) == 0
     assert "output_correlation >= threshold: verdict 1" in capsys.readouterr().out  # higher = copy
-    assert main(["-q", "verify", "--fingerprint", str(out), "--suspect", str(tmp_path / "reg.keras"), "--report",
-                 str(tmp_path / "report.html")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(out),
+                "--suspect",
+                str(tmp_path / "reg.keras"),
+                "--report",
+                str(tmp_path / "report.html"),
+            ]
+        )
+        == 0
+    )
     report = (tmp_path / "report.html").read_text()
     assert "TAFA, reconstructed" in report and "labels many of them" not in report
-    assert main(["-q", "extract", "--method", "tafa", "--task", "regressor", "--model", str(tmp_path / "reg.keras"),
-                 "--n", "20", "--out", str(tmp_path / "fp2.npz"), "--no-checkpoint", "--tafa-statistic",
-                 "bend_rate"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--method",
+                "tafa",
+                "--task",
+                "regressor",
+                "--model",
+                str(tmp_path / "reg.keras"),
+                "--n",
+                "20",
+                "--out",
+                str(tmp_path / "fp2.npz"),
+                "--no-checkpoint",
+                "--tafa-statistic",
+                "bend_rate",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["-q", "verify", "--fingerprint", str(tmp_path / "fp2.npz"), "--suspect", str(tmp_path / "reg.keras"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(tmp_path / "fp2.npz"),
+                "--suspect",
+                str(tmp_path / "reg.keras"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["statistic"] == "bend_rate" and rows[0]["value"] == 1.0
 
@@ -295,14 +371,29 @@ def test_experiment_script_on_its_tiny_config(tmp_path):
     assert exp.main(["--config", cfg, "--out", str(tmp_path), "--quiet"]) == 0
     with open(tmp_path / "summary.csv") as fh:
         summary = {(r["task"], r["statistic"]): r for r in csv.DictReader(fh)}
-    assert set(summary) == {(t, s) for t in ("generator", "regressor")
-                            for s in ("bend_rate", "scaled_bend_rate", "output_agreement", "output_correlation",
-                                      "slope_agreement", "output_correlation_at_starts")}
+    assert set(summary) == {
+        (t, s)
+        for t in ("generator", "regressor")
+        for s in (
+            "bend_rate",
+            "scaled_bend_rate",
+            "output_agreement",
+            "output_correlation",
+            "slope_agreement",
+            "output_correlation_at_starts",
+        )
+    }
     # the target agrees with itself at every point, and bends more at each kept point than at its control
-    assert all(float(summary[(t, s)]["target_rate"]) == 1.0 for t in ("generator", "regressor")
-               for s in ("bend_rate", "output_agreement"))
-    assert all(abs(float(summary[(t, s)]["target_rate"]) - 1.0) < 1e-6 for t in ("generator", "regressor")
-               for s in ("output_correlation", "slope_agreement", "output_correlation_at_starts"))
+    assert all(
+        float(summary[(t, s)]["target_rate"]) == 1.0
+        for t in ("generator", "regressor")
+        for s in ("bend_rate", "output_agreement")
+    )
+    assert all(
+        abs(float(summary[(t, s)]["target_rate"]) - 1.0) < 1e-6
+        for t in ("generator", "regressor")
+        for s in ("output_correlation", "slope_agreement", "output_correlation_at_starts")
+    )
     with open(tmp_path / "rates.csv") as fh:
         rates = list(csv.DictReader(fh))
     assert {r["role"] for r in rates} == {"positive", "negative"}

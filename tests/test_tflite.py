@@ -6,12 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import SHAPE, make_tiny_keras3, make_tiny_tf_keras
 
-from ipguard_tf.models import tflite
 from ipguard_tf.cli import main
 from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.models import tflite
 from ipguard_tf.models.classifier import as_classifier
 
 
@@ -43,7 +42,10 @@ def _interpreter_labels_one_by_one(content: bytes, x: np.ndarray) -> np.ndarray:
     for row in x:
         v = row[None]
         if d_in["dtype"] != np.float32:
-            scale, zero = d_in["quantization_parameters"]["scales"][0], d_in["quantization_parameters"]["zero_points"][0]
+            scale, zero = (
+                d_in["quantization_parameters"]["scales"][0],
+                d_in["quantization_parameters"]["zero_points"][0],
+            )
             info = np.iinfo(d_in["dtype"])
             v = np.clip(np.round(v / scale) + zero, info.min, info.max).astype(d_in["dtype"])
         it.set_tensor(d_in["index"], v)
@@ -150,14 +152,53 @@ def test_cli_verifies_int8_and_float16_copies(tmp_path, capsys):
     target = _fmnist_model(0)
     target.save(tmp_path / "target.keras")
     fp_path = tmp_path / "fp.npz"
-    assert main(["-q", "extract", "--model", str(tmp_path / "target.keras"), "--init", "R", "--label", "R",
-                 "--n", "12", "--max-iter", "20", "--k", "1", "--seed", "0", "--out", str(fp_path)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--model",
+                str(tmp_path / "target.keras"),
+                "--init",
+                "R",
+                "--label",
+                "R",
+                "--n",
+                "12",
+                "--max-iter",
+                "20",
+                "--k",
+                "1",
+                "--seed",
+                "0",
+                "--out",
+                str(fp_path),
+            ]
+        )
+        == 0
+    )
     fp = load_fingerprint(fp_path)
     rep = np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32)
-    paths = {m: tflite.save(tflite.convert(target, m, rep), tmp_path / f"target_{m}.tflite") for m in ("int8", "float16")}
+    paths = {
+        m: tflite.save(tflite.convert(target, m, rep), tmp_path / f"target_{m}.tflite") for m in ("int8", "float16")
+    }
     capsys.readouterr()
-    assert main(["-q", "verify", "--fingerprint", str(fp_path), "--suspect", str(paths["int8"]),
-                 "--suspect", str(paths["float16"]), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify",
+                "--fingerprint",
+                str(fp_path),
+                "--suspect",
+                str(paths["int8"]),
+                "--suspect",
+                str(paths["float16"]),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     for row, mode in zip(rows, ("int8", "float16")):
         own = _interpreter_labels_one_by_one(paths[mode].read_bytes(), fp.x)

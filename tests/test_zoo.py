@@ -21,7 +21,7 @@ def small_ds():
     y = rng.integers(0, 10, n_train + n_test)
     for i, c in enumerate(y):
         r, col = divmod(int(c), 4)
-        x[i, r * 7:(r + 1) * 7, col * 7:(col + 1) * 7] += 0.7
+        x[i, r * 7 : (r + 1) * 7, col * 7 : (col + 1) * 7] += 0.7
     x = np.clip(x, 0, 1)
     return Dataset("fashion_mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
 
@@ -33,8 +33,9 @@ def trained(small_ds):
     return train_model(small_ds, Recipe("fmnist_cnn", epochs=3), seed=0, verbose=0)
 
 
-@pytest.mark.parametrize("name, params", [("fmnist_cnn", 220234), ("lenet5", 61706), ("resnet20", None),
-                                          ("vgg16", None), ("wrn22_4", None)])
+@pytest.mark.parametrize(
+    "name, params", [("fmnist_cnn", 220234), ("lenet5", 61706), ("resnet20", None), ("vgg16", None), ("wrn22_4", None)]
+)
 def test_architectures_build_on_28x28(name, params):
     import keras
 
@@ -64,8 +65,9 @@ def _weights(m):
     return [w.copy() for w in m.get_weights()]
 
 
-@pytest.mark.parametrize("fn", [P.fine_tune_last_layer, P.fine_tune_all_layers, P.retrain_last_layer,
-                                P.retrain_all_layers])
+@pytest.mark.parametrize(
+    "fn", [P.fine_tune_last_layer, P.fine_tune_all_layers, P.retrain_last_layer, P.retrain_all_layers]
+)
 def test_finetune_retrain_pure_and_scoped(fn, trained, small_ds):
     before = _weights(trained)
     new = fn(trained, small_ds, epochs=1, verbose=0)
@@ -131,8 +133,10 @@ def test_forest_skops_round_trip(small_ds, tmp_path):
     rf = train_forest(small_ds, seed=1)
     save_forest(rf, tmp_path / "rf.skops")
     back = load_forest(tmp_path / "rf.skops")
-    np.testing.assert_array_equal(as_classifier(back).predict_labels(small_ds.x_test),
-                                  rf.predict(small_ds.x_test.reshape(len(small_ds.x_test), -1)))
+    np.testing.assert_array_equal(
+        as_classifier(back).predict_labels(small_ds.x_test),
+        rf.predict(small_ds.x_test.reshape(len(small_ds.x_test), -1)),
+    )
     assert len(back.estimators_) == 20
 
 
@@ -143,8 +147,7 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     from ipguard_tf.zoo import builder as B
     from ipguard_tf.zoo.members import load_member
 
-    prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2,
-                     cae_members=1)
+    prof = B.Profile("test", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2, cae_members=1)
     out = tmp_path / "zoo"
     calls = []
     real_store = B.ZooBuilder._store
@@ -175,17 +178,32 @@ def test_builder_resumes_and_lists(small_ds, tmp_path, capsys, monkeypatch):
     m = B.ZooBuilder("fashion_mnist", out, prof, dataset=small_ds, verbose=0).build()
     assert not set(trained_again) & set(done), "a resumed build retrains nothing already recorded"
     names = {r["name"] for r in m["models"]}
-    assert {"target", "ftll", "ftal", "rtll", "rtal", "same_arch_seed01", "same_arch_seed02", "lenet5_seed01",
-            "rf_seed01", "tflite_float16", "tflite_int8"} <= names
+    assert {
+        "target",
+        "ftll",
+        "ftal",
+        "rtll",
+        "rtal",
+        "same_arch_seed01",
+        "same_arch_seed02",
+        "lenet5_seed01",
+        "rf_seed01",
+        "tflite_float16",
+        "tflite_int8",
+    } <= names
     quant = {r["name"]: r for r in m["models"] if r["family"] == "quantized"}
     assert quant["tflite_int8"]["params"]["calibration_examples"] > 0 and quant["tflite_int8"]["file"].endswith(
-        ".tflite")
+        ".tflite"
+    )
     wp = [r for r in m["models"] if r["family"] == "WP"]
     for r in wp:
         assert abs(r["measured_sparsity"] - r["sparsity"]) <= 0.01
     for r in m["models"]:
-        assert r["role"] in ("target", "positive", "negative", "surrogate", "reference") and "seed" in r and \
-            "test_accuracy" in r
+        assert (
+            r["role"] in ("target", "positive", "negative", "surrogate", "reference")
+            and "seed" in r
+            and "test_accuracy" in r
+        )
         assert (out / r["file"]).exists()
     assert m["complete"]
     # CAE's ensemble: the surrogate is a student of the target (trained on the target's labels, not the true
@@ -294,5 +312,6 @@ def test_last_layer_training_keeps_frozen_layers_frozen(fn, small_ds):
     new = fn(model, small_ds, epochs=1, verbose=0)
     assert [l.trainable for l in new.layers] == [l.trainable for l in model.layers]
     assert not new.get_layer("pixel_preprocess").trainable and new.get_layer("conv").trainable
-    np.testing.assert_array_equal(new.get_layer("pixel_preprocess").get_weights()[0],
-                                  model.get_layer("pixel_preprocess").get_weights()[0])
+    np.testing.assert_array_equal(
+        new.get_layer("pixel_preprocess").get_weights()[0], model.get_layer("pixel_preprocess").get_weights()[0]
+    )

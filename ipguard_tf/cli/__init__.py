@@ -19,12 +19,13 @@ from ipguard_tf.cli.common import EXIT_INTERNAL, EXIT_USER_ERROR, Parser, run_co
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_USER_ERROR", "EXIT_INTERNAL"]
 
 #: command name -> its module (``add_parser``, ``run``), in the order ``--help`` lists them
-COMMANDS = {"extract": extract, "verify": verify, "calibrate": calibrate, "zoo": zoo, "protect": protect,
-            "demo": demo}
+COMMANDS = {"extract": extract, "verify": verify, "calibrate": calibrate, "zoo": zoo, "protect": protect, "demo": demo}
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="ipguard", description="IPGuard fingerprinting of Keras classifiers (Cao, Jia, Gong, AsiaCCS 2021).")
+    p = Parser(
+        prog="ipguard", description="IPGuard fingerprinting of Keras classifiers (Cao, Jia, Gong, AsiaCCS 2021)."
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logging")
     sub = subparsers(p, "command", "COMMAND")
@@ -37,8 +38,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
     if args.quiet:
         os.environ["IPGUARD_NO_PROGRESS"] = "1"
     return run_command(COMMANDS[args.command].run, args)

@@ -16,8 +16,8 @@ import sys
 import warnings
 from typing import Any, Callable, Optional
 
-from ipguard_tf.core.errors import IPGuardError, ParameterError
 from ipguard_tf.core.checks import check_number, range_text
+from ipguard_tf.core.errors import IPGuardError, ParameterError
 
 log = logging.getLogger("ipguard_tf")
 
@@ -60,8 +60,9 @@ def number(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
         try:
             return check_number(v, "value", lo, hi, low_open=strict)
         except ParameterError:
-            raise argparse.ArgumentTypeError(f"expected a finite number {range_text(lo, hi, low_open=strict)}, "
-                                             f"got {s!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {range_text(lo, hi, low_open=strict)}, got {s!r}"
+            ) from None
 
     return parse
 
@@ -95,8 +96,10 @@ def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        sys.stderr.write(f"ipguard: internal error (a bug, please report it): {type(exc).__name__}: {msg[:300]} "
-                         "(rerun with --debug for the traceback)\n")
+        sys.stderr.write(
+            f"ipguard: internal error (a bug, please report it): {type(exc).__name__}: {msg[:300]} "
+            "(rerun with --debug for the traceback)\n"
+        )
         return EXIT_INTERNAL
 
 

@@ -20,5 +20,10 @@ def run(args: argparse.Namespace) -> int:
     # TensorFlow is imported here, not at the top: --help stays instant
     from ipguard_tf.evaluation.demo import run_demo
 
-    return run_demo(workdir=args.workdir, pretrained=args.pretrained, data_dir=args.data_dir, seed=args.seed,
-                    progress=not args.quiet)
+    return run_demo(
+        workdir=args.workdir,
+        pretrained=args.pretrained,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        progress=not args.quiet,
+    )

@@ -36,6 +36,7 @@ def _registry_number(pairs: Sequence[Tuple[registry.MethodSpec, registry.Param]]
 
 def _registry_help(pairs: Sequence[Tuple[registry.MethodSpec, registry.Param]]) -> str:
     """``help (default D)``, or per method where methods differ in what the flag means or its default."""
+
     def shown(p: registry.Param) -> str:
         if p.shown is not None:
             return p.shown
@@ -50,8 +51,9 @@ def _registry_help(pairs: Sequence[Tuple[registry.MethodSpec, registry.Param]]) 
         if len(defaults) == 1:
             parts.append(f"{who}{text} (default {next(iter(defaults))})")
         else:
-            parts.append(f"{who}{text} (default " + "; ".join(f"{d} for {', '.join(n)}" for d, n in
-                                                               defaults.items()) + ")")
+            parts.append(
+                f"{who}{text} (default " + "; ".join(f"{d} for {', '.join(n)}" for d, n in defaults.items()) + ")"
+            )
     return "; ".join(parts)
 
 
@@ -61,9 +63,13 @@ def _flag_dest(flag: str) -> str:
 
 def add_method_options(e: argparse.ArgumentParser) -> None:
     """``--method`` and one option per hyperparameter flag of the registered methods."""
-    e.add_argument("--method", default="ipguard", choices=registry.names(),
-                   help="fingerprinting method (default ipguard): " + "; ".join(
-                       f"{s.name}: {s.summary}" for s in registry.specs()))
+    e.add_argument(
+        "--method",
+        default="ipguard",
+        choices=registry.names(),
+        help="fingerprinting method (default ipguard): "
+        + "; ".join(f"{s.name}: {s.summary}" for s in registry.specs()),
+    )
     for flag, pairs in registry.cli_flags().items():
         p = pairs[0][1]
         kw: dict = {"default": None, "dest": _flag_dest(flag), "help": _registry_help(pairs)}
@@ -81,27 +87,53 @@ def add_method_options(e: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: Any) -> None:
     e = sub.add_parser("extract", help="extract a fingerprint from a target model")
-    e.add_argument("--model", required=True,
-                   help="target model: .keras, .h5, SavedModel folder, or imagenet:NAME (Keras Applications)")
-    e.add_argument("--weights", default="imagenet",
-                   help="for imagenet:NAME models: 'imagenet' (Keras download/cache), a folder of weight files, or none")
-    e.add_argument("--dataset", default="fashion_mnist", choices=list(LOADERS),
-                   help="training data for the T initialisation and the input domain (default fashion_mnist)")
+    e.add_argument(
+        "--model",
+        required=True,
+        help="target model: .keras, .h5, SavedModel folder, or imagenet:NAME (Keras Applications)",
+    )
+    e.add_argument(
+        "--weights",
+        default="imagenet",
+        help="for imagenet:NAME models: 'imagenet' (Keras download/cache), a folder of weight files, or none",
+    )
+    e.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        choices=list(LOADERS),
+        help="training data for the T initialisation and the input domain (default fashion_mnist)",
+    )
     e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
     add_method_options(e)
     e.add_argument("--n", type=positive_int, default=C.N_POINTS, help=f"number of points (default {C.N_POINTS})")
-    e.add_argument("--input-scale", type=number(0.0, strict=True), default=1.0,
-                   help="multiply [0,1] inputs by this before the model (e.g. 255)")
-    e.add_argument("--mirrored", action="store_true",
-                   help="spread the points over all GPUs with tf.distribute.MirroredStrategy")
+    e.add_argument(
+        "--input-scale",
+        type=number(0.0, strict=True),
+        default=1.0,
+        help="multiply [0,1] inputs by this before the model (e.g. 255)",
+    )
+    e.add_argument(
+        "--mirrored", action="store_true", help="spread the points over all GPUs with tf.distribute.MirroredStrategy"
+    )
     e.add_argument("--out", required=True, help="fingerprint file to write (.npz)")
-    e.add_argument("--unsafe", action="store_true",
-                   help="allow model files whose loading runs code (Keras Lambda layers, pickles); off by default")
-    e.add_argument("--checkpoint", default=None,
-                   help="file where the search state is saved while it runs; a re-run after an interruption resumes "
-                        "from it and gives the same fingerprint (default OUT.checkpoint.npz; removed when done)")
-    e.add_argument("--checkpoint-every", type=number(0.0), default=60.0, metavar="SECONDS",
-                   help="seconds between checkpoint saves (default 60; 0: after every graph call)")
+    e.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow model files whose loading runs code (Keras Lambda layers, pickles); off by default",
+    )
+    e.add_argument(
+        "--checkpoint",
+        default=None,
+        help="file where the search state is saved while it runs; a re-run after an interruption resumes "
+        "from it and gives the same fingerprint (default OUT.checkpoint.npz; removed when done)",
+    )
+    e.add_argument(
+        "--checkpoint-every",
+        type=number(0.0),
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between checkpoint saves (default 60; 0: after every graph call)",
+    )
     e.add_argument("--no-checkpoint", action="store_true", help="do not save or resume a checkpoint")
 
 
@@ -116,8 +148,10 @@ def method_params(args: argparse.Namespace) -> dict:
             continue
         mine = [p for s, p in pairs if s is spec]
         if not mine:
-            raise ParameterError(f"{flag} does not apply to --method {spec.name} (it is a parameter of "
-                                 f"{', '.join(s.name for s, _ in pairs)})")
+            raise ParameterError(
+                f"{flag} does not apply to --method {spec.name} (it is a parameter of "
+                f"{', '.join(s.name for s, _ in pairs)})"
+            )
         params[mine[0].name] = value
     return params
 
@@ -131,23 +165,37 @@ def run(args: argparse.Namespace) -> int:
     spec = registry.get(args.method)
     params = method_params(args)
     init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data
-    model = resolve_model(args.model, weights=args.weights, input_scale=args.input_scale, unsafe=args.unsafe,
-                          raw=spec.task_agnostic)  # TAFA: the raw model (any task), no data
+    model = resolve_model(
+        args.model, weights=args.weights, input_scale=args.input_scale, unsafe=args.unsafe, raw=spec.task_agnostic
+    )  # TAFA: the raw model (any task), no data
     train_x, train_y = (None, None) if spec.task_agnostic else _training_data(args, params, init)
-    method = registry.build(args.method, progress=not args.quiet, distribute=_mirrored() if args.mirrored else None,
-                            **params, **method_inputs(args.method, params, args.data_dir))
+    method = registry.build(
+        args.method,
+        progress=not args.quiet,
+        distribute=_mirrored() if args.mirrored else None,
+        **params,
+        **method_inputs(args.method, params, args.data_dir),
+    )
     ckpt = None if args.no_checkpoint else (args.checkpoint or f"{args.out}.checkpoint.npz")
-    fp = method.generate(model, args.n, train_x, train_y=train_y,
-                         dataset=None if spec.task_agnostic else args.dataset, checkpoint=ckpt,
-                         checkpoint_every=args.checkpoint_every)
+    fp = method.generate(
+        model,
+        args.n,
+        train_x,
+        train_y=train_y,
+        dataset=None if spec.task_agnostic else args.dataset,
+        checkpoint=ckpt,
+        checkpoint_every=args.checkpoint_every,
+    )
     fp.metadata["command"] = command_line(args)
     fp.metadata["input_scale"] = args.input_scale
     digest = save_fingerprint(fp, args.out)
     if ckpt is not None:
         Path(ckpt).unlink(missing_ok=True)
-    print(f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}"
-          f"{'' if method.strategy == '-' else '-' + method.strategy}, "
-          f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}")
+    print(
+        f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), method {args.method}"
+        f"{'' if method.strategy == '-' else '-' + method.strategy}, "
+        f"{fp.metadata['seconds']:.1f} s, sha256 {digest[:16]}"
+    )
     return 0
 
 
@@ -170,6 +218,9 @@ def _mirrored():
     import tensorflow as tf
 
     strategy = tf.distribute.MirroredStrategy()
-    log.info("MirroredStrategy over %d replica(s): %s", strategy.num_replicas_in_sync,
-             ", ".join(strategy.extended.worker_devices))
+    log.info(
+        "MirroredStrategy over %d replica(s): %s",
+        strategy.num_replicas_in_sync,
+        ", ".join(strategy.extended.worker_devices),
+    )
     return strategy

@@ -21,48 +21,104 @@ log = logging.getLogger("ipguard_tf")
 def add_parser(sub: Any) -> None:
     v = sub.add_parser("verify", help="verify suspects against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint file from 'ipguard extract'")
-    v.add_argument("--suspect", action="append", default=[],
-                   help="suspect model, or a zoo folder (all its suspects, with R/U/ARUC); repeatable")
-    v.add_argument("--suspect-url", action="append", default=[], metavar="URL",
-                   help="suspect behind a prediction API: http(s)://HOST/v1/models/NAME (TensorFlow Serving) or "
-                        "/v2/models/NAME (Open Inference Protocol: KServe, Triton, MLServer); repeatable")
-    v.add_argument("--protocol", choices=["tfserving", "v2"], default=None,
-                   help="wire protocol of --suspect-url (default: from the URL path)")
-    v.add_argument("--output", choices=["auto", "labels", "probabilities"], default="auto",
-                   help="what the API answers per point: a class label, or a row of class scores (default auto: "
-                        "either, checked)")
-    v.add_argument("--batch-size", type=positive_int, default=None,
-                   help="points per request to a --suspect-url (default 32) or per local batch")
+    v.add_argument(
+        "--suspect",
+        action="append",
+        default=[],
+        help="suspect model, or a zoo folder (all its suspects, with R/U/ARUC); repeatable",
+    )
+    v.add_argument(
+        "--suspect-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="suspect behind a prediction API: http(s)://HOST/v1/models/NAME (TensorFlow Serving) or "
+        "/v2/models/NAME (Open Inference Protocol: KServe, Triton, MLServer); repeatable",
+    )
+    v.add_argument(
+        "--protocol",
+        choices=["tfserving", "v2"],
+        default=None,
+        help="wire protocol of --suspect-url (default: from the URL path)",
+    )
+    v.add_argument(
+        "--output",
+        choices=["auto", "labels", "probabilities"],
+        default="auto",
+        help="what the API answers per point: a class label, or a row of class scores (default auto: either, checked)",
+    )
+    v.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="points per request to a --suspect-url (default 32) or per local batch",
+    )
     v.add_argument("--timeout", type=number(0.0, strict=True), default=None, help="seconds per request (default 30)")
-    v.add_argument("--retries", type=nonneg_int, default=None,
-                   help="retries after a timeout, dropped connection, HTTP 429 or 5xx (default 5)")
-    v.add_argument("--max-rps", type=number(0.0, strict=True), default=None,
-                   help="at most this many requests per second")
-    v.add_argument("--query-budget", type=nonneg_int, default=None,
-                   help="at most this many points sent to each --suspect-url (every attempt counts)")
-    v.add_argument("--progress-file", default=None,
-                   help="where answers to a --suspect-url are saved while it runs, for resuming (default: beside "
-                        "the fingerprint; removed when complete)")
+    v.add_argument(
+        "--retries",
+        type=nonneg_int,
+        default=None,
+        help="retries after a timeout, dropped connection, HTTP 429 or 5xx (default 5)",
+    )
+    v.add_argument(
+        "--max-rps", type=number(0.0, strict=True), default=None, help="at most this many requests per second"
+    )
+    v.add_argument(
+        "--query-budget",
+        type=nonneg_int,
+        default=None,
+        help="at most this many points sent to each --suspect-url (every attempt counts)",
+    )
+    v.add_argument(
+        "--progress-file",
+        default=None,
+        help="where answers to a --suspect-url are saved while it runs, for resuming (default: beside "
+        "the fingerprint; removed when complete)",
+    )
     v.add_argument("--data-dir", help="dataset folder, for zoo members rebuilt on demand")
-    v.add_argument("--weights", default="imagenet",
-                   help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none")
-    v.add_argument("--converged-only", action="store_true",
-                   help="verify on the fingerprint's converged points only (the paper's searches all converged)")
-    v.add_argument("--threshold", type=number(0.0, 1.0), default=None,
-                   help=f"threshold of the fingerprint's statistic for the verdict (default: the statistic's, "
-                        f"{C.DEFAULT_THRESHOLD} for the matching rate, {C.SAC_DEFAULT_THRESHOLD} for SAC's distance)")
-    v.add_argument("--input-scale", type=number(0.0, strict=True), default=None,
-                   help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)")
+    v.add_argument(
+        "--weights",
+        default="imagenet",
+        help="for imagenet:NAME suspects: 'imagenet', a folder of weight files, or none",
+    )
+    v.add_argument(
+        "--converged-only",
+        action="store_true",
+        help="verify on the fingerprint's converged points only (the paper's searches all converged)",
+    )
+    v.add_argument(
+        "--threshold",
+        type=number(0.0, 1.0),
+        default=None,
+        help=f"threshold of the fingerprint's statistic for the verdict (default: the statistic's, "
+        f"{C.DEFAULT_THRESHOLD} for the matching rate, {C.SAC_DEFAULT_THRESHOLD} for SAC's distance)",
+    )
+    v.add_argument(
+        "--input-scale",
+        type=number(0.0, strict=True),
+        default=None,
+        help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)",
+    )
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    v.add_argument("--no-rebuild", action="store_true",
-                   help="zoo suspects: skip members whose file is absent instead of rebuilding them (see the note "
-                        "printed before verification starts)")
-    v.add_argument("--unsafe", action="store_true",
-                   help="allow suspect files whose loading runs code (Keras Lambda layers, pickles, skops files with "
-                        "foreign types); off by default: a suspect is someone else's file")
-    v.add_argument("--report", default=None, metavar="HTML",
-                   help="also write a self-contained HTML ownership report (hashes, settings, every suspect's "
-                        "statistic, CI, p-value and verdict, plots)")
+    v.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="zoo suspects: skip members whose file is absent instead of rebuilding them (see the note "
+        "printed before verification starts)",
+    )
+    v.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow suspect files whose loading runs code (Keras Lambda layers, pickles, skops files with "
+        "foreign types); off by default: a suspect is someone else's file",
+    )
+    v.add_argument(
+        "--report",
+        default=None,
+        metavar="HTML",
+        help="also write a self-contained HTML ownership report (hashes, settings, every suspect's "
+        "statistic, CI, p-value and verdict, plots)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,22 +142,51 @@ def run(args: argparse.Namespace) -> int:
     shape = fp.metadata.get("input_shape") or list(fp.x.shape[1:])
     if any(d is None for d in shape):
         shape = list(fp.x.shape[1:])
-    remote = [R.RemoteSuspect(
-        url, num_classes=fp.metadata.get("num_classes"), input_shape=tuple(shape), input_scale=scale,
-        protocol=args.protocol, output=args.output, batch_size=args.batch_size or R.DEFAULT_REMOTE_BATCH,
-        timeout=args.timeout or R.DEFAULT_TIMEOUT, retries=R.DEFAULT_RETRIES if args.retries is None else args.retries,
-        max_rps=args.max_rps, query_budget=args.query_budget) for url in args.suspect_url]
+    remote = [
+        R.RemoteSuspect(
+            url,
+            num_classes=fp.metadata.get("num_classes"),
+            input_shape=tuple(shape),
+            input_scale=scale,
+            protocol=args.protocol,
+            output=args.output,
+            batch_size=args.batch_size or R.DEFAULT_REMOTE_BATCH,
+            timeout=args.timeout or R.DEFAULT_TIMEOUT,
+            retries=R.DEFAULT_RETRIES if args.retries is None else args.retries,
+            max_rps=args.max_rps,
+            query_budget=args.query_budget,
+        )
+        for url in args.suspect_url
+    ]
 
     def progress_path(s: R.RemoteSuspect) -> Path:
         return Path(args.progress_file) if args.progress_file else default_progress_path(args.fingerprint, s.endpoint)
 
-    rep = verify_suspects(fp, remote + list(args.suspect), threshold=args.threshold, batch_size=args.batch_size,
-                          input_scale=scale, weights=args.weights, unsafe=args.unsafe, data_dir=args.data_dir,
-                          rebuild=not args.no_rebuild, progress_path=progress_path, progress=not args.quiet,
-                          notice=notice)
+    rep = verify_suspects(
+        fp,
+        remote + list(args.suspect),
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        input_scale=scale,
+        weights=args.weights,
+        unsafe=args.unsafe,
+        data_dir=args.data_dir,
+        rebuild=not args.no_rebuild,
+        progress_path=progress_path,
+        progress=not args.quiet,
+        notice=notice,
+    )
     if args.report:
-        write_ownership_report(args.report, fp, rep.results, rep.roles, calibration=rep.calibration,
-                               summary=rep.summary, command=command_line(args), threshold_source=rep.threshold_source)
+        write_ownership_report(
+            args.report,
+            fp,
+            rep.results,
+            rep.roles,
+            calibration=rep.calibration,
+            summary=rep.summary,
+            command=command_line(args),
+            threshold_source=rep.threshold_source,
+        )
         log.info("wrote the ownership report %s", args.report)
     print_report(rep, as_json=args.json)
     return 0
@@ -130,14 +215,20 @@ def print_report(rep: Any, as_json: bool = False) -> None:
         pv = [("p-value (H0: independent)", "p", "{}")]
     print(format_table(rows, cols + [(stat.name, "value", fmt)] + ci + pv + [("verdict", "verdict", "{}")]))
     if results:
-        print(f"threshold {rep.threshold:g}, {rep.threshold_source} ({stat.name} {stat.rule} threshold: verdict 1 = "
-              "verified as a copy of the fingerprinted model)")
+        print(
+            f"threshold {rep.threshold:g}, {rep.threshold_source} ({stat.name} {stat.rule} threshold: verdict 1 = "
+            "verified as a copy of the fingerprinted model)"
+        )
         if cal is not None:
             print(cal.summary())
         elif stat.name == "matching_rate":
-            print("not calibrated: no p-values and no stated false-positive rate; 'ipguard calibrate "
-                  "--fingerprint F --negatives DIR' gives both")
+            print(
+                "not calibrated: no p-values and no stated false-positive rate; 'ipguard calibrate "
+                "--fingerprint F --negatives DIR' gives both"
+            )
     if summary:
-        print(f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
-              f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
-              f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}")
+        print(
+            f"positives {summary['n_positive']}, negatives {summary['n_negative']}: robustness "
+            f"{summary['robustness']:.2f}, uniqueness {summary['uniqueness']:.2f} at the threshold; "
+            f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}, gap {summary['gap']:+.2f}"
+        )

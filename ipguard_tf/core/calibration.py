@@ -36,17 +36,16 @@ from __future__ import annotations
 
 import base64
 import logging
-from functools import cached_property
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.constants import CALIBRATION_FPR
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.core.checks import check_number
-
 
 log = logging.getLogger(__name__)
 
@@ -226,45 +225,78 @@ class Calibration:
         mask = np.asarray(mask)
         if mask.dtype == bool and mask.shape != (self.n,):
             raise ParameterError(f"mask covers {mask.shape[0]} points, calibration {self.n}")
-        return Calibration(self.negatives, self.matches[:, mask], self.fpr, self.source, self.created,
-                           dict(self.extra))
+        return Calibration(self.negatives, self.matches[:, mask], self.fpr, self.source, self.created, dict(self.extra))
 
     def summary(self) -> str:
         """One line for a person: the null and the threshold it gives."""
         t = self.threshold
         tt = f"{t:.2f}" if t <= 1 else "none (no rate is that unlikely on these points)"
-        return (f"calibrated on {self.k} negatives ({self.source or 'unnamed'}): mean agreement {self.rates.mean():.3f} "
-                f"(range {self.rates.min():.2f}-{self.rates.max():.2f}), beta-binomial overdispersion "
-                f"{self.rho:.3f}; threshold at FPR {self.fpr:g}: {tt} (it accuses {self.empirical_fpr:.0%} of "
-                f"the calibration negatives)")
+        return (
+            f"calibrated on {self.k} negatives ({self.source or 'unnamed'}): mean agreement {self.rates.mean():.3f} "
+            f"(range {self.rates.min():.2f}-{self.rates.max():.2f}), beta-binomial overdispersion "
+            f"{self.rho:.3f}; threshold at FPR {self.fpr:g}: {tt} (it accuses {self.empirical_fpr:.0%} of "
+            f"the calibration negatives)"
+        )
 
     # -- storage ------------------------------------------------------------------------------------------------
     def to_metadata(self) -> Dict[str, Any]:
         """The JSON-able record kept in the fingerprint's metadata (derived numbers for readers; the match bits
         are what :meth:`from_metadata` reads back)."""
         ab = self.beta_params
-        return {"schema": SCHEMA, "null_model": NULL_MODEL, "fpr": self.fpr, "source": self.source,
-                "created": self.created, "negatives": list(self.negatives), "n_points": self.n,
-                "matches": [_pack(r) for r in self.matches],
-                "rates": [round(float(r), 6) for r in self.rates],
-                "point_agreement": [round(float(p), 6) for p in self.point_agreement],
-                "mean": round(self.mean, 6), "rho": round(self.rho, 6),
-                "beta": None if ab is None else [round(ab[0], 6), round(ab[1], 6)],
-                "threshold": round(self.threshold, 6), "empirical_fpr": round(self.empirical_fpr, 6),
-                **self.extra}
+        return {
+            "schema": SCHEMA,
+            "null_model": NULL_MODEL,
+            "fpr": self.fpr,
+            "source": self.source,
+            "created": self.created,
+            "negatives": list(self.negatives),
+            "n_points": self.n,
+            "matches": [_pack(r) for r in self.matches],
+            "rates": [round(float(r), 6) for r in self.rates],
+            "point_agreement": [round(float(p), 6) for p in self.point_agreement],
+            "mean": round(self.mean, 6),
+            "rho": round(self.rho, 6),
+            "beta": None if ab is None else [round(ab[0], 6), round(ab[1], 6)],
+            "threshold": round(self.threshold, 6),
+            "empirical_fpr": round(self.empirical_fpr, 6),
+            **self.extra,
+        }
 
     @classmethod
     def from_metadata(cls, rec: Dict[str, Any]) -> "Calibration":
         if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-            raise ParameterError(f"the fingerprint's calibration is not of schema {SCHEMA} "
-                                 f"(found {rec.get('schema') if isinstance(rec, dict) else type(rec).__name__})")
+            raise ParameterError(
+                f"the fingerprint's calibration is not of schema {SCHEMA} "
+                f"(found {rec.get('schema') if isinstance(rec, dict) else type(rec).__name__})"
+            )
         try:
             n = int(rec["n_points"])
             rows = np.stack([_unpack(s, n) for s in rec["matches"]]) if rec["matches"] else np.zeros((0, n), bool)
-            known = {"schema", "null_model", "fpr", "source", "created", "negatives", "n_points", "matches",
-                     "rates", "point_agreement", "mean", "rho", "beta", "threshold", "empirical_fpr"}
-            return cls(tuple(rec["negatives"]), rows, float(rec["fpr"]), rec.get("source", ""),
-                       rec.get("created", ""), {k: v for k, v in rec.items() if k not in known})
+            known = {
+                "schema",
+                "null_model",
+                "fpr",
+                "source",
+                "created",
+                "negatives",
+                "n_points",
+                "matches",
+                "rates",
+                "point_agreement",
+                "mean",
+                "rho",
+                "beta",
+                "threshold",
+                "empirical_fpr",
+            }
+            return cls(
+                tuple(rec["negatives"]),
+                rows,
+                float(rec["fpr"]),
+                rec.get("source", ""),
+                rec.get("created", ""),
+                {k: v for k, v in rec.items() if k not in known},
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ParameterError(f"the fingerprint's calibration is incomplete ({exc})") from None
 
@@ -276,8 +308,9 @@ def calibration_of(fingerprint: Any) -> Optional[Calibration]:
         return None
     cal = Calibration.from_metadata(rec)
     if cal.n != len(fingerprint):
-        raise ParameterError(f"the fingerprint's calibration covers {cal.n} points, the fingerprint has "
-                             f"{len(fingerprint)}")
+        raise ParameterError(
+            f"the fingerprint's calibration covers {cal.n} points, the fingerprint has {len(fingerprint)}"
+        )
     return cal
 
 
@@ -308,5 +341,3 @@ def format_p(p: Optional[float]) -> str:
     if p is None:
         return "-"
     return "<1e-12" if p < 1e-12 else (f"{p:.2g}" if p < 0.01 else f"{p:.3f}")
-
-

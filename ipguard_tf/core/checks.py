@@ -13,8 +13,9 @@ from ipguard_tf.core.errors import ParameterError
 Number = Union[int, float]
 
 
-def range_text(low: Optional[float] = None, high: Optional[float] = None, *, low_open: bool = False,
-               high_open: bool = False) -> str:
+def range_text(
+    low: Optional[float] = None, high: Optional[float] = None, *, low_open: bool = False, high_open: bool = False
+) -> str:
     """How a range reads in a message: ``in (0, 1]``, ``>= 0``, ``> 0``, ``<= 1`` (empty when unbounded)."""
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -25,8 +26,16 @@ def range_text(low: Optional[float] = None, high: Optional[float] = None, *, low
     return ""
 
 
-def check_number(value: Any, name: str, low: Optional[float] = None, high: Optional[float] = None, *,
-                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> Number:
+def check_number(
+    value: Any,
+    name: str,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> Number:
     """``value`` as a float (an int with ``integer``) if it is a finite number within the range, else a
     :class:`ParameterError` saying what ``name`` must be. Booleans are not numbers here; strings are not
     converted (a value read from a file must already be a number)."""

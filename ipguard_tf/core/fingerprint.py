@@ -1,9 +1,8 @@
-"""The fingerprint: points, their labels under the target, per-point search records, and a checked file format.
+"""The fingerprint value (paper Section 4.1): the points, their labels under the target, the per-point search records
+and, for some methods, the target's outputs; :func:`check_points` says what is wrong with one read from a file.
 
-A fingerprint file is a checked NumPy ``.npz`` archive (:mod:`ipguard_tf.io.checked_file`; read with
-``allow_pickle=False``: loading it cannot run code) holding the per-point arrays, the metadata as UTF-8 JSON, and
-a SHA-256 over all of it. It is written atomically (temporary file in the same folder, fsync, rename). :func:`load_fingerprint` rejects a truncated,
-altered or wrong-schema file with :class:`~ipguard_tf.core.errors.FingerprintFileError`.
+Its file (a checked ``.npz`` archive, written atomically, read without pickle) is
+:mod:`ipguard_tf.io.fingerprint_file`.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import numpy as np
+
 from ipguard_tf.core.calibration import subset_metadata
 from ipguard_tf.core.errors import ModelError
-
-
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +111,9 @@ class Fingerprint:
         """A fingerprint of the selected points (e.g. ``fp.subset(fp.converged)``); a calibration in the metadata
         is restricted to the same points."""
 
-        return Fingerprint(**{k: getattr(self, k)[mask] for k in self._fields()},
-                           metadata=subset_metadata(dict(self.metadata), mask))
+        return Fingerprint(
+            **{k: getattr(self, k)[mask] for k in self._fields()}, metadata=subset_metadata(dict(self.metadata), mask)
+        )
 
     def converged_only(self) -> "Fingerprint":
         """The converged points only (issue 16: the paper's searches all converged, so only they are what the
@@ -122,8 +121,9 @@ class Fingerprint:
         point converged."""
 
         if not self.converged.any():
-            raise ModelError(f"none of the fingerprint's {len(self)} points converged; --converged-only leaves "
-                             "nothing to verify")
+            raise ModelError(
+                f"none of the fingerprint's {len(self)} points converged; --converged-only leaves nothing to verify"
+            )
         out = self.subset(self.converged.astype(bool))
         out.metadata["points"] = f"converged only ({out.n_converged} of {len(self)})"
         return out
@@ -168,9 +168,9 @@ def check_points(fp: Fingerprint) -> str:
 
 def _check_shape(fp: Fingerprint) -> str:
     shape = fp.metadata.get("input_shape")
-    if shape is not None and (not isinstance(shape, list) or (
-            all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))):
+    if shape is not None and (
+        not isinstance(shape, list)
+        or (all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != int(np.prod(fp.x.shape[1:])))
+    ):
         return f"metadata input_shape {shape!r} does not match points of shape {list(fp.x.shape[1:])}"
     return ""
-
-

@@ -12,14 +12,17 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.constants import ARUC_INTERVALS
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.core.threshold import meets_threshold
-from ipguard_tf.core.checks import check_number
 
 
-def by_role(values: Union[Mapping[str, float], Iterable[Tuple[float, Optional[str]]]],
-            roles: Optional[Mapping[str, Optional[str]]] = None, exclude: Iterable[str] = ()) -> Tuple[List[float], List[float]]:
+def by_role(
+    values: Union[Mapping[str, float], Iterable[Tuple[float, Optional[str]]]],
+    roles: Optional[Mapping[str, Optional[str]]] = None,
+    exclude: Iterable[str] = (),
+) -> Tuple[List[float], List[float]]:
     """(positives, negatives): the statistics of the suspects whose role is ``positive`` / ``negative``.
     ``values`` maps suspect names to statistics (then ``roles`` maps names to roles, and names in ``exclude`` are
     left out) or is a sequence of (statistic, role) pairs; any other role (none, the target, CAE's ensemble)
@@ -97,15 +100,21 @@ def gap(positive_rates, negative_rates, higher_is_copy: bool = True) -> float:
     return float(p.min() - q.max()) if higher_is_copy else float(q.min() - p.max())
 
 
-def perfect_thresholds(positive_rates, negative_rates, r: int = ARUC_INTERVALS,
-                       higher_is_copy: bool = True) -> np.ndarray:
+def perfect_thresholds(
+    positive_rates, negative_rates, r: int = ARUC_INTERVALS, higher_is_copy: bool = True
+) -> np.ndarray:
     """Grid thresholds at which robustness = uniqueness = 1."""
     taus, R, U = ru_curves(positive_rates, negative_rates, r, higher_is_copy)
     return taus[(R == 1) & (U == 1)]
 
 
-def summary(positive_rates, negative_rates, threshold: Optional[float] = None,
-            r: int = ARUC_INTERVALS, higher_is_copy: bool = True) -> Dict[str, Any]:
+def summary(
+    positive_rates,
+    negative_rates,
+    threshold: Optional[float] = None,
+    r: int = ARUC_INTERVALS,
+    higher_is_copy: bool = True,
+) -> Dict[str, Any]:
     """Everything a sweep or a zoo verification reports about positives vs negatives: counts, ARUC (Eq. 7),
     AUC, gap, the extreme statistics (the least copy-like positive, the most copy-like negative), the grid
     thresholds with robustness = uniqueness = 1 (``None`` if none), and, given a ``threshold``, robustness and
@@ -115,14 +124,22 @@ def summary(positive_rates, negative_rates, threshold: Optional[float] = None,
     hic = higher_is_copy
     perfect = perfect_thresholds(p, q, r, hic)
     out: Dict[str, Any] = {
-        "n_positive": int(p.size), "n_negative": int(q.size), "aruc": aruc(p, q, r, hic),
-        "auc": roc_auc(p, q, hic), "gap": gap(p, q, hic),
-        **({"min_positive": float(p.min()), "max_negative": float(q.max())} if hic else
-           {"max_positive": float(p.max()), "min_negative": float(q.min())}),
-        "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None}
+        "n_positive": int(p.size),
+        "n_negative": int(q.size),
+        "aruc": aruc(p, q, r, hic),
+        "auc": roc_auc(p, q, hic),
+        "gap": gap(p, q, hic),
+        **(
+            {"min_positive": float(p.min()), "max_negative": float(q.max())}
+            if hic
+            else {"max_positive": float(p.max()), "min_negative": float(q.min())}
+        ),
+        "perfect_thresholds": [float(perfect.min()), float(perfect.max())] if len(perfect) else None,
+    }
     if threshold is not None:
-        out.update(threshold=threshold, robustness=robustness(p, threshold, hic),
-                   uniqueness=uniqueness(q, threshold, hic))
+        out.update(
+            threshold=threshold, robustness=robustness(p, threshold, hic), uniqueness=uniqueness(q, threshold, hic)
+        )
     return out
 
 
@@ -139,4 +156,3 @@ def clopper_pearson(matches: int, n: int, level: float = 0.95) -> Tuple[float, f
     lo = 0.0 if matches == 0 else float(beta.ppf(a, matches, n - matches + 1))
     hi = 1.0 if matches == n else float(beta.ppf(1.0 - a, matches + 1, n - matches))
     return lo, hi
-

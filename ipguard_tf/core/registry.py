@@ -8,7 +8,8 @@ FGSM/IGSM's epsilon, CW-L2's kappa), and the statistic a suspect is verified by
 spec derive: the method's constructor checks and ``params()`` (:class:`~ipguard_tf.methods.base.FingerprintMethod`),
 the ``--method`` choices and hyperparameter options of ``ipguard extract`` (:mod:`ipguard_tf.cli.extract`), the sweep's
 swept parameter (:mod:`ipguard_tf.evaluation.sweep`) and the report's names, orders and figures
-(:mod:`ipguard_tf.evaluation.report`). The way ART derives ``get_params``/``set_params`` from an attack's ``attack_params``.
+(:mod:`ipguard_tf.evaluation.report`). The way ART derives ``get_params``/``set_params`` from an attack's
+``attack_params``.
 
 Adding a method = one module with a :class:`~ipguard_tf.methods.base.FingerprintMethod` subclass whose ``name``
 is the spec's name, and one :func:`register` call (below, or in your own code before the method is used).
@@ -20,18 +21,53 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-
-from ipguard_tf.core.constants import (CW_BINARY_SEARCH_STEPS, CW_INITIAL_CONST, DEFAULT_EPSILON, DEFAULT_INIT,
-    DEFAULT_K, DEFAULT_LABEL, CAE_ALPHA, CAE_BETA, CAE_DROPOUT,
-    CAE_EPSILON, CAE_GAMMA, CAE_LEARNING_RATE, CAE_MAX_CANDIDATES_PER_POINT, CAE_MAX_ITER, CAE_TAU, SAC_PATCH,
-    IGSM_ALPHA, INIT_STRATEGIES, LABEL_STRATEGIES, MAX_ITERATIONS, TAFA_EPSILON, TAFA_REACH, TAFA_STATISTICS, TAFA_TASKS)
-from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.core.checks import check_number, range_text
-from ipguard_tf.core.statistics import (BEND_RATE, MATCHING_RATE, OUTPUT_CORRELATION, SAC_DISTANCE, STATISTICS,
-                                       Statistic)
+from ipguard_tf.core.constants import (
+    CAE_ALPHA,
+    CAE_BETA,
+    CAE_DROPOUT,
+    CAE_EPSILON,
+    CAE_GAMMA,
+    CAE_LEARNING_RATE,
+    CAE_MAX_CANDIDATES_PER_POINT,
+    CAE_MAX_ITER,
+    CAE_TAU,
+    CW_BINARY_SEARCH_STEPS,
+    CW_INITIAL_CONST,
+    DEFAULT_EPSILON,
+    DEFAULT_INIT,
+    DEFAULT_K,
+    DEFAULT_LABEL,
+    IGSM_ALPHA,
+    INIT_STRATEGIES,
+    LABEL_STRATEGIES,
+    MAX_ITERATIONS,
+    SAC_PATCH,
+    TAFA_EPSILON,
+    TAFA_REACH,
+    TAFA_STATISTICS,
+    TAFA_TASKS,
+)
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.core.statistics import BEND_RATE, MATCHING_RATE, OUTPUT_CORRELATION, SAC_DISTANCE, STATISTICS, Statistic
 
-__all__ = ["Param", "MethodSpec", "Statistic", "STATISTICS", "MATCHING_RATE", "SAC_DISTANCE", "BEND_RATE",
-           "OUTPUT_CORRELATION", "common_params", "register", "get", "names", "specs", "build", "cli_flags"]
+__all__ = [
+    "Param",
+    "MethodSpec",
+    "Statistic",
+    "STATISTICS",
+    "MATCHING_RATE",
+    "SAC_DISTANCE",
+    "BEND_RATE",
+    "OUTPUT_CORRELATION",
+    "common_params",
+    "register",
+    "get",
+    "names",
+    "specs",
+    "build",
+    "cli_flags",
+]
 
 
 _UNBOUNDED = None
@@ -84,20 +120,41 @@ class Param:
             if not isinstance(value, str):
                 raise ParameterError(f"{self.name} must be a string, got {value!r}")
             return value
-        return check_number(value, self.name, self.minimum, self.maximum, low_open=self.strict,
-                            integer=self.kind is int)
+        return check_number(
+            value, self.name, self.minimum, self.maximum, low_open=self.strict, integer=self.kind is int
+        )
 
 
 def common_params(init: str = DEFAULT_INIT) -> Tuple[Param, ...]:
     """The parameters every method has (paper Section 5.1.4, Table 3: the -TR/-TL/-RR/-RL strategies)."""
     return (
-        Param("init", str, init, choices=INIT_STRATEGIES, cli="--init",
-              help="T: random training example, R: uniform random point"),
-        Param("label", str, DEFAULT_LABEL, choices=LABEL_STRATEGIES, cli="--label",
-              help="R: random target label, L: least-likely label"),
+        Param(
+            "init",
+            str,
+            init,
+            choices=INIT_STRATEGIES,
+            cli="--init",
+            help="T: random training example, R: uniform random point",
+        ),
+        Param(
+            "label",
+            str,
+            DEFAULT_LABEL,
+            choices=LABEL_STRATEGIES,
+            cli="--label",
+            help="R: random target label, L: least-likely label",
+        ),
         Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
-        Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
-              help="points optimised together", shown="all n at once"),
+        Param(
+            "batch_size",
+            int,
+            None,
+            minimum=1,
+            optional=True,
+            cli="--batch-size",
+            help="points optimised together",
+            shown="all n at once",
+        ),
     )
 
 
@@ -165,8 +222,9 @@ class MethodSpec:
         value out of range."""
         unknown = sorted(set(values) - set(self._by_name))
         if unknown:
-            raise ParameterError(f"{self.name} has no parameter {unknown[0]!r} (its parameters: "
-                                 f"{', '.join(self._by_name)})")
+            raise ParameterError(
+                f"{self.name} has no parameter {unknown[0]!r} (its parameters: {', '.join(self._by_name)})"
+            )
         return {p.name: p.check(values.get(p.name, p.default)) for p in self.params}
 
     def load(self) -> type:
@@ -210,7 +268,7 @@ def build(name: str, **params: Any):
 def cli_flags(method_specs: Optional[Sequence[MethodSpec]] = None) -> Dict[str, List[Tuple[MethodSpec, Param]]]:
     """Command-line flag -> the (method, parameter) pairs it sets, in registration order."""
     out: Dict[str, List[Tuple[MethodSpec, Param]]] = {}
-    for spec in (method_specs if method_specs is not None else specs()):
+    for spec in method_specs if method_specs is not None else specs():
         for p in spec.params:
             if p.cli:
                 out.setdefault(p.cli, []).append((spec, p))
@@ -219,141 +277,363 @@ def cli_flags(method_specs: Optional[Sequence[MethodSpec]] = None) -> Dict[str, 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The registered methods (paper Section 2.2 and 5.1.3 for the baselines, Section 4.2 for IPGuard)
-_LR = Param("learning_rate", float, None, minimum=0.0, strict=True, optional=True, cli="--lr",
-            help="Adam learning rate", shown="0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size")
+_LR = Param(
+    "learning_rate",
+    float,
+    None,
+    minimum=0.0,
+    strict=True,
+    optional=True,
+    cli="--lr",
+    help="Adam learning rate",
+    shown="0.001 for 28x28/32x32 inputs, 0.1 for ImageNet size",
+)
 
 
-_SEGMENT = Param("segment", int, 10, minimum=1, cli="--segment",
-                 help="iterations per graph call between dropping finished points (speed only)")
+_SEGMENT = Param(
+    "segment",
+    int,
+    10,
+    minimum=1,
+    cli="--segment",
+    help="iterations per graph call between dropping finished points (speed only)",
+)
 
 
 _JIT = Param("jit_compile", bool, False, cli="--jit-compile", help="XLA-compile the search loop")
 
 
-register(MethodSpec(
-    "random", "Random", "ipguard_tf.methods.baselines:RandomPoints", common_params(init="R"),
-    needs_logits=False, summary="the initial points themselves (default uniform random points)",
-    sweep_strategies=("RR", "TR")))
+register(
+    MethodSpec(
+        "random",
+        "Random",
+        "ipguard_tf.methods.baselines:RandomPoints",
+        common_params(init="R"),
+        needs_logits=False,
+        summary="the initial points themselves (default uniform random points)",
+        sweep_strategies=("RR", "TR"),
+    )
+)
 
 
-register(MethodSpec(
-    "fgsm", "FGSM", "ipguard_tf.methods.baselines:FGSM",
-    common_params() + (Param("epsilon", float, DEFAULT_EPSILON, minimum=0.0, maximum=1.0, cli="--epsilon",
-                             help="L-infinity step"),),
-    setting="epsilon", figure=3, summary="one targeted signed-gradient step (Goodfellow et al. 2015)"))
+register(
+    MethodSpec(
+        "fgsm",
+        "FGSM",
+        "ipguard_tf.methods.baselines:FGSM",
+        common_params()
+        + (
+            Param("epsilon", float, DEFAULT_EPSILON, minimum=0.0, maximum=1.0, cli="--epsilon", help="L-infinity step"),
+        ),
+        setting="epsilon",
+        figure=3,
+        summary="one targeted signed-gradient step (Goodfellow et al. 2015)",
+    )
+)
 
 
-register(MethodSpec(
-    "igsm", "IGSM", "ipguard_tf.methods.baselines:IGSM",
-    common_params() + (
-        Param("epsilon", float, DEFAULT_EPSILON, minimum=0.0, maximum=1.0, cli="--epsilon", help="L-infinity bound"),
-        Param("alpha", float, IGSM_ALPHA, minimum=0.0, strict=True, maximum=1.0, cli="--alpha",
-              help="step size", shown="1/255"),
-        Param("max_iter", int, MAX_ITERATIONS, minimum=0, cli="--max-iter", help="iteration cap"),
-    ),
-    setting="epsilon", figure=4, summary="iterated FGSM steps in an epsilon ball (Kurakin et al. 2017)"))
+register(
+    MethodSpec(
+        "igsm",
+        "IGSM",
+        "ipguard_tf.methods.baselines:IGSM",
+        common_params()
+        + (
+            Param(
+                "epsilon", float, DEFAULT_EPSILON, minimum=0.0, maximum=1.0, cli="--epsilon", help="L-infinity bound"
+            ),
+            Param(
+                "alpha",
+                float,
+                IGSM_ALPHA,
+                minimum=0.0,
+                strict=True,
+                maximum=1.0,
+                cli="--alpha",
+                help="step size",
+                shown="1/255",
+            ),
+            Param("max_iter", int, MAX_ITERATIONS, minimum=0, cli="--max-iter", help="iteration cap"),
+        ),
+        setting="epsilon",
+        figure=4,
+        summary="iterated FGSM steps in an epsilon ball (Kurakin et al. 2017)",
+    )
+)
 
 
-register(MethodSpec(
-    "cw", "CW-L2", "ipguard_tf.methods.baselines:CWL2",
-    common_params() + (
-        Param("kappa", float, 0.0, minimum=0.0, cli="--k", help="confidence margin kappa"),
-        _LR,
-        Param("max_iter", int, MAX_ITERATIONS, minimum=1, cli="--max-iter",
-              help="iteration cap per binary-search step"),
-        Param("binary_search_steps", int, CW_BINARY_SEARCH_STEPS, minimum=1, cli="--cw-steps",
-              help="binary-search steps over the constant c"),
-        Param("initial_const", float, CW_INITIAL_CONST, minimum=0.0, strict=True, cli="--cw-initial-const",
-              help="first constant c"),
-        Param("abort_early", bool, True, cli="--cw-abort-early", help="stop a point whose loss stalls"),
-        _SEGMENT, _JIT,
-    ),
-    setting="kappa", figure=5, log_setting=True, summary="targeted Carlini & Wagner L2 attack (2017)"))
+register(
+    MethodSpec(
+        "cw",
+        "CW-L2",
+        "ipguard_tf.methods.baselines:CWL2",
+        common_params()
+        + (
+            Param("kappa", float, 0.0, minimum=0.0, cli="--k", help="confidence margin kappa"),
+            _LR,
+            Param(
+                "max_iter",
+                int,
+                MAX_ITERATIONS,
+                minimum=1,
+                cli="--max-iter",
+                help="iteration cap per binary-search step",
+            ),
+            Param(
+                "binary_search_steps",
+                int,
+                CW_BINARY_SEARCH_STEPS,
+                minimum=1,
+                cli="--cw-steps",
+                help="binary-search steps over the constant c",
+            ),
+            Param(
+                "initial_const",
+                float,
+                CW_INITIAL_CONST,
+                minimum=0.0,
+                strict=True,
+                cli="--cw-initial-const",
+                help="first constant c",
+            ),
+            Param("abort_early", bool, True, cli="--cw-abort-early", help="stop a point whose loss stalls"),
+            _SEGMENT,
+            _JIT,
+        ),
+        setting="kappa",
+        figure=5,
+        log_setting=True,
+        summary="targeted Carlini & Wagner L2 attack (2017)",
+    )
+)
 
 
-register(MethodSpec(
-    "ipguard", "IPGuard", "ipguard_tf.methods.ipguard:IPGuard",
-    common_params() + (
-        Param("k", float, DEFAULT_K, minimum=0.0, cli="--k", help="logit margin k of Eq. 5"),
-        _LR,
-        Param("max_iter", int, MAX_ITERATIONS, minimum=0, cli="--max-iter", help="iteration cap"),
-        _SEGMENT, _JIT,
-    ),
-    setting="k", figure=6, log_setting=True, summary="points near the classification boundary (Eq. 5)"))
+register(
+    MethodSpec(
+        "ipguard",
+        "IPGuard",
+        "ipguard_tf.methods.ipguard:IPGuard",
+        common_params()
+        + (
+            Param("k", float, DEFAULT_K, minimum=0.0, cli="--k", help="logit margin k of Eq. 5"),
+            _LR,
+            Param("max_iter", int, MAX_ITERATIONS, minimum=0, cli="--max-iter", help="iteration cap"),
+            _SEGMENT,
+            _JIT,
+        ),
+        setting="k",
+        figure=6,
+        log_setting=True,
+        summary="points near the classification boundary (Eq. 5)",
+    )
+)
 
 
 _SAC_COMMON = (
     Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
-    Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size", help="samples labelled together",
-          shown="all n at once"),
+    Param(
+        "batch_size",
+        int,
+        None,
+        minimum=1,
+        optional=True,
+        cli="--batch-size",
+        help="samples labelled together",
+        shown="all n at once",
+    ),
 )
 
 
-register(MethodSpec(
-    "cae", "CAE", "ipguard_tf.methods.cae:CAE",
-    _SAC_COMMON[:1] + (
-        Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
-              help="candidate examples searched together (one round)", shown="n"),
-        Param("zoo", str, None, optional=True, cli="--cae-zoo",
-              help="zoo holding the CAE surrogate and reference models of the target (ipguard zoo build --kind sac)",
-              shown="none: give surrogates= and references= in Python"),
-        Param("epsilon", float, CAE_EPSILON, minimum=0.0, strict=True, maximum=1.0, cli="--epsilon",
-              help="L-infinity bound of the perturbation"),
-        Param("alpha", float, CAE_ALPHA, minimum=0.0, cli="--cae-alpha", help="weight of the conferrability term"),
-        Param("beta", float, CAE_BETA, minimum=0.0, cli="--cae-beta", help="weight of the source-misleading term"),
-        Param("gamma", float, CAE_GAMMA, minimum=0.0, cli="--cae-gamma",
-              help="weight of the surrogate-agreement term"),
-        Param("dropout", float, CAE_DROPOUT, minimum=0.0, maximum=1.0, strict=False, cli="--cae-dropout",
-              help="probability of leaving an ensemble member out of a step"),
-        Param("tau", float, CAE_TAU, minimum=0.0, maximum=1.0, cli="--cae-tau",
-              help="conferrability threshold of the filter"),
-        Param("learning_rate", float, CAE_LEARNING_RATE, minimum=0.0, strict=True, cli="--lr",
-              help="Adam learning rate"),
-        Param("max_iter", int, CAE_MAX_ITER, minimum=1, cli="--max-iter", help="Adam steps per example"),
-        Param("max_candidates_per_point", int, CAE_MAX_CANDIDATES_PER_POINT, minimum=1, cli="--cae-candidates",
-              help="owner examples searched per fingerprint point at most"),
-        _SEGMENT,
-    ),
-    summary="conferrable adversarial examples of an ensemble of surrogates and references (Lukas et al. 2021)",
-    sweep_strategies=("-",), ensemble_param="zoo"))
+register(
+    MethodSpec(
+        "cae",
+        "CAE",
+        "ipguard_tf.methods.cae:CAE",
+        _SAC_COMMON[:1]
+        + (
+            Param(
+                "batch_size",
+                int,
+                None,
+                minimum=1,
+                optional=True,
+                cli="--batch-size",
+                help="candidate examples searched together (one round)",
+                shown="n",
+            ),
+            Param(
+                "zoo",
+                str,
+                None,
+                optional=True,
+                cli="--cae-zoo",
+                help="zoo holding the CAE surrogate and reference models of the target (ipguard zoo build --kind sac)",
+                shown="none: give surrogates= and references= in Python",
+            ),
+            Param(
+                "epsilon",
+                float,
+                CAE_EPSILON,
+                minimum=0.0,
+                strict=True,
+                maximum=1.0,
+                cli="--epsilon",
+                help="L-infinity bound of the perturbation",
+            ),
+            Param("alpha", float, CAE_ALPHA, minimum=0.0, cli="--cae-alpha", help="weight of the conferrability term"),
+            Param("beta", float, CAE_BETA, minimum=0.0, cli="--cae-beta", help="weight of the source-misleading term"),
+            Param(
+                "gamma", float, CAE_GAMMA, minimum=0.0, cli="--cae-gamma", help="weight of the surrogate-agreement term"
+            ),
+            Param(
+                "dropout",
+                float,
+                CAE_DROPOUT,
+                minimum=0.0,
+                maximum=1.0,
+                strict=False,
+                cli="--cae-dropout",
+                help="probability of leaving an ensemble member out of a step",
+            ),
+            Param(
+                "tau",
+                float,
+                CAE_TAU,
+                minimum=0.0,
+                maximum=1.0,
+                cli="--cae-tau",
+                help="conferrability threshold of the filter",
+            ),
+            Param(
+                "learning_rate",
+                float,
+                CAE_LEARNING_RATE,
+                minimum=0.0,
+                strict=True,
+                cli="--lr",
+                help="Adam learning rate",
+            ),
+            Param("max_iter", int, CAE_MAX_ITER, minimum=1, cli="--max-iter", help="Adam steps per example"),
+            Param(
+                "max_candidates_per_point",
+                int,
+                CAE_MAX_CANDIDATES_PER_POINT,
+                minimum=1,
+                cli="--cae-candidates",
+                help="owner examples searched per fingerprint point at most",
+            ),
+            _SEGMENT,
+        ),
+        summary="conferrable adversarial examples of an ensemble of surrogates and references (Lukas et al. 2021)",
+        sweep_strategies=("-",),
+        ensemble_param="zoo",
+    )
+)
 
 
-register(MethodSpec(
-    "sac-m", "SAC-m", "ipguard_tf.methods.sac:SACm",
-    _SAC_COMMON + (
-        Param("patch", float, SAC_PATCH, minimum=0.0, maximum=1.0, strict=True, cli="--sac-patch",
-              help="CutMix patch side as a fraction of the image side"),
-        Param("transpose", bool, False, cli="--sac-transpose",
-              help="swap H and W of the samples, as the official SAC files do"),
-    ),
-    statistic=SAC_DISTANCE, summary="output correlation on CutMix samples (Guan et al. 2022)",
-    sweep_strategies=("-",)))
+register(
+    MethodSpec(
+        "sac-m",
+        "SAC-m",
+        "ipguard_tf.methods.sac:SACm",
+        _SAC_COMMON
+        + (
+            Param(
+                "patch",
+                float,
+                SAC_PATCH,
+                minimum=0.0,
+                maximum=1.0,
+                strict=True,
+                cli="--sac-patch",
+                help="CutMix patch side as a fraction of the image side",
+            ),
+            Param(
+                "transpose",
+                bool,
+                False,
+                cli="--sac-transpose",
+                help="swap H and W of the samples, as the official SAC files do",
+            ),
+        ),
+        statistic=SAC_DISTANCE,
+        summary="output correlation on CutMix samples (Guan et al. 2022)",
+        sweep_strategies=("-",),
+    )
+)
 
 
-register(MethodSpec(
-    "sac-w", "SAC-w", "ipguard_tf.methods.sac:SACw", _SAC_COMMON,
-    statistic=SAC_DISTANCE, summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
-    sweep_strategies=("-",)))
+register(
+    MethodSpec(
+        "sac-w",
+        "SAC-w",
+        "ipguard_tf.methods.sac:SACw",
+        _SAC_COMMON,
+        statistic=SAC_DISTANCE,
+        summary="output correlation on samples the model misclassifies (Guan et al. 2022)",
+        sweep_strategies=("-",),
+    )
+)
 
 
-register(MethodSpec(
-    "tafa", "TAFA", "ipguard_tf.methods.tafa:TAFA",
-    (
-        Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
-        Param("task", str, "classifier", choices=TAFA_TASKS, cli="--task",
-              help="the target's task: classifier/regressor start from uniform [0, 1] inputs, generator from "
-                   "N(0, 1) latents"),
-        Param("reach", float, TAFA_REACH, minimum=0.0, strict=True, cli="--tafa-reach",
-              help="longest walk from a start to a region boundary (input units)"),
-        Param("epsilon", float, TAFA_EPSILON, minimum=0.0, strict=True, cli="--tafa-epsilon",
-              help="half-width of the segment the output's bend is measured on"),
-        Param("statistic", str, TAFA_STATISTICS[0], choices=TAFA_STATISTICS, cli="--tafa-statistic",
-              help="the statistic the fingerprint is verified by (recorded in the file)"),
-        Param("batch_size", int, None, minimum=1, optional=True, cli="--batch-size",
-              help="starts searched together", shown="128"),
-    ),
-    statistic=OUTPUT_CORRELATION, needs_logits=False, sweep_strategies=("-",), task_agnostic=True,
-    summary="reconstruction of TAFA (Pan et al. 2021): points on the target's linear-region boundaries, any "
-            "ReLU network and task"))
-
-
+register(
+    MethodSpec(
+        "tafa",
+        "TAFA",
+        "ipguard_tf.methods.tafa:TAFA",
+        (
+            Param("seed", int, 0, minimum=0, cli="--seed", help="seed of every random draw"),
+            Param(
+                "task",
+                str,
+                "classifier",
+                choices=TAFA_TASKS,
+                cli="--task",
+                help="the target's task: classifier/regressor start from uniform [0, 1] inputs, generator from "
+                "N(0, 1) latents",
+            ),
+            Param(
+                "reach",
+                float,
+                TAFA_REACH,
+                minimum=0.0,
+                strict=True,
+                cli="--tafa-reach",
+                help="longest walk from a start to a region boundary (input units)",
+            ),
+            Param(
+                "epsilon",
+                float,
+                TAFA_EPSILON,
+                minimum=0.0,
+                strict=True,
+                cli="--tafa-epsilon",
+                help="half-width of the segment the output's bend is measured on",
+            ),
+            Param(
+                "statistic",
+                str,
+                TAFA_STATISTICS[0],
+                choices=TAFA_STATISTICS,
+                cli="--tafa-statistic",
+                help="the statistic the fingerprint is verified by (recorded in the file)",
+            ),
+            Param(
+                "batch_size",
+                int,
+                None,
+                minimum=1,
+                optional=True,
+                cli="--batch-size",
+                help="starts searched together",
+                shown="128",
+            ),
+        ),
+        statistic=OUTPUT_CORRELATION,
+        needs_logits=False,
+        sweep_strategies=("-",),
+        task_agnostic=True,
+        summary="reconstruction of TAFA (Pan et al. 2021): points on the target's linear-region boundaries, any "
+        "ReLU network and task",
+    )
+)

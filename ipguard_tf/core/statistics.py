@@ -21,8 +21,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ipguard_tf.core.constants import (DEFAULT_THRESHOLD, SAC_DEFAULT_THRESHOLD, TAFA_CORRELATION_THRESHOLD,
-                                       TAFA_DEFAULT_THRESHOLD, TAFA_EPSILON)
+from ipguard_tf.core.constants import (
+    DEFAULT_THRESHOLD,
+    SAC_DEFAULT_THRESHOLD,
+    TAFA_CORRELATION_THRESHOLD,
+    TAFA_DEFAULT_THRESHOLD,
+    TAFA_EPSILON,
+)
 from ipguard_tf.core.errors import ModelError, ParameterError
 from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.core.metrics import clopper_pearson
@@ -89,7 +94,9 @@ def looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(a.size) and bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3))
 
 
-def comparable_outputs(fingerprint: Fingerprint, suspect_scores: np.ndarray, suspect_kind: str) -> Tuple[np.ndarray, np.ndarray]:
+def comparable_outputs(
+    fingerprint: Fingerprint, suspect_scores: np.ndarray, suspect_kind: str
+) -> Tuple[np.ndarray, np.ndarray]:
     """The target's and the suspect's outputs in the same kind: logits where both are logits, else
     probabilities (a suspect behind a probability API, or a TFLite file ending in softmax: the target's stored
     logits go through a softmax). ``suspect_kind`` is "logits", "probabilities" or "auto" (a service that does not
@@ -141,12 +148,26 @@ class Verification:
     @classmethod
     def of_statistic(cls, suspect: str, statistic: Any, value: float, n: int, threshold: float) -> "Verification":
         """The outcome for a statistic other than the matching rate (a :class:`Statistic`)."""
-        return cls(suspect, None, n, None, threshold, verdict(value, threshold, statistic.higher_is_copy),
-                   statistic.name, float(value))
+        return cls(
+            suspect,
+            None,
+            n,
+            None,
+            threshold,
+            verdict(value, threshold, statistic.higher_is_copy),
+            statistic.name,
+            float(value),
+        )
 
     def as_dict(self) -> dict:
-        d = {"suspect": self.suspect, "statistic": self.statistic, "value": self.value, "verdict": self.verdict,
-             "n": self.n, "threshold": self.threshold}
+        d = {
+            "suspect": self.suspect,
+            "statistic": self.statistic,
+            "value": self.value,
+            "verdict": self.verdict,
+            "n": self.n,
+            "threshold": self.threshold,
+        }
         if self.statistic == "matching_rate":
             d.update(matching_rate=self.matching_rate, matches=self.matches)
             if self.ci is not None:
@@ -154,8 +175,6 @@ class Verification:
         if self.p_value is not None:
             d["p_value"] = self.p_value
         return d
-
-
 
 
 @dataclass(frozen=True)
@@ -212,11 +231,13 @@ class Statistic:
         ``kind`` says whether class scores are ``logits`` or ``probabilities``."""
         raise NotImplementedError
 
-    def verification(self, suspect: str, fingerprint: Fingerprint, answer: Answer, threshold: float,
-                     kind: str = "logits") -> "Verification":
+    def verification(
+        self, suspect: str, fingerprint: Fingerprint, answer: Answer, threshold: float, kind: str = "logits"
+    ) -> "Verification":
         """The suspect's value and verdict at ``threshold``."""
-        return Verification.of_statistic(suspect, self, self.value(fingerprint, answer, kind), len(fingerprint),
-                                         threshold)
+        return Verification.of_statistic(
+            suspect, self, self.value(fingerprint, answer, kind), len(fingerprint), threshold
+        )
 
 
 class MatchingRate(Statistic):
@@ -227,8 +248,9 @@ class MatchingRate(Statistic):
     def value(self, fingerprint: Fingerprint, answer: Answer, kind: str = "logits") -> float:
         return matching_rate(fingerprint.y, answer(fingerprint.x))
 
-    def verification(self, suspect: str, fingerprint: Fingerprint, answer: Answer, threshold: float,
-                     kind: str = "logits") -> "Verification":
+    def verification(
+        self, suspect: str, fingerprint: Fingerprint, answer: Answer, threshold: float, kind: str = "logits"
+    ) -> "Verification":
         return Verification.of(suspect, answer(fingerprint.x), fingerprint.y, threshold)
 
 
@@ -265,33 +287,52 @@ class BendRate(Statistic):
 
 #: IPGuard's statistic (paper Section 4.1)
 MATCHING_RATE = MatchingRate(
-    "matching_rate", "matching rate", True, DEFAULT_THRESHOLD,
+    "matching_rate",
+    "matching rate",
+    True,
+    DEFAULT_THRESHOLD,
     explanation="A suspect model was queried on the fingerprint's points (IPGuard, Cao, Jia & Gong, AsiaCCS 2021: "
-                "data points near the fingerprinted model's classification boundary). A suspect that labels many of "
-                "them as the fingerprinted model does is verified as a copy of it.")
+    "data points near the fingerprinted model's classification boundary). A suspect that labels many of "
+    "them as the fingerprinted model does is verified as a copy of it.",
+)
 
 #: SAC's statistic; lower = more likely a copy; default threshold
 #: :data:`~ipguard_tf.core.constants.SAC_DEFAULT_THRESHOLD`
 SAC_DISTANCE = SACDistance(
-    "sac_distance", "SAC distance", False, SAC_DEFAULT_THRESHOLD, reads="scores",
+    "sac_distance",
+    "SAC distance",
+    False,
+    SAC_DEFAULT_THRESHOLD,
+    reads="scores",
     explanation="A suspect model was queried on the fingerprint's samples (SAC, Guan et al. 2022). A suspect whose "
-                "outputs correlate among the samples as the fingerprinted model's do (a small distance between the "
-                "two correlation matrices) is verified as a copy of it.")
+    "outputs correlate among the samples as the fingerprinted model's do (a small distance between the "
+    "two correlation matrices) is verified as a copy of it.",
+)
 
 #: TAFA's first statistic; higher = more likely a copy; any output shape
 BEND_RATE = BendRate(
-    "bend_rate", "bend rate", True, TAFA_DEFAULT_THRESHOLD, reads="outputs",
+    "bend_rate",
+    "bend rate",
+    True,
+    TAFA_DEFAULT_THRESHOLD,
+    reads="outputs",
     explanation="A suspect model was queried at the fingerprint's points (TAFA, reconstructed: points on the "
-                "boundaries of the fingerprinted ReLU network's linear regions). A suspect whose output bends at many "
-                "of them, more than at their controls, is verified as a copy of it.")
+    "boundaries of the fingerprinted ReLU network's linear regions). A suspect whose output bends at many "
+    "of them, more than at their controls, is verified as a copy of it.",
+)
 
 #: TAFA's default statistic; higher = more likely a copy
 OUTPUT_CORRELATION = OutputCorrelation(
-    "output_correlation", "output correlation", True, TAFA_CORRELATION_THRESHOLD, reads="outputs",
+    "output_correlation",
+    "output correlation",
+    True,
+    TAFA_CORRELATION_THRESHOLD,
+    reads="outputs",
     explanation="A suspect model was queried at the fingerprint's points (TAFA, reconstructed: random inputs moved "
-                "onto the boundaries of the fingerprinted ReLU network's linear regions). A suspect whose outputs "
-                "there vary from point to point as the fingerprinted model's do (Pearson's r of the centred outputs) "
-                "is verified as a copy of it.")
+    "onto the boundaries of the fingerprinted ReLU network's linear regions). A suspect whose outputs "
+    "there vary from point to point as the fingerprinted model's do (Pearson's r of the centred outputs) "
+    "is verified as a copy of it.",
+)
 
 STATISTICS: Dict[str, Statistic] = {s.name: s for s in (MATCHING_RATE, SAC_DISTANCE, BEND_RATE, OUTPUT_CORRELATION)}
 
@@ -301,8 +342,9 @@ def statistic_of(fingerprint: Fingerprint) -> Statistic:
     matching rate); an unknown one is a :class:`ParameterError`."""
     name = fingerprint.metadata.get("statistic", MATCHING_RATE.name)
     if not isinstance(name, str) or name not in STATISTICS:
-        raise ParameterError(f"fingerprints verified by {name!r} cannot be verified by this version "
-                             f"(it knows {', '.join(STATISTICS)})")
+        raise ParameterError(
+            f"fingerprints verified by {name!r} cannot be verified by this version (it knows {', '.join(STATISTICS)})"
+        )
     return STATISTICS[name]
 
 

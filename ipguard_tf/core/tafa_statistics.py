@@ -34,8 +34,9 @@ from ipguard_tf.core.errors import ParameterError
 EPSILON = C.TAFA_EPSILON
 
 
-def second_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
-                      eps: Union[float, np.ndarray] = EPSILON) -> np.ndarray:
+def second_difference(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray, eps: Union[float, np.ndarray] = EPSILON
+) -> np.ndarray:
     """``||f(x + eps d) + f(x - eps d) - 2 f(x)||`` per point (f's outputs flattened); f maps a batch to outputs;
     ``eps`` one half-width for all points or one per point."""
     x = np.asarray(x, np.float32)
@@ -46,17 +47,24 @@ def second_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: n
         raise ParameterError(f"eps must be > 0, got {eps}")
     e = e.reshape((n,) + (1,) * (x.ndim - 1))
     out = np.asarray(f(np.concatenate([x + e * d, x - e * d, x])), np.float64).reshape(3 * n, -1)
-    return np.linalg.norm(out[:n] + out[n:2 * n] - 2 * out[2 * n:], axis=1)
+    return np.linalg.norm(out[:n] + out[n : 2 * n] - 2 * out[2 * n :], axis=1)
 
 
-def bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray, normals: np.ndarray,
-              eps: Union[float, np.ndarray] = EPSILON) -> float:
+def bend_rate(
+    f: Callable[[np.ndarray], np.ndarray],
+    points: np.ndarray,
+    controls: np.ndarray,
+    normals: np.ndarray,
+    eps: Union[float, np.ndarray] = EPSILON,
+) -> float:
     """The bend rate of the model ``f`` (a batch of inputs to outputs) on fingerprint points with their controls
     and normals (see the module docstring); ``eps`` one probe half-width or one per point."""
     points = np.asarray(points)
     if not (len(points) == len(controls) == len(normals)) or len(points) == 0:
-        raise ParameterError(f"points, controls and normals must be equally many (> 0), got {len(points)}, "
-                             f"{len(controls)}, {len(normals)}")
+        raise ParameterError(
+            f"points, controls and normals must be equally many (> 0), got {len(points)}, "
+            f"{len(controls)}, {len(normals)}"
+        )
     at = second_difference(f, points, normals, eps)
     ctrl = second_difference(f, controls, normals, eps)
     return float(np.mean(at > ctrl))
@@ -68,8 +76,9 @@ def bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, control
 AGREEMENT_FRACTION = 0.1
 
 
-def scaled_bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray,
-                     normals: np.ndarray) -> float:
+def scaled_bend_rate(
+    f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, controls: np.ndarray, normals: np.ndarray
+) -> float:
     """The bend rate with a per-point probe: ``eps_i = |(x_i - x0_i) . d_i| / 2``, half the control's distance to
     the point's hyperplane along the normal, so that the control's segment stays on its side of that hyperplane
     and both segments are as short as the region around the point is narrow (the first statistic's fixed 0.01
@@ -82,8 +91,9 @@ def scaled_bend_rate(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, 
     return bend_rate(f, points, controls, normals, np.maximum(eps, 1e-6))
 
 
-def output_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, target_outputs: np.ndarray,
-                     classifier: bool = False) -> float:
+def output_agreement(
+    f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, target_outputs: np.ndarray, classifier: bool = False
+) -> float:
     """Share of the points where the suspect's output agrees with the target's stored output: for a classifier
     the arg max; otherwise ``||G_s(x_i) - G_t(x_i)|| <= AGREEMENT_FRACTION * median_i ||G_t(x_i) - G_t(x_{i+1})||``
     (the target's own output change between consecutive points sets the scale)."""
@@ -109,8 +119,9 @@ def output_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, 
 # pieces on the two sides of each boundary; the output correlation compares values.
 
 
-def one_sided_slopes(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
-                     eps: float = EPSILON) -> np.ndarray:
+def one_sided_slopes(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray, eps: float = EPSILON
+) -> np.ndarray:
     """Per point, ``[(f(x) - f(x - eps d)) / eps, (f(x + eps d) - f(x)) / eps]`` (outputs flattened and
     concatenated, shape (n, 2 D)): the slopes of f along the normal on the two sides of the point."""
     if not eps > 0:
@@ -119,7 +130,7 @@ def one_sided_slopes(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np
     d = np.asarray(d, np.float32)
     n = len(x)
     out = np.asarray(f(np.concatenate([x - eps * d, x, x + eps * d])), np.float64).reshape(3 * n, -1)
-    return np.concatenate([out[n:2 * n] - out[:n], out[2 * n:] - out[n:2 * n]], axis=1) / eps
+    return np.concatenate([out[n : 2 * n] - out[:n], out[2 * n :] - out[n : 2 * n]], axis=1) / eps
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -131,8 +142,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def slope_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, normals: np.ndarray,
-                    target_slopes: np.ndarray, eps: float = EPSILON) -> float:
+def slope_agreement(
+    f: Callable[[np.ndarray], np.ndarray],
+    points: np.ndarray,
+    normals: np.ndarray,
+    target_slopes: np.ndarray,
+    eps: float = EPSILON,
+) -> float:
     """Mean over the points of ``max(0, cos(S_t(x_i), S_s(x_i)))`` with S the :func:`one_sided_slopes` along the
     point's normal (half-width ``eps``, the fingerprint's); a suspect with zero slope there (a random forest's
     piecewise-constant probabilities) scores 0 at that point. In [0, 1], higher = more likely a copy; the target
@@ -141,8 +157,9 @@ def slope_agreement(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray, n
     target's normals."""
     t = np.asarray(target_slopes, np.float64).reshape(len(target_slopes), -1)
     if not (len(points) == len(normals) == len(t)) or len(t) == 0:
-        raise ParameterError(f"points, normals and target slopes must be equally many (> 0), got {len(points)}, "
-                             f"{len(normals)}, {len(t)}")
+        raise ParameterError(
+            f"points, normals and target slopes must be equally many (> 0), got {len(points)}, {len(normals)}, {len(t)}"
+        )
     s = one_sided_slopes(f, points, normals, eps)
     if s.shape != t.shape:
         raise ParameterError(f"suspect slopes of shape {s.shape[1:]} against the target's {t.shape[1:]}")

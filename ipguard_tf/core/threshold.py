@@ -9,8 +9,8 @@ from typing import Union
 
 import numpy as np
 
-from ipguard_tf.core.constants import DEFAULT_THRESHOLD
 from ipguard_tf.core.checks import check_number
+from ipguard_tf.core.constants import DEFAULT_THRESHOLD
 
 #: slack of the threshold rule: statistics are ratios m/n and thresholds often grid values t/r; comparing them
 #: with this slack keeps a float rounding from flipping a verdict (m/n and t/r differ by >= 1/(n r) otherwise)

@@ -21,8 +21,15 @@ from ipguard_tf.core.constants import MAX_ITERATIONS
 from ipguard_tf.methods.ipguard import ipguard_objective
 
 
-def eager_per_point_ipguard(logits_fn: Callable, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, k: float,
-                            learning_rate: float, max_iter: int = MAX_ITERATIONS) -> Dict[str, np.ndarray]:
+def eager_per_point_ipguard(
+    logits_fn: Callable,
+    x0: np.ndarray,
+    src: np.ndarray,
+    tgt: np.ndarray,
+    k: float,
+    learning_rate: float,
+    max_iter: int = MAX_ITERATIONS,
+) -> Dict[str, np.ndarray]:
     """Eager, per-point IPGuard (DeepJudge-CBA style); returns x and iterations per point."""
     import keras
 

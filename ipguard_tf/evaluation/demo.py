@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Optional
 
 from ipguard_tf.core.constants import DEFAULT_THRESHOLD, N_POINTS
-from ipguard_tf.models.classifier import save_keras_atomic
 from ipguard_tf.io.data import load_fashion_mnist
 from ipguard_tf.io.files import format_table
 from ipguard_tf.methods import IPGuard
+from ipguard_tf.models.classifier import save_keras_atomic
 from ipguard_tf.verification.suspects import verify
 from ipguard_tf.zoo import RECIPES, evaluate_accuracy, fine_tune_last_layer, train_model
 from ipguard_tf.zoo.store import is_zoo, read_manifest
@@ -55,7 +55,6 @@ def load_or_train(path: Path, ds, seed: int, progress: bool):
     """Load the model at ``path``, or train ``fmnist_cnn`` with ``seed`` and save it there."""
     import keras
 
-
     if path.exists():
         return keras.saving.load_model(str(path))
     log.info("%s missing: training %s (seed %d)", path, TARGET_ARCH, seed)
@@ -80,12 +79,16 @@ def _from_zoo(zoo: Path, name: str):
     return keras.saving.load_model(str(zoo / rec["file"]))
 
 
-def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
-                 seed: int = 0, progress: bool = True):
+def compute_demo(
+    workdir: Optional[str] = None,
+    pretrained: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Run the demo's steps; return (method, fingerprint, rows, models) where each row describes one suspect and
     ``models`` maps "target", "ftll" and "negative" to the models used."""
     import keras
-
 
     ds = load_fashion_mnist(data_dir)
     pre = Path(pretrained) if pretrained else repo_pretrained_dir()
@@ -111,23 +114,50 @@ def compute_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None
         neg = load_or_train(work / f"negative_seed{NEGATIVE_SEED}.keras", ds, NEGATIVE_SEED, progress)
 
     rows = []
-    for name, kind, model in (("target itself", "same model", target), ("FTLL copy", "positive", ftll),
-                              (f"{TARGET_ARCH} seed {NEGATIVE_SEED}", "negative", neg)):
+    for name, kind, model in (
+        ("target itself", "same model", target),
+        ("FTLL copy", "positive", ftll),
+        (f"{TARGET_ARCH} seed {NEGATIVE_SEED}", "negative", neg),
+    ):
         v = verify(fp, model, DEFAULT_THRESHOLD, name=name)
-        rows.append({"suspect": name, "kind": kind, "accuracy": evaluate_accuracy(model, ds.x_test, ds.y_test),
-                     "matching_rate": v.matching_rate, "verdict": v.verdict})
+        rows.append(
+            {
+                "suspect": name,
+                "kind": kind,
+                "accuracy": evaluate_accuracy(model, ds.x_test, ds.y_test),
+                "matching_rate": v.matching_rate,
+                "verdict": v.verdict,
+            }
+        )
     return method, fp, rows, {"target": target, "ftll": ftll, "negative": neg}
 
 
-def run_demo(workdir: Optional[str] = None, pretrained: Optional[str] = None, data_dir: Optional[str] = None,
-             seed: int = 0, progress: bool = True) -> int:
+def run_demo(
+    workdir: Optional[str] = None,
+    pretrained: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
     """``ipguard demo``: run :func:`compute_demo` and print its table."""
 
     t0 = time.perf_counter()
     method, fp, rows, _ = compute_demo(workdir, pretrained, data_dir, seed, progress)
-    print(f"IPGuard-{method.strategy}, k = {DEMO_K:g}, n = {len(fp)} ({fp.n_converged} converged), "
-          f"threshold {DEFAULT_THRESHOLD:g}, Fashion-MNIST, seed {seed}")
-    print(format_table(rows, [("suspect", "suspect", "{}"), ("kind", "kind", "{}"), ("test acc", "accuracy", "{:.4f}"),
-                        ("matching rate", "matching_rate", "{:.2f}"), ("verdict", "verdict", "{}")]))
+    print(
+        f"IPGuard-{method.strategy}, k = {DEMO_K:g}, n = {len(fp)} ({fp.n_converged} converged), "
+        f"threshold {DEFAULT_THRESHOLD:g}, Fashion-MNIST, seed {seed}"
+    )
+    print(
+        format_table(
+            rows,
+            [
+                ("suspect", "suspect", "{}"),
+                ("kind", "kind", "{}"),
+                ("test acc", "accuracy", "{:.4f}"),
+                ("matching rate", "matching_rate", "{:.2f}"),
+                ("verdict", "verdict", "{}"),
+            ],
+        )
+    )
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -19,11 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ipguard_tf.io.files import atomic_write_bytes
-from ipguard_tf.core.statistics import MATCHING_RATE, STATISTICS
 from ipguard_tf.core import metrics
 from ipguard_tf.core.calibration import format_p
+from ipguard_tf.core.statistics import MATCHING_RATE, STATISTICS
 from ipguard_tf.io.env_info import machine, utc_now, versions
+from ipguard_tf.io.files import atomic_write_bytes
 
 _CSS = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:left}
@@ -91,22 +91,39 @@ def _row(r, role: Optional[str]) -> str:
     val = f"{r.value:.3f}" if r.statistic == "matching_rate" else f"{r.value:.4f}"
     cls, word = ("copy", "verified as a copy") if r.verdict else ("indep", "not verified")
     matches = f"{r.matches}/{r.n}" if r.matches is not None else f"n = {r.n}"
-    cells = [html.escape(r.suspect), html.escape(role or ""), matches, val, ci, format_p(r.p_value),
-             f'<span class="{cls}">{word}</span>']
+    cells = [
+        html.escape(r.suspect),
+        html.escape(role or ""),
+        matches,
+        val,
+        ci,
+        format_p(r.p_value),
+        f'<span class="{cls}">{word}</span>',
+    ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Optional[str]], *,
-                   calibration: Any = None, summary: Optional[Dict[str, Any]] = None, command: str = "",
-                   threshold_source: str = "") -> str:
+def ownership_html(
+    fingerprint: Any,
+    results: Sequence[Any],
+    roles: Sequence[Optional[str]],
+    *,
+    calibration: Any = None,
+    summary: Optional[Dict[str, Any]] = None,
+    command: str = "",
+    threshold_source: str = "",
+) -> str:
     """The report as one HTML string (see the module docstring)."""
 
     meta = fingerprint.metadata
     target = meta.get("target") or {}
     threshold = results[0].threshold if results else float("nan")
     esc = html.escape
-    settings = {k: meta.get(k) for k in ("method", "strategy", "statistic", "dataset", "n", "n_converged", "points",
-                                         "params") if meta.get(k) is not None}
+    settings = {
+        k: meta.get(k)
+        for k in ("method", "strategy", "statistic", "dataset", "n", "n_converged", "points", "params")
+        if meta.get(k) is not None
+    }
     facts = [
         ("Fingerprint SHA-256", f"<code>{esc(str(fingerprint.sha256 or 'not read from a file'))}</code>"),
         ("Fingerprint created", esc(str(meta.get("created", "unknown")))),
@@ -120,44 +137,60 @@ def ownership_html(fingerprint: Any, results: Sequence[Any], roles: Sequence[Opt
         ("Report written", f"{esc(utc_now())} on {esc(json.dumps(machine(), default=str))}"),
         ("Library versions", f"<code>{esc(json.dumps(versions(), sort_keys=True))}</code>"),
     ]
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Ownership report</title>"
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>Model ownership report</h1>",
-             f"<p>{html.escape(STATISTICS.get(meta.get('statistic'), MATCHING_RATE).explanation, quote=False)}</p>",
-             "<h2>What was checked</h2><table>",
-             *[f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts], "</table>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Ownership report</title>"
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Model ownership report</h1>",
+        f"<p>{html.escape(STATISTICS.get(meta.get('statistic'), MATCHING_RATE).explanation, quote=False)}</p>",
+        "<h2>What was checked</h2><table>",
+        *[f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts],
+        "</table>",
+    ]
     if calibration is not None:
-        parts += ["<h2>Calibration (null: independently trained models)</h2>",
-                  f"<p>{esc(calibration.summary())}. Null model: {esc(calibration.to_metadata()['null_model'])}; "
-                  "a p-value is the probability that an independently trained model matches at least as many "
-                  "points.</p>"]
+        parts += [
+            "<h2>Calibration (null: independently trained models)</h2>",
+            f"<p>{esc(calibration.summary())}. Null model: {esc(calibration.to_metadata()['null_model'])}; "
+            "a p-value is the probability that an independently trained model matches at least as many "
+            "points.</p>",
+        ]
     else:
-        parts += ["<p class='note'>No calibration: p-values and a false-positive bound are not available; the "
-                  "threshold is the one given or the documented default (<code>ipguard calibrate</code> adds "
-                  "both).</p>"]
-    parts += ["<h2>Suspects</h2><table><tr><th>suspect</th><th>role</th><th>matches</th>"
-              f"<th>{esc(results[0].statistic if results else 'statistic')}</th><th>95% CI (Clopper-Pearson)</th>"
-              "<th>p-value</th><th>verdict</th></tr>",
-              *[_row(r, role) for r, role in zip(results, roles)], "</table>"]
+        parts += [
+            "<p class='note'>No calibration: p-values and a false-positive bound are not available; the "
+            "threshold is the one given or the documented default (<code>ipguard calibrate</code> adds "
+            "both).</p>"
+        ]
+    parts += [
+        "<h2>Suspects</h2><table><tr><th>suspect</th><th>role</th><th>matches</th>"
+        f"<th>{esc(results[0].statistic if results else 'statistic')}</th><th>95% CI (Clopper-Pearson)</th>"
+        "<th>p-value</th><th>verdict</th></tr>",
+        *[_row(r, role) for r, role in zip(results, roles)],
+        "</table>",
+    ]
     if summary:
-        parts.append(f"<p>Zoo: {summary['n_positive']} positives, {summary['n_negative']} negatives; robustness "
-                     f"{summary['robustness']:.2f} and uniqueness {summary['uniqueness']:.2f} at the threshold; "
-                     f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}.</p>")
+        parts.append(
+            f"<p>Zoo: {summary['n_positive']} positives, {summary['n_negative']} negatives; robustness "
+            f"{summary['robustness']:.2f} and uniqueness {summary['uniqueness']:.2f} at the threshold; "
+            f"ARUC {summary['aruc']:.3f}, AUC {summary['auc']:.3f}.</p>"
+        )
     plot = _rate_plot(results, calibration, threshold)
     if plot:
-        parts.append(f"<h2>Matching rates</h2><img alt='matching rates of the negatives and the suspects' "
-                     f"src='{plot}'>")
+        parts.append(
+            f"<h2>Matching rates</h2><img alt='matching rates of the negatives and the suspects' src='{plot}'>"
+        )
     ru = _ru_plot(results, roles)
     if ru:
         parts.append(f"<h2>Robustness and uniqueness</h2><img alt='robustness and uniqueness curves' src='{ru}'>")
-    parts.append("<p class='note'>Written by ipguard_tf. The fingerprint file's SHA-256 covers its points and "
-                 "metadata (including the calibration); recomputing it on the file handed over checks that it is "
-                 "the one this report describes.</p></body></html>")
+    parts.append(
+        "<p class='note'>Written by ipguard_tf. The fingerprint file's SHA-256 covers its points and "
+        "metadata (including the calibration); recomputing it on the file handed over checks that it is "
+        "the one this report describes.</p></body></html>"
+    )
     return "\n".join(parts)
 
 
-def write_ownership_report(path: str, fingerprint: Any, results: Sequence[Any], roles: Sequence[Optional[str]],
-                           **kw: Any) -> None:
+def write_ownership_report(
+    path: str, fingerprint: Any, results: Sequence[Any], roles: Sequence[Optional[str]], **kw: Any
+) -> None:
     """Write :func:`ownership_html` to ``path`` atomically."""
     atomic_write_bytes(Path(path), ownership_html(fingerprint, list(results), list(roles), **kw).encode("utf-8"))
 

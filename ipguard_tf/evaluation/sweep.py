@@ -24,15 +24,16 @@ import numpy as np
 
 from ipguard_tf.core import metrics, registry
 from ipguard_tf.core.fingerprint import Fingerprint
-from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
-from ipguard_tf.io.files import atomic_write_bytes
-from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.core.statistics import Statistic, matching_rate, statistic_of
+from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
+from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.verification.suspects import verify
 from ipguard_tf.zoo.members import load_member, method_inputs
 from ipguard_tf.zoo.store import members
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Suspect:
@@ -68,20 +69,32 @@ def suspect_label(rec: Dict[str, Any]) -> str:
 SUSPECT_ROLES = ("positive", "negative")
 
 
-def load_zoo_suspects(folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None,
-                      other_label_sets: bool = False) -> List[Suspect]:
-    """Every positive and negative member of a zoo (not the target nor CAE's ensemble; members labelling another label set, such as
-    the SAC zoo's transfer models, only with ``other_label_sets``), loaded once and adapted."""
+def load_zoo_suspects(
+    folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None, other_label_sets: bool = False
+) -> List[Suspect]:
+    """Every positive and negative member of a zoo (not the target nor CAE's ensemble; members labelling another
+    label set, such as the SAC zoo's transfer models, only with ``other_label_sets``), loaded once and adapted."""
 
     wanted = set(names) if names is not None else None
     out = []
     for rec in members(Path(folder)):
-        if rec["role"] not in SUSPECT_ROLES or (rec.get("labels") and not other_label_sets) or \
-                (wanted is not None and rec["name"] not in wanted):
+        if (
+            rec["role"] not in SUSPECT_ROLES
+            or (rec.get("labels") and not other_label_sets)
+            or (wanted is not None and rec["name"] not in wanted)
+        ):
             continue
         model = load_member(Path(folder), rec["name"], data_dir=data_dir)
-        out.append(Suspect(rec["name"], rec["role"], rec["family"], suspect_label(rec),
-                           as_classifier(model, name=rec["name"]), dict(rec)))
+        out.append(
+            Suspect(
+                rec["name"],
+                rec["role"],
+                rec["family"],
+                suspect_label(rec),
+                as_classifier(model, name=rec["name"]),
+                dict(rec),
+            )
+        )
     return out
 
 
@@ -105,8 +118,9 @@ def comparable_suspects(stat: Statistic, suspects: List[Suspect]) -> List[Suspec
     return [s for s in suspects if not (stat.same_label_set and s.other_labels)]
 
 
-def summarize(rates: Dict[str, float], roles: Dict[str, str], higher_is_copy: bool = True,
-              exclude: Iterable[str] = ()) -> Dict[str, Any]:
+def summarize(
+    rates: Dict[str, float], roles: Dict[str, str], higher_is_copy: bool = True, exclude: Iterable[str] = ()
+) -> Dict[str, Any]:
     """ARUC (Eq. 7, r = 100), AUC, gap, and the thresholds with robustness = uniqueness = 1, on a statistic
     whose direction is ``higher_is_copy``; suspects in ``exclude`` (another label set) do not count."""
     return metrics.summary(*metrics.by_role(rates, roles, exclude), higher_is_copy=higher_is_copy)
@@ -143,9 +157,19 @@ def run_key(method: str, strategy: str, setting: Optional[float], seed: int) -> 
 class Sweep:
     """Fingerprints and matching rates for many (method, strategy, setting, seed), cached in ``folder``."""
 
-    def __init__(self, folder: Path, target: Any, train_x: np.ndarray, suspects: List[Suspect], *, n: int = 100,
-                 dataset: str = "", method_params: Optional[Dict[str, Dict[str, Any]]] = None,
-                 progress: bool = True, train_y: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        target: Any,
+        train_x: np.ndarray,
+        suspects: List[Suspect],
+        *,
+        n: int = 100,
+        dataset: str = "",
+        method_params: Optional[Dict[str, Dict[str, Any]]] = None,
+        progress: bool = True,
+        train_y: Optional[np.ndarray] = None,
+    ) -> None:
         self.folder = Path(folder)
         self.target = as_classifier(target)
         self.train_x = train_x
@@ -172,8 +196,7 @@ class Sweep:
             return load_fingerprint(path)
         m = self.method(method, strategy, setting, seed, progress=self.progress)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
-        fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y, dataset=self.dataset,
-                        checkpoint=ckpt)
+        fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y, dataset=self.dataset, checkpoint=ckpt)
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
@@ -234,14 +257,27 @@ class Sweep:
             atomic_write_bytes(rpath, json.dumps(cached, indent=1, sort_keys=True).encode())
         rates = {s.name: cached["rates"][s.name] for s in usable}
         # every point converged: the converged-only rates are the rates; none did: there are none
-        rates_conv = rates if fp.n_converged == len(fp) else (
-            {s.name: cached["rates_converged"][s.name] for s in usable} if conv_fp is not None else None)
+        rates_conv = (
+            rates
+            if fp.n_converged == len(fp)
+            else ({s.name: cached["rates_converged"][s.name] for s in usable} if conv_fp is not None else None)
+        )
         conv = fp.converged
-        out = {"key": key, "method": method, "strategy": strategy, "setting": setting, "seed": seed,
-               "statistic": stat.name, "higher_is_copy": stat.higher_is_copy,
-               "n": len(fp), "n_converged": int(conv.sum()), "seconds": fp.metadata.get("seconds"),
-               "mean_distortion_converged": float(fp.distortion[conv].mean()) if conv.any() else None,
-               "median_iterations": float(np.median(fp.iterations)), "rates": rates}
+        out = {
+            "key": key,
+            "method": method,
+            "strategy": strategy,
+            "setting": setting,
+            "seed": seed,
+            "statistic": stat.name,
+            "higher_is_copy": stat.higher_is_copy,
+            "n": len(fp),
+            "n_converged": int(conv.sum()),
+            "seconds": fp.metadata.get("seconds"),
+            "mean_distortion_converged": float(fp.distortion[conv].mean()) if conv.any() else None,
+            "median_iterations": float(np.median(fp.iterations)),
+            "rates": rates,
+        }
         other = [s.name for s in usable if s.other_labels]
         out.update(summarize(rates, self.roles, stat.higher_is_copy, other))
         out["rates_converged"] = rates_conv

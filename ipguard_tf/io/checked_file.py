@@ -47,22 +47,28 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_checked_npz(path: Union[str, Path], arrays: Dict[str, np.ndarray], metadata: Dict[str, Any],
-                      schema: str) -> str:
+def write_checked_npz(
+    path: Union[str, Path], arrays: Dict[str, np.ndarray], metadata: Dict[str, Any], schema: str
+) -> str:
     """Write ``arrays`` and ``metadata`` (with ``schema`` added) to ``path`` atomically; return the SHA-256."""
     meta = dict(metadata)
     meta["schema"] = schema
     meta_bytes = json.dumps(meta, sort_keys=True, default=json_default).encode("utf-8")
     sha = digest(schema, arrays, meta_bytes)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays, metadata=np.frombuffer(meta_bytes, dtype=np.uint8),
-                        sha256=np.frombuffer(sha.encode("ascii"), dtype=np.uint8))
+    np.savez_compressed(
+        buf,
+        **arrays,
+        metadata=np.frombuffer(meta_bytes, dtype=np.uint8),
+        sha256=np.frombuffer(sha.encode("ascii"), dtype=np.uint8),
+    )
     atomic_write_bytes(path, buf.getvalue())
     return sha
 
 
-def read_checked_npz(path: Union[str, Path], schema: str, error: Type[Exception], what: str,
-                     required: Iterable[str] = ()) -> Tuple[Dict[str, np.ndarray], Dict[str, Any], str]:
+def read_checked_npz(
+    path: Union[str, Path], schema: str, error: Type[Exception], what: str, required: Iterable[str] = ()
+) -> Tuple[Dict[str, np.ndarray], Dict[str, Any], str]:
     """Read and check a file written by :func:`write_checked_npz`: ``(arrays, metadata, sha256)``.
 
     Any problem (absent, a folder, truncated, not such a file, ``required`` arrays missing, metadata not JSON,

@@ -97,9 +97,17 @@ class StateFile:
         error: the :class:`~ipguard_tf.core.errors.IPGuardError` subclass of the one-line errors.
     """
 
-    def __init__(self, path: Union[str, Path], identity: Union[str, Mapping[str, Any]], what: str = "checkpoint",
-                 *, schema: str = STATE_SCHEMA, other: str = "another run", hint: Optional[str] = None,
-                 error: Type[IPGuardError] = CheckpointError) -> None:
+    def __init__(
+        self,
+        path: Union[str, Path],
+        identity: Union[str, Mapping[str, Any]],
+        what: str = "checkpoint",
+        *,
+        schema: str = STATE_SCHEMA,
+        other: str = "another run",
+        hint: Optional[str] = None,
+        error: Type[IPGuardError] = CheckpointError,
+    ) -> None:
         self.path = Path(path)
         self.identity = _plain(identity)
         self.what = what
@@ -179,9 +187,14 @@ class SearchCheckpoint:
         self.path = Path(path)
         self.run_id = run_id
         self.every = float(every)
-        self.file = StateFile(self.path, run_id, "checkpoint", schema=SCHEMA,
-                              other="another run (model, method, settings, seed or data differ)",
-                              hint="choose another --checkpoint file")
+        self.file = StateFile(
+            self.path,
+            run_id,
+            "checkpoint",
+            schema=SCHEMA,
+            other="another run (model, method, settings, seed or data differ)",
+            hint="choose another --checkpoint file",
+        )
         self._entries: Dict[str, State] = {}
         self._last_save = time.monotonic()
         self._lock = threading.Lock()

@@ -142,8 +142,14 @@ def _keras_cifar(which: str, num_classes: int) -> Dataset:
             f"{which} could not be loaded through keras.datasets ({type(exc).__name__}); it needs internet "
             f"once, or the archive in ~/.keras/datasets/"
         ) from None
-    return Dataset(which, _to_unit_nhwc(xtr), ytr.astype(np.int64).reshape(-1), _to_unit_nhwc(xte),
-                   yte.astype(np.int64).reshape(-1), num_classes)
+    return Dataset(
+        which,
+        _to_unit_nhwc(xtr),
+        ytr.astype(np.int64).reshape(-1),
+        _to_unit_nhwc(xte),
+        yte.astype(np.int64).reshape(-1),
+        num_classes,
+    )
 
 
 def load_cifar10(data_dir: Optional[str] = None) -> Dataset:
@@ -157,7 +163,8 @@ def load_cifar100(data_dir: Optional[str] = None) -> Dataset:
 
 
 def load_imagenet(data_dir: Optional[str] = None):
-    """ImageNet from ``data_dir`` (with ``train/`` and ``val/`` class folders): see ipguard_tf.io.imagenet_data.ImageNetData."""
+    """ImageNet from ``data_dir`` (with ``train/`` and ``val/`` class folders): see
+    :class:`~ipguard_tf.io.imagenet_data.ImageNetData`."""
     if not data_dir:
         raise DataError("ImageNet needs --data-dir: a folder with train/ and val/ (one sub-folder per class)")
 
@@ -173,8 +180,12 @@ LOADERS: Dict[str, Callable[[Optional[str]], Dataset]] = {
 
 
 #: how tables and titles name each dataset
-DISPLAY_NAMES: Dict[str, str] = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-                                 "imagenet": "ImageNet"}
+DISPLAY_NAMES: Dict[str, str] = {
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "imagenet": "ImageNet",
+}
 
 
 def display_name(name: str) -> str:

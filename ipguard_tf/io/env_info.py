@@ -51,8 +51,25 @@ def machine() -> Dict[str, str]:
 
 
 #: instruction-set flags that decide which CPU kernels TensorFlow (Eigen, oneDNN) runs, hence its rounding
-_KERNEL_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
-                 "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni")
+_KERNEL_FLAGS = (
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "avx_vnni",
+)
 
 
 def platform_key() -> Dict[str, object]:
@@ -73,15 +90,23 @@ def platform_key() -> Dict[str, object]:
     base = "/sys/devices/system/cpu/cpu0/cache"
     for i in range(8):
         try:
-            with open(f"{base}/index{i}/level") as a, open(f"{base}/index{i}/type") as b, \
-                    open(f"{base}/index{i}/size") as c:
+            with (
+                open(f"{base}/index{i}/level") as a,
+                open(f"{base}/index{i}/type") as b,
+                open(f"{base}/index{i}/size") as c,
+            ):
                 caches[f"L{a.read().strip()}{b.read().strip()[0].lower()}"] = c.read().strip()
         except OSError:
             break
     v = versions()
-    return {"cpu": machine()["cpu"], "cores": os.cpu_count(), "isa": flags, "caches": caches,
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-            **{k: v.get(k) for k in ("tensorflow", "keras", "numpy")}}
+    return {
+        "cpu": machine()["cpu"],
+        "cores": os.cpu_count(),
+        "isa": flags,
+        "caches": caches,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        **{k: v.get(k) for k in ("tensorflow", "keras", "numpy")},
+    }
 
 
 def utc_now() -> str:

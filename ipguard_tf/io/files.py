@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+
 from ipguard_tf.io.env_info import machine, platform_key, utc_now, versions
 
 PathLike = Union[str, os.PathLike]
@@ -64,9 +65,15 @@ def write_csv(path: PathLike, rows: List[Dict[str, Any]], columns: Sequence[str]
 def run_record(config: Dict[str, Any]) -> Dict[str, Any]:
     """The provenance block stored beside every result: command, config, versions, machine, time."""
 
-    return {"command": "python " + " ".join(sys.argv) if sys.argv else "", "argv": sys.argv,
-            "config": config, "versions": versions(), "machine": machine(), "platform": platform_key(),
-            "finished": utc_now()}
+    return {
+        "command": "python " + " ".join(sys.argv) if sys.argv else "",
+        "argv": sys.argv,
+        "config": config,
+        "versions": versions(),
+        "machine": machine(),
+        "platform": platform_key(),
+        "finished": utc_now(),
+    }
 
 
 #: a column of :func:`format_table`: (heading, key in the row, format string)

@@ -14,8 +14,8 @@ from typing import Union
 import numpy as np
 
 from ipguard_tf.core.errors import FingerprintFileError
+from ipguard_tf.core.fingerprint import OPTIONAL_FIELDS, POINT_FIELDS, SCHEMA, Fingerprint, check_points
 from ipguard_tf.io.checked_file import read_checked_npz, write_checked_npz
-from ipguard_tf.core.fingerprint import Fingerprint, OPTIONAL_FIELDS, POINT_FIELDS, SCHEMA, check_points
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,7 @@ def save_fingerprint(fp: Fingerprint, path: Union[str, Path]) -> str:
 def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
     """Read and check a fingerprint file; any problem raises FingerprintFileError with one line."""
     path = Path(path)
-    arrays, meta, stored = read_checked_npz(path, SCHEMA, FingerprintFileError, "fingerprint",
-                                            required=POINT_FIELDS)
+    arrays, meta, stored = read_checked_npz(path, SCHEMA, FingerprintFileError, "fingerprint", required=POINT_FIELDS)
     arrays = {k: v for k, v in arrays.items() if k in POINT_FIELDS or k in OPTIONAL_FIELDS}
     for k, dt in {**POINT_FIELDS, **OPTIONAL_FIELDS}.items():
         if k in arrays and arrays[k].dtype != np.dtype(dt):
@@ -44,5 +43,3 @@ def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
     if problem:
         raise FingerprintFileError(f"{path}: {problem}")
     return fp
-
-

@@ -14,8 +14,9 @@ from ipguard_tf.core.errors import DataError
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
-def load_imagenet_images(directory: Union[str, Path], n: int, seed: int = 0, size: int = 224,
-                         with_labels: bool = False):
+def load_imagenet_images(
+    directory: Union[str, Path], n: int, seed: int = 0, size: int = 224, with_labels: bool = False
+):
     """``n`` random images from an ImageNet folder (class sub-folders, ILSVRC2012 layout; classes in sorted
     synset order, which is Keras' class index), resized to ``size``, as float32 in [0, 1]."""
     import keras
@@ -24,9 +25,17 @@ def load_imagenet_images(directory: Union[str, Path], n: int, seed: int = 0, siz
     if not d.is_dir():
         raise DataError(f"ImageNet folder {d} does not exist")
     try:
-        ds = keras.utils.image_dataset_from_directory(str(d), labels="inferred", label_mode="int",
-                                                      image_size=(size, size), batch_size=min(n, 64), shuffle=True,
-                                                      seed=seed, interpolation="bilinear", verbose=False)
+        ds = keras.utils.image_dataset_from_directory(
+            str(d),
+            labels="inferred",
+            label_mode="int",
+            image_size=(size, size),
+            batch_size=min(n, 64),
+            shuffle=True,
+            seed=seed,
+            interpolation="bilinear",
+            verbose=False,
+        )
     except ValueError as exc:
         raise DataError(f"{d}: {exc}") from None
     xs, ys, got = [], [], 0
@@ -56,8 +65,10 @@ class ImageNetData:
         self.train_dir, self.val_dir = self.root / "train", self.root / "val"
         for d in (self.train_dir, self.val_dir):
             if not d.is_dir():
-                raise DataError(f"ImageNet folder {d} does not exist (expected {self.root}/train and "
-                                f"{self.root}/val with one sub-folder per class)")
+                raise DataError(
+                    f"ImageNet folder {d} does not exist (expected {self.root}/train and "
+                    f"{self.root}/val with one sub-folder per class)"
+                )
         exts = (".jpeg", ".jpg", ".png", ".JPEG", ".JPG", ".PNG")
         self.num_train = sum(1 for p in self.train_dir.rglob("*") if p.suffix in exts)
         self.val_images, self.seed = int(val_images), int(seed)
@@ -67,9 +78,17 @@ class ImageNetData:
         import keras
         import tensorflow as tf
 
-        ds = keras.utils.image_dataset_from_directory(str(self.train_dir), labels="inferred", label_mode="int",
-                                                      image_size=(224, 224), batch_size=batch_size, shuffle=True,
-                                                      seed=seed, interpolation="bilinear", verbose=False)
+        ds = keras.utils.image_dataset_from_directory(
+            str(self.train_dir),
+            labels="inferred",
+            label_mode="int",
+            image_size=(224, 224),
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            interpolation="bilinear",
+            verbose=False,
+        )
         return ds.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     def _load_test(self):
@@ -92,5 +111,3 @@ class ImageNetData:
     def sample_train(self, n: int, seed: int = 0) -> np.ndarray:
         """n random training images in [0, 1] (the -T initialisation)."""
         return load_imagenet_images(self.train_dir, n, seed)
-
-

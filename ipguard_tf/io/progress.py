@@ -19,8 +19,9 @@ class _NullBar:
 
 
 @contextlib.contextmanager
-def progress_bar(total: Optional[int], desc: str = "", enabled: bool = True, unit: str = "it",
-                 initial: int = 0) -> Iterator:
+def progress_bar(
+    total: Optional[int], desc: str = "", enabled: bool = True, unit: str = "it", initial: int = 0
+) -> Iterator:
     """A tqdm bar, or a no-op one when ``enabled`` is False or IPGUARD_NO_PROGRESS is set."""
     if not enabled or os.environ.get("IPGUARD_NO_PROGRESS"):
         yield _NullBar()

@@ -6,5 +6,16 @@ from ipguard_tf.methods.base import FingerprintMethod, SearchOutput, default_lea
 from ipguard_tf.methods.baselines import CWL2, FGSM, IGSM, RandomPoints, fgsm_step
 from ipguard_tf.methods.ipguard import IPGuard, ipguard_objective
 
-__all__ = ["FingerprintMethod", "SearchOutput", "IPGuard", "RandomPoints", "FGSM", "IGSM", "CWL2", "fgsm_step",
-           "ipguard_objective", "default_learning_rate", "build_method"]
+__all__ = [
+    "FingerprintMethod",
+    "SearchOutput",
+    "IPGuard",
+    "RandomPoints",
+    "FGSM",
+    "IGSM",
+    "CWL2",
+    "fgsm_step",
+    "ipguard_objective",
+    "default_learning_rate",
+    "build_method",
+]

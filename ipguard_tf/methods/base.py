@@ -1,8 +1,8 @@
 """One interface for every fingerprinting method.
 
 Hyperparameters go to the constructor and are checked there against the method's declaration in the registry
-(:mod:`ipguard_tf.core.registry`; :class:`~ipguard_tf.core.errors.ParameterError` naming the parameter); the target model
-and the data go to :meth:`FingerprintMethod.generate`, which draws the initial points and target labels (paper
+(:mod:`ipguard_tf.core.registry`; :class:`~ipguard_tf.core.errors.ParameterError` naming the parameter); the target
+model and the data go to :meth:`FingerprintMethod.generate`, which draws the initial points and target labels (paper
 Section 5.1.4, Table 3 suffixes -TR, -TL, -RR, -RL), runs the method's search in batches (and shards, under
 ``tf.distribute``), labels the result with the target and returns a :class:`~ipguard_tf.core.fingerprint.Fingerprint`.
 
@@ -31,12 +31,12 @@ import numpy as np
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL, N_POINTS
-from ipguard_tf.io.env_info import utc_now, versions
 from ipguard_tf.core.errors import DataError, ModelError
 from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.io.checkpoint import SearchCheckpoint, content_key
+from ipguard_tf.io.env_info import utc_now, versions
 from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.models.sharding import run_sharded
-from ipguard_tf.io.checkpoint import SearchCheckpoint, content_key
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,14 @@ class SearchOutput:
         for p in parts:
             for k, v in p.stats.items():
                 stats[k] = stats.get(k, 0.0) + float(v)
-        return cls(**{k: np.concatenate([getattr(p, k) for p in parts])
-                      for k in ("x", "iterations", "objective", "converged", "nonfinite")},
-                   stats=stats, segments=[s for p in parts for s in p.segments])
+        return cls(
+            **{
+                k: np.concatenate([getattr(p, k) for p in parts])
+                for k in ("x", "iterations", "objective", "converged", "nonfinite")
+            },
+            stats=stats,
+            segments=[s for p in parts for s in p.segments],
+        )
 
 
 class FingerprintMethod(ABC):
@@ -143,14 +148,25 @@ class FingerprintMethod(ABC):
         return None
 
     @abstractmethod
-    def _search(self, clf: Classifier, plan: Any, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, *,
-                checkpoint: Any = None) -> SearchOutput:
+    def _search(
+        self, clf: Classifier, plan: Any, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, *, checkpoint: Any = None
+    ) -> SearchOutput:
         """Search from ``x0`` with initial labels ``src`` and targets ``tgt`` (one batch or shard); save to and
         resume from ``checkpoint`` (a :class:`~ipguard_tf.io.checkpoint.SearchCheckpoint` or None) if the method
         iterates. May run concurrently with other shards: it must not change ``self``."""
 
-    def _metadata(self, clf: Classifier, params: Dict[str, Any], *, n: int, n_converged: int, num_classes: int,
-                  dataset: Optional[str], seconds: float, point_shape: Sequence[int]) -> Dict[str, Any]:
+    def _metadata(
+        self,
+        clf: Classifier,
+        params: Dict[str, Any],
+        *,
+        n: int,
+        n_converged: int,
+        num_classes: int,
+        dataset: Optional[str],
+        seconds: float,
+        point_shape: Sequence[int],
+    ) -> Dict[str, Any]:
         """What every fingerprint's metadata records: the method, its statistic and settings, the points' count
         and domain, the target's identity, versions and time (methods add their own records after these)."""
         return {
@@ -171,8 +187,14 @@ class FingerprintMethod(ABC):
         }
 
     # -- the one public call ---------------------------------------------------------------------------------
-    def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator,
-                       train_y: Optional[np.ndarray] = None) -> np.ndarray:
+    def initial_points(
+        self,
+        clf: Classifier,
+        n: int,
+        train_x: Optional[np.ndarray],
+        rng: np.random.Generator,
+        train_y: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """Draw n initial points by the init strategy (T: distinct random training examples; R: uniform).
         ``train_y`` (the training labels) is for methods that need them (SAC-w); ignored here."""
         if self.init == "T":
@@ -196,9 +218,17 @@ class FingerprintMethod(ABC):
         tgt[same] = (src[same] + 1) % c
         return tgt.astype(np.int64)
 
-    def generate(self, model: Any, n: int = N_POINTS, train_x: Optional[np.ndarray] = None, *,
-                 train_y: Optional[np.ndarray] = None, dataset: Optional[str] = None,
-                 checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: float = 60.0) -> Fingerprint:
+    def generate(
+        self,
+        model: Any,
+        n: int = N_POINTS,
+        train_x: Optional[np.ndarray] = None,
+        *,
+        train_y: Optional[np.ndarray] = None,
+        dataset: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        checkpoint_every: float = 60.0,
+    ) -> Fingerprint:
         """Extract a fingerprint of ``n`` points from ``model`` (paper Section 4.2, Extract).
 
         ``train_x`` (images in [0, 1]) is needed for the T initialisation. Non-converged points are kept,
@@ -224,7 +254,6 @@ class FingerprintMethod(ABC):
         params = self.resolved_params(clf)
         ckpt = None
         if checkpoint is not None:
-
             run_id = content_key(clf.weights_sha256 or clf.name, self.name, params, n, x0, src, tgt)
             ckpt = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)
         plan = self._prepare(clf, params)
@@ -232,15 +261,23 @@ class FingerprintMethod(ABC):
         parts: List[SearchOutput] = []
         for s in range(0, n, bs):
             xb, sb, tb = x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]
-            parts += run_sharded(self.distribute, len(xb), lambda idx, xb=xb, sb=sb, tb=tb: self._search(
-                clf, plan, xb[idx], sb[idx], tb[idx], checkpoint=ckpt))
+            parts += run_sharded(
+                self.distribute,
+                len(xb),
+                lambda idx, xb=xb, sb=sb, tb=tb: self._search(clf, plan, xb[idx], sb[idx], tb[idx], checkpoint=ckpt),
+            )
         res = SearchOutput.concat(parts)
         x = res.x.astype(np.float32)
         converged = res.converged.astype(bool)
         bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | res.nonfinite.astype(bool)
         for i in np.flatnonzero(bad):
-            log.warning("%s: point %d: NaN or infinite values during the search (after %d iterations); it is put "
-                        "back at its initial point and flagged converged=False", self.name, i, int(res.iterations[i]))
+            log.warning(
+                "%s: point %d: NaN or infinite values during the search (after %d iterations); it is put "
+                "back at its initial point and flagged converged=False",
+                self.name,
+                i,
+                int(res.iterations[i]),
+            )
         x[bad] = x0[bad]
         converged &= ~bad
         x = np.clip(x, 0.0, 1.0)
@@ -252,14 +289,39 @@ class FingerprintMethod(ABC):
         seconds = time.perf_counter() - t0
         distortion = np.sqrt(np.sum((x - x0).reshape(n, -1).astype(np.float64) ** 2, axis=1))
         if not converged.all():
-            log.warning("%s: %d of %d points did not converge within the iteration budget; they are kept and "
-                        "flagged converged=False", self.name, int((~converged).sum()), n)
-        meta = self._metadata(clf, params, n=n, n_converged=int(converged.sum()), num_classes=int(logits0.shape[1]),
-                              dataset=dataset, seconds=seconds, point_shape=x.shape[1:])
-        meta.update(stats=res.stats, segments=[list(s) for s in res.segments],
-                    nonfinite_points=[int(i) for i in np.flatnonzero(bad)])
+            log.warning(
+                "%s: %d of %d points did not converge within the iteration budget; they are kept and "
+                "flagged converged=False",
+                self.name,
+                int((~converged).sum()),
+                n,
+            )
+        meta = self._metadata(
+            clf,
+            params,
+            n=n,
+            n_converged=int(converged.sum()),
+            num_classes=int(logits0.shape[1]),
+            dataset=dataset,
+            seconds=seconds,
+            point_shape=x.shape[1:],
+        )
+        meta.update(
+            stats=res.stats,
+            segments=[list(s) for s in res.segments],
+            nonfinite_points=[int(i) for i in np.flatnonzero(bad)],
+        )
         if outputs is not None:
             meta["outputs_kind"] = "logits"
-        return Fingerprint(x=x, y=y, source=src, target=tgt, iterations=res.iterations,
-                           objective=res.objective, converged=converged, distortion=distortion, metadata=meta,
-                           outputs=outputs)
+        return Fingerprint(
+            x=x,
+            y=y,
+            source=src,
+            target=tgt,
+            iterations=res.iterations,
+            objective=res.objective,
+            converged=converged,
+            distortion=distortion,
+            metadata=meta,
+            outputs=outputs,
+        )

@@ -13,11 +13,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from ipguard_tf.models.classifier import Classifier
 from ipguard_tf.io.progress import progress_bar
-from ipguard_tf.methods.search import AdamSearch, SearchProblem
 from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
 from ipguard_tf.methods.ipguard import _max_excluding, search_stats
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ class RandomPoints(FingerprintMethod):
 
     def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)
-        return SearchOutput(x=x0, iterations=np.zeros(n, np.int64), objective=np.full(n, np.nan, np.float32),
-                            converged=np.ones(n, bool))
+        return SearchOutput(
+            x=x0, iterations=np.zeros(n, np.int64), objective=np.full(n, np.nan, np.float32), converged=np.ones(n, bool)
+        )
 
 
 def targeted_sign_gradient(logits_fn, x: tf.Tensor, tgt: tf.Tensor) -> tf.Tensor:
@@ -55,7 +56,8 @@ class FGSM(FingerprintMethod):
     """Targeted FGSM (Goodfellow et al. 2015; paper Eq. 1): one signed-gradient step of size ``epsilon``.
 
     ``converged`` records whether the target labels the result y*. Hyperparameter (see
-    :mod:`ipguard_tf.core.registry`): ``epsilon``, the step (default :data:`~ipguard_tf.core.constants.DEFAULT_EPSILON`).
+    :mod:`ipguard_tf.core.registry`): ``epsilon``, the step (default
+    :data:`~ipguard_tf.core.constants.DEFAULT_EPSILON`).
     """
 
     name = "fgsm"
@@ -68,8 +70,12 @@ class FGSM(FingerprintMethod):
     def _search(self, clf, step, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         x = step(tf.constant(x0), tf.constant(tgt, tf.int32)).numpy()
         n = len(x0)
-        return SearchOutput(x=x, iterations=np.ones(n, np.int64), objective=np.full(n, np.nan, np.float32),
-                            converged=clf.predict_labels(x) == tgt)
+        return SearchOutput(
+            x=x,
+            iterations=np.ones(n, np.int64),
+            objective=np.full(n, np.nan, np.float32),
+            converged=clf.predict_labels(x) == tgt,
+        )
 
 
 class IGSM(FingerprintMethod):
@@ -115,8 +121,12 @@ class IGSM(FingerprintMethod):
     def _search(self, clf, run, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         x, iters = run(tf.constant(x0), tf.constant(tgt, tf.int32))
         x = x.numpy()
-        return SearchOutput(x=x, iterations=iters.numpy().astype(np.int64),
-                            objective=np.full(len(x0), np.nan, np.float32), converged=clf.predict_labels(x) == tgt)
+        return SearchOutput(
+            x=x,
+            iterations=iters.numpy().astype(np.int64),
+            objective=np.full(len(x0), np.nan, np.float32),
+            converged=clf.predict_labels(x) == tgt,
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -190,8 +200,9 @@ class CWL2(FingerprintMethod):
     jit_compile: bool
 
     def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
-        return AdamSearch.from_params(clf.logits, CWProblem(params["kappa"]), params,
-                                      abort_early=params["abort_early"], progress=False)
+        return AdamSearch.from_params(
+            clf.logits, CWProblem(params["kappa"]), params, abort_early=params["abort_early"], progress=False
+        )
 
     def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)
@@ -226,6 +237,12 @@ class CWL2(FingerprintMethod):
                 const = np.where(bounded, (lower + upper) / 2.0, np.where(fail, const * 10.0, const))
                 bar.update(1)
         success = np.isfinite(best_l2)
-        return SearchOutput(x=np.where(success.reshape((-1,) + (1,) * (x0.ndim - 1)), best_x, x0), iterations=iters,
-                            objective=np.where(success, best_l2, np.nan).astype(np.float32), converged=success,
-                            nonfinite=nonfinite & ~success, stats=stats, segments=segments)
+        return SearchOutput(
+            x=np.where(success.reshape((-1,) + (1,) * (x0.ndim - 1)), best_x, x0),
+            iterations=iters,
+            objective=np.where(success, best_l2, np.nan).astype(np.float32),
+            converged=success,
+            nonfinite=nonfinite & ~success,
+            stats=stats,
+            segments=segments,
+        )

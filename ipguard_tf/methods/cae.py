@@ -45,20 +45,25 @@ import tensorflow as tf
 from ipguard_tf.core.constants import N_POINTS
 from ipguard_tf.core.errors import DataError, ModelError, ParameterError
 from ipguard_tf.core.fingerprint import Fingerprint
-from ipguard_tf.models.classifier import Classifier, as_classifier
-from ipguard_tf.methods.search import AdamSearch, SearchProblem
-from ipguard_tf.methods.base import _N, FingerprintMethod, SearchOutput
 from ipguard_tf.io.checkpoint import StateFile, content_key
+from ipguard_tf.methods.base import _N, FingerprintMethod, SearchOutput
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.models.classifier import Classifier, as_classifier
 
 log = logging.getLogger(__name__)
 
 _CLIP = 1e-7
 
 
-def ensemble_output(surrogate_probs: tf.Tensor, reference_probs: tf.Tensor,
-                    keep_s: Optional[tf.Tensor] = None, keep_r: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+def ensemble_output(
+    surrogate_probs: tf.Tensor,
+    reference_probs: tf.Tensor,
+    keep_s: Optional[tf.Tensor] = None,
+    keep_r: Optional[tf.Tensor] = None,
+) -> Tuple[tf.Tensor, tf.Tensor]:
     """CEM's E = S̄ ⊙ (1 - R̄) and S̄, from member probabilities [B, members, C] and optional keep masks
     [B, members] (1 = kept; a row without any kept member keeps them all)."""
+
     def mean(p, keep):
         if keep is None:
             return tf.reduce_mean(p, axis=1)
@@ -82,8 +87,21 @@ class CAEProblem(SearchProblem):
 
     stop_on_success = False  # every example runs its max_iter steps, as in the implementations
 
-    def __init__(self, source_fn, n_surrogates: int, n_references: int, num_classes: int, *, epsilon: float,
-                 alpha: float, beta: float, gamma: float, dropout: float, tau: float, seed: int) -> None:
+    def __init__(
+        self,
+        source_fn,
+        n_surrogates: int,
+        n_references: int,
+        num_classes: int,
+        *,
+        epsilon: float,
+        alpha: float,
+        beta: float,
+        gamma: float,
+        dropout: float,
+        tau: float,
+        seed: int,
+    ) -> None:
         self._source_fn = source_fn  # the source's logits at x0 (in vars(): the search's graph cache key has it too)
         self.n_s, self.n_r, self.c = int(n_surrogates), int(n_references), int(num_classes)
         self.epsilon, self.alpha, self.beta, self.gamma = float(epsilon), float(alpha), float(beta), float(gamma)
@@ -159,9 +177,16 @@ class CAE(FingerprintMethod):
     max_candidates_per_point: int
     segment: int
 
-    def __init__(self, *, surrogates: Optional[Ensemble] = None, references: Optional[Ensemble] = None,
-                 ensemble_target_sha256: Optional[str] = None, progress: bool = False, distribute: Any = None,
-                 **params: Any) -> None:
+    def __init__(
+        self,
+        *,
+        surrogates: Optional[Ensemble] = None,
+        references: Optional[Ensemble] = None,
+        ensemble_target_sha256: Optional[str] = None,
+        progress: bool = False,
+        distribute: Any = None,
+        **params: Any,
+    ) -> None:
         super().__init__(progress=progress, distribute=distribute, **params)
         if self.dropout >= 1.0:
             raise ParameterError(f"dropout must be below 1 (it would leave every member out), got {self.dropout}")
@@ -170,10 +195,13 @@ class CAE(FingerprintMethod):
         if surrogates is not None and (len(surrogates) == 0 or len(references) == 0):
             raise ParameterError("CAE needs at least one surrogate and one reference model")
         if surrogates is None and self.zoo is None:
-            raise ParameterError("CAE needs its surrogate and reference models: give zoo (--cae-zoo), a zoo with "
-                                 "CAE members, or surrogates= and references=")
-        self._ensemble = None if surrogates is None else (_named(surrogates, "surrogate"),
-                                                          _named(references, "reference"))
+            raise ParameterError(
+                "CAE needs its surrogate and reference models: give zoo (--cae-zoo), a zoo with "
+                "CAE members, or surrogates= and references="
+            )
+        self._ensemble = (
+            None if surrogates is None else (_named(surrogates, "surrogate"), _named(references, "reference"))
+        )
         self._ensemble_target_sha256 = ensemble_target_sha256
 
     @property
@@ -188,24 +216,38 @@ class CAE(FingerprintMethod):
         for another target (``ensemble_target_sha256``, the zoo's target, differs from ``clf``'s weights) gives a
         warning: its surrogates were derived from that target."""
         if self._ensemble is None:  # a zoo was named but its members were not given
-            raise DataError(f"CAE zoo {self.zoo}: its ensemble was not loaded; pass surrogates= and references= "
-                            "(ipguard_tf.zoo.members.cae_ensemble loads them from a zoo folder)")
+            raise DataError(
+                f"CAE zoo {self.zoo}: its ensemble was not loaded; pass surrogates= and references= "
+                "(ipguard_tf.zoo.members.cae_ensemble loads them from a zoo folder)"
+            )
         sha = self._ensemble_target_sha256
         if sha and clf.weights_sha256 and sha != clf.weights_sha256:
-            log.warning("CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates "
-                        "were derived from that target, so the examples may not be conferrable for this model",
-                        self.zoo or "the ensemble")
+            log.warning(
+                "CAE: the model fingerprinted is not the target of %s (weights differ); its surrogates "
+                "were derived from that target, so the examples may not be conferrable for this model",
+                self.zoo or "the ensemble",
+            )
         s, r = self._ensemble
         surr = [as_classifier(m, name=name) for name, m in s]
         refs = [as_classifier(m, name=name) for name, m in r]
-        record = {"zoo": self.zoo,
-                  "surrogates": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in surr],
-                  "references": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in refs]}
+        record = {
+            "zoo": self.zoo,
+            "surrogates": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in surr],
+            "references": [{"name": c.name, "weights_sha256": c.weights_sha256} for c in refs],
+        }
         return surr, refs, record
 
-    def generate(self, model: Any, n: int = N_POINTS, train_x: Optional[np.ndarray] = None, *,
-                 train_y: Optional[np.ndarray] = None, dataset: Optional[str] = None,
-                 checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: float = 60.0) -> Fingerprint:
+    def generate(
+        self,
+        model: Any,
+        n: int = N_POINTS,
+        train_x: Optional[np.ndarray] = None,
+        *,
+        train_y: Optional[np.ndarray] = None,
+        dataset: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        checkpoint_every: float = 60.0,
+    ) -> Fingerprint:
         """Up to ``n`` conferrable examples of ``model`` from the owner's examples ``train_x`` with their true
         labels ``train_y`` (see the module docstring). ``checkpoint``: a file where the kept examples are saved
         after every round; a call with the same arguments after an interruption resumes after the last round."""
@@ -216,16 +258,24 @@ class CAE(FingerprintMethod):
         if train_x is None or len(train_x) == 0:
             raise DataError("CAE needs the owner's data (give --dataset, or train_x to generate)")
         if train_y is None or len(train_y) != len(train_x):
-            raise DataError("CAE needs the true labels of the owner's data (train_y): it starts from examples the "
-                            "model labels correctly and keeps those it then mislabels")
+            raise DataError(
+                "CAE needs the true labels of the owner's data (train_y): it starts from examples the "
+                "model labels correctly and keeps those it then mislabels"
+            )
         t0 = time.perf_counter()
         surr, refs, ens_record = self.ensemble(clf)
         x_all = clf.check_inputs(np.asarray(train_x), "owner images")
         y_all = np.asarray(train_y).reshape(-1).astype(np.int64)
         c = int(clf.predict_logits(x_all[:1]).shape[1])
         for m in surr + refs:
-            if m.input_shape is not None and clf.input_shape is not None and tuple(m.input_shape) != tuple(clf.input_shape):
-                raise ModelError(f"CAE ensemble member {m.name} takes inputs {m.input_shape}, the model {clf.input_shape}")
+            if (
+                m.input_shape is not None
+                and clf.input_shape is not None
+                and tuple(m.input_shape) != tuple(clf.input_shape)
+            ):
+                raise ModelError(
+                    f"CAE ensemble member {m.name} takes inputs {m.input_shape}, the model {clf.input_shape}"
+                )
             mc = int(m.predict_logits(x_all[:1]).shape[1])
             if mc != c:
                 raise ModelError(f"CAE ensemble member {m.name} has {mc} classes, the model {c}")
@@ -238,10 +288,28 @@ class CAE(FingerprintMethod):
             return tf.concat([f(x) for f in members_fns], axis=1)
 
         params = self.params()
-        problem = CAEProblem(clf.logits, len(surr), len(refs), c, epsilon=self.epsilon, alpha=self.alpha,
-                             beta=self.beta, gamma=self.gamma, dropout=self.dropout, tau=self.tau, seed=self.seed)
-        search = AdamSearch(out_fn, problem, learning_rate=self.learning_rate, max_iter=self.max_iter,
-                            segment=self.segment, progress=self.progress, desc="CAE")
+        problem = CAEProblem(
+            clf.logits,
+            len(surr),
+            len(refs),
+            c,
+            epsilon=self.epsilon,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            dropout=self.dropout,
+            tau=self.tau,
+            seed=self.seed,
+        )
+        search = AdamSearch(
+            out_fn,
+            problem,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            segment=self.segment,
+            progress=self.progress,
+            desc="CAE",
+        )
         bs = self.batch_size or n
         state = _RoundState.load(checkpoint, self._run_id(clf, ens_record, n, order, y_all))
         while state.kept < n and state.searched < budget:
@@ -259,24 +327,56 @@ class CAE(FingerprintMethod):
                 state.add(x[good], x0[good], y0[good], lab[good], score[good], r.iterations[good], r.loss[good])
             state.rounds += 1
             state.save()
-            log.info("CAE round %d: %d of %d candidates searched, %d kept", state.rounds, state.searched, budget,
-                     state.kept)
+            log.info(
+                "CAE round %d: %d of %d candidates searched, %d kept", state.rounds, state.searched, budget, state.kept
+            )
         if state.kept == 0:
-            raise ModelError(f"cae: none of the {state.searched} candidate examples searched passed the filter (tau "
-                             f"{self.tau:g}); raise --cae-candidates or --epsilon, or lower --cae-tau")
+            raise ModelError(
+                f"cae: none of the {state.searched} candidate examples searched passed the filter (tau "
+                f"{self.tau:g}); raise --cae-candidates or --epsilon, or lower --cae-tau"
+            )
         if state.kept < n:
-            log.warning("cae: %d of the %d candidate examples searched passed the filter (tau %.2f); the fingerprint "
-                        "has %d points, not %d", state.kept, state.searched, self.tau, state.kept, n)
+            log.warning(
+                "cae: %d of the %d candidate examples searched passed the filter (tau %.2f); the fingerprint "
+                "has %d points, not %d",
+                state.kept,
+                state.searched,
+                self.tau,
+                state.kept,
+                n,
+            )
         k = min(n, state.kept)
         x, x0, y0, lab, score, iters, loss = (a[:k] for a in state.arrays())
-        meta = self._metadata(clf, params, n=k, n_converged=k, num_classes=c, dataset=dataset,
-                              seconds=time.perf_counter() - t0, point_shape=x_all.shape[1:])
-        meta.update(n_requested=n, candidates_searched=int(state.searched), candidates_kept=int(state.kept),
-                    conferrability=[round(float(v), 6) for v in score], ensemble=ens_record, nonfinite_points=[])
+        meta = self._metadata(
+            clf,
+            params,
+            n=k,
+            n_converged=k,
+            num_classes=c,
+            dataset=dataset,
+            seconds=time.perf_counter() - t0,
+            point_shape=x_all.shape[1:],
+        )
+        meta.update(
+            n_requested=n,
+            candidates_searched=int(state.searched),
+            candidates_kept=int(state.kept),
+            conferrability=[round(float(v), 6) for v in score],
+            ensemble=ens_record,
+            nonfinite_points=[],
+        )
         distortion = np.sqrt(np.sum((x - x0).reshape(k, -1).astype(np.float64) ** 2, axis=1))
-        return Fingerprint(x=x, y=lab.astype(np.int64), source=y0.astype(np.int64), target=lab.astype(np.int64),
-                           iterations=iters.astype(np.int64), objective=loss.astype(np.float32),
-                           converged=np.ones(k, bool), distortion=distortion, metadata=meta)
+        return Fingerprint(
+            x=x,
+            y=lab.astype(np.int64),
+            source=y0.astype(np.int64),
+            target=lab.astype(np.int64),
+            iterations=iters.astype(np.int64),
+            objective=loss.astype(np.float32),
+            converged=np.ones(k, bool),
+            distortion=distortion,
+            metadata=meta,
+        )
 
     @staticmethod
     def _member_probs(x: np.ndarray, surr: List[Classifier], refs: List[Classifier]) -> Tuple[np.ndarray, np.ndarray]:
@@ -322,9 +422,18 @@ class _RoundState:
     def load(cls, path: Optional[Union[str, Path]], run_id: str) -> "_RoundState":
         """The state saved in ``path`` (a fresh one when ``path`` is None or does not exist yet); a file of
         another run or an unreadable one raises a one-line :class:`~ipguard_tf.io.checkpoint.CheckpointError`."""
-        store = None if path is None else StateFile(
-            path, run_id, "CAE checkpoint", schema=cls.SCHEMA, hint="give another file",
-            other="another CAE run (model, ensemble, settings, seed or data differ)")
+        store = (
+            None
+            if path is None
+            else StateFile(
+                path,
+                run_id,
+                "CAE checkpoint",
+                schema=cls.SCHEMA,
+                hint="give another file",
+                other="another CAE run (model, ensemble, settings, seed or data differ)",
+            )
+        )
         st = cls(store)
         saved = store.load() if store is not None else None
         if saved is None:
@@ -342,5 +451,7 @@ class _RoundState:
     def save(self) -> None:
         """Write the state to its file (nothing without one)."""
         if self.store is not None:
-            self.store.save(dict(zip(self.FIELDS, self.arrays())) if self.kept else {},
-                            {"searched": self.searched, "rounds": self.rounds})
+            self.store.save(
+                dict(zip(self.FIELDS, self.arrays())) if self.kept else {},
+                {"searched": self.searched, "rounds": self.rounds},
+            )

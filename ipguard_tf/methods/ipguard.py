@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from ipguard_tf.models.classifier import Classifier
-from ipguard_tf.methods.search import AdamSearch, SearchProblem
 from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
+from ipguard_tf.methods.search import AdamSearch, SearchProblem
+from ipguard_tf.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,25 @@ class IPGuard(FingerprintMethod):
     jit_compile: bool
 
     def _prepare(self, clf: Classifier, params: Dict[str, Any]) -> AdamSearch:
-        return AdamSearch.from_params(clf.logits, IPGuardProblem(params["k"]), params, progress=self.progress,
-                                      desc=f"IPGuard-{self.strategy} k={params['k']:g}")
+        return AdamSearch.from_params(
+            clf.logits,
+            IPGuardProblem(params["k"]),
+            params,
+            progress=self.progress,
+            desc=f"IPGuard-{self.strategy} k={params['k']:g}",
+        )
 
     def _search(self, clf, searcher: AdamSearch, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         r = searcher.run(x0, {"src": src, "tgt": tgt, "x0": x0}, checkpoint=checkpoint)
-        return SearchOutput(x=r.x, iterations=r.iterations, objective=r.loss, converged=r.success,
-                            nonfinite=r.nonfinite, stats=search_stats(r), segments=r.segments)
+        return SearchOutput(
+            x=r.x,
+            iterations=r.iterations,
+            objective=r.loss,
+            converged=r.success,
+            nonfinite=r.nonfinite,
+            stats=search_stats(r),
+            segments=r.segments,
+        )
 
 
 def search_stats(r) -> Dict[str, float]:

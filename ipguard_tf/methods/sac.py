@@ -1,7 +1,8 @@
 """SAC-m and SAC-w (Guan, Liang, He, "Are You Stealing My Model? Sample Correlation for Fingerprinting Deep
 Neural Networks", NeurIPS 2022; appendix in ``../shared/papers/003_*``; official code github guanjiyang/SAC):
 fingerprints by the *correlation* of a model's outputs on a set of samples, verified by
-:func:`~ipguard_tf.core.statistics.sac_distance` (lower = more likely a copy; :data:`~ipguard_tf.core.registry.SAC_DISTANCE`).
+:func:`~ipguard_tf.core.statistics.sac_distance` (lower = more likely a copy;
+:data:`~ipguard_tf.core.statistics.SAC_DISTANCE`).
 
 **SAC-m** (``cut_mix.py``): N = 100 owner images (drawn with the seed from the data given to ``generate``, the
 owner's own), mixed by CutMix: one patch, the same for all N, of side ``int(0.2 W)`` (clipped at the border),
@@ -29,8 +30,8 @@ import numpy as np
 
 from ipguard_tf.core.constants import SAC_CENTRE_BAND
 from ipguard_tf.core.errors import DataError, ModelError
-from ipguard_tf.models.classifier import Classifier
 from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
+from ipguard_tf.models.classifier import Classifier
 
 
 def cutmix_box(height: int, width: int, patch: float, rng: np.random.Generator) -> Tuple[int, int, int, int]:
@@ -42,12 +43,15 @@ def cutmix_box(height: int, width: int, patch: float, rng: np.random.Generator) 
         cy, cx = int(rng.integers(height)), int(rng.integers(width))
         if not (lo * height < cy < hi * height or lo * width < cx < hi * width):
             break
-    return (int(np.clip(cy - ch // 2, 0, height)), int(np.clip(cy + ch // 2, 0, height)),
-            int(np.clip(cx - cw // 2, 0, width)), int(np.clip(cx + cw // 2, 0, width)))
+    return (
+        int(np.clip(cy - ch // 2, 0, height)),
+        int(np.clip(cy + ch // 2, 0, height)),
+        int(np.clip(cx - cw // 2, 0, width)),
+        int(np.clip(cx + cw // 2, 0, width)),
+    )
 
 
-def cutmix_samples(images: np.ndarray, patch: float, rng: np.random.Generator,
-                   transpose: bool = False) -> np.ndarray:
+def cutmix_samples(images: np.ndarray, patch: float, rng: np.random.Generator, transpose: bool = False) -> np.ndarray:
     """SAC-m's samples from ``images`` (NHWC in [0, 1]): one CutMix box for all, each image's box filled from
     the image a random permutation assigns it; ``transpose`` swaps H and W as the official files do."""
     n, h, w = images.shape[:3]
@@ -70,8 +74,9 @@ class _SAC(FingerprintMethod):
 
     def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None) -> SearchOutput:
         n = len(x0)
-        return SearchOutput(x=x0, iterations=np.zeros(n, np.int64), objective=np.full(n, np.nan, np.float32),
-                            converged=np.ones(n, bool))
+        return SearchOutput(
+            x=x0, iterations=np.zeros(n, np.int64), objective=np.full(n, np.nan, np.float32), converged=np.ones(n, bool)
+        )
 
     @staticmethod
     def _owner_data(clf: Classifier, train_x: Optional[np.ndarray], what: str) -> np.ndarray:
@@ -92,8 +97,14 @@ class SACm(_SAC):
     def strategy(self) -> str:
         return "cutmix-transposed" if self.transpose else "cutmix"
 
-    def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator,
-                       train_y: Optional[np.ndarray] = None) -> np.ndarray:
+    def initial_points(
+        self,
+        clf: Classifier,
+        n: int,
+        train_x: Optional[np.ndarray],
+        rng: np.random.Generator,
+        train_y: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         x = self._owner_data(clf, train_x, "SAC-m")
         idx = rng.choice(len(x), size=n, replace=n > len(x))
         images = clf.check_inputs(x[idx], "owner images")
@@ -109,13 +120,21 @@ class SACw(_SAC):
     def strategy(self) -> str:
         return "wrong"
 
-    def initial_points(self, clf: Classifier, n: int, train_x: Optional[np.ndarray], rng: np.random.Generator,
-                       train_y: Optional[np.ndarray] = None) -> np.ndarray:
+    def initial_points(
+        self,
+        clf: Classifier,
+        n: int,
+        train_x: Optional[np.ndarray],
+        rng: np.random.Generator,
+        train_y: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         x = self._owner_data(clf, train_x, "SAC-w")
         if train_y is None or len(train_y) != len(x):
             raise DataError("SAC-w needs the labels of the owner's data (train_y) to find misclassified examples")
         wrong = np.flatnonzero(clf.predict_labels(x) != np.asarray(train_y).reshape(-1))
         if len(wrong) < n:
-            raise ModelError(f"the model misclassifies {len(wrong)} of the {len(x)} examples given; SAC-w needs "
-                             f"n = {n} (give a smaller --n or more data)")
+            raise ModelError(
+                f"the model misclassifies {len(wrong)} of the {len(x)} examples given; SAC-w needs "
+                f"n = {n} (give a smaller --n or more data)"
+            )
         return clf.check_inputs(x[rng.choice(wrong, size=n, replace=False)], "owner images").copy()

@@ -35,8 +35,8 @@ import tensorflow as tf
 
 from ipguard_tf.core.constants import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.io.checkpoint import content_key
+from ipguard_tf.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class SearchProblem:
     def project(self, w: tf.Tensor, ctx: Dict[str, tf.Tensor]) -> tf.Tensor:
         return w
 
-    def loss(self, x: tf.Tensor, logits: tf.Tensor, ctx: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def loss(
+        self, x: tf.Tensor, logits: tf.Tensor, ctx: Dict[str, tf.Tensor]
+    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Return per-point (loss, success, score) for the batch."""
         raise NotImplementedError
 
@@ -135,18 +137,37 @@ class AdamSearch:
         self.jit_compile = jit_compile
 
     @classmethod
-    def from_params(cls, logits_fn: Callable[[tf.Tensor], tf.Tensor], problem: SearchProblem,
-                    params: Dict[str, Any], **kw: Any) -> "AdamSearch":
+    def from_params(
+        cls, logits_fn: Callable[[tf.Tensor], tf.Tensor], problem: SearchProblem, params: Dict[str, Any], **kw: Any
+    ) -> "AdamSearch":
         """The search a method's resolved hyperparameters describe (``learning_rate``, ``max_iter``, ``segment``,
         ``jit_compile``); ``kw`` adds the rest (``abort_early``, ``progress``, ``desc``)."""
-        return cls(logits_fn, problem, learning_rate=params["learning_rate"], max_iter=params["max_iter"],
-                   segment=params["segment"], jit_compile=params["jit_compile"], **kw)
+        return cls(
+            logits_fn,
+            problem,
+            learning_rate=params["learning_rate"],
+            max_iter=params["max_iter"],
+            segment=params["segment"],
+            jit_compile=params["jit_compile"],
+            **kw,
+        )
 
     # ------------------------------------------------------------------------------------------------------
     def _cache_key(self, w_shape, x_shape):
-        return (_current_device(), type(self.problem).__name__, tuple(sorted(vars(self.problem).items())), tuple(w_shape),
-                tuple(x_shape), self.lr, self.b1, self.b2, self.eps, self.abort_early, self.abort_every,
-                self.jit_compile)
+        return (
+            _current_device(),
+            type(self.problem).__name__,
+            tuple(sorted(vars(self.problem).items())),
+            tuple(w_shape),
+            tuple(x_shape),
+            self.lr,
+            self.b1,
+            self.b2,
+            self.eps,
+            self.abort_early,
+            self.abort_every,
+            self.jit_compile,
+        )
 
     def _build(self, w_shape, x_shape, w_dtype) -> None:
         # Graphs are cached on the classifier (when logits_fn is a Classifier's bound method), so that repeated
@@ -171,9 +192,18 @@ class AdamSearch:
         vec = lambda dt: tf.TensorSpec([None], dt)  # noqa: E731
         ctx_spec = {"src": vec(tf.int32), "tgt": vec(tf.int32), "x0": bx, "const": vec(tf.float32)}
         state_spec = {
-            "w": bw, "m": bw, "v": bw, "t": vec(tf.float32), "done": vec(tf.bool), "iters": vec(tf.int32),
-            "best_x": bx, "best_score": vec(tf.float32), "success": vec(tf.bool), "prev": vec(tf.float32),
-            "loss": vec(tf.float32), "nonfinite": vec(tf.bool),
+            "w": bw,
+            "m": bw,
+            "v": bw,
+            "t": vec(tf.float32),
+            "done": vec(tf.bool),
+            "iters": vec(tf.int32),
+            "best_x": bx,
+            "best_score": vec(tf.float32),
+            "success": vec(tf.bool),
+            "prev": vec(tf.float32),
+            "loss": vec(tf.float32),
+            "nonfinite": vec(tf.bool),
         }
 
         def bcast(a, ref):
@@ -204,8 +234,10 @@ class AdamSearch:
             done = st["done"]
             wasted = wasted + tf.reduce_sum(tf.cast(done, tf.int64))
             live = tf.logical_not(done)
-            finite = tf.logical_and(tf.math.is_finite(loss), tf.reduce_all(
-                tf.math.is_finite(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1))
+            finite = tf.logical_and(
+                tf.math.is_finite(loss),
+                tf.reduce_all(tf.math.is_finite(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1),
+            )
             bad = tf.logical_and(live, tf.logical_not(finite))
             nonfinite = tf.logical_or(st["nonfinite"], bad)
             done = tf.logical_or(done, bad)
@@ -238,8 +270,21 @@ class AdamSearch:
             w_new = problem.project(w - step * bcast(updf, w), ctx)
             w_new = tf.where(bcast(upd, w), w_new, w)
             iters = st["iters"] + tf.cast(upd, tf.int32)
-            new = dict(st, w=w_new, m=m, v=v, t=t, done=done, iters=iters, best_x=best_x,
-                       best_score=best_score, success=success, prev=prev, loss=loss_rec, nonfinite=nonfinite)
+            new = dict(
+                st,
+                w=w_new,
+                m=m,
+                v=v,
+                t=t,
+                done=done,
+                iters=iters,
+                best_x=best_x,
+                best_score=best_score,
+                success=success,
+                prev=prev,
+                loss=loss_rec,
+                nonfinite=nonfinite,
+            )
             return new, wasted
 
         graphs: Dict[int, Any] = {}  # one graph per segment length (the last segment may be shorter)
@@ -276,10 +321,17 @@ class AdamSearch:
         }
         seg_fn, eval_fn = self._build(w0.shape[1:], ctx["x0"].shape[1:], tf.float32)
         state = {
-            "w": w0.copy(), "m": np.zeros_like(w0), "v": np.zeros_like(w0), "t": np.zeros(n, np.float32),
-            "done": np.zeros(n, bool), "iters": np.zeros(n, np.int32), "best_x": ctx["x0"].copy(),
-            "best_score": np.full(n, np.inf, np.float32), "success": np.zeros(n, bool),
-            "prev": np.full(n, np.inf, np.float32), "loss": np.full(n, np.nan, np.float32),
+            "w": w0.copy(),
+            "m": np.zeros_like(w0),
+            "v": np.zeros_like(w0),
+            "t": np.zeros(n, np.float32),
+            "done": np.zeros(n, bool),
+            "iters": np.zeros(n, np.int32),
+            "best_x": ctx["x0"].copy(),
+            "best_score": np.full(n, np.inf, np.float32),
+            "success": np.zeros(n, bool),
+            "prev": np.full(n, np.inf, np.float32),
+            "loss": np.full(n, np.nan, np.float32),
             "nonfinite": np.zeros(n, bool),
         }
         computed = 0
@@ -287,17 +339,31 @@ class AdamSearch:
         it = 0
         key = None
         if checkpoint is not None:
-
-            key = content_key(w0, *(ctx[k] for k in sorted(ctx)), type(self.problem).__name__,
-                              sorted(vars(self.problem).items()), self.lr, self.max_iter, self.abort_early,
-                              self.segment, self.b1, self.b2, self.eps)
+            key = content_key(
+                w0,
+                *(ctx[k] for k in sorted(ctx)),
+                type(self.problem).__name__,
+                sorted(vars(self.problem).items()),
+                self.lr,
+                self.max_iter,
+                self.abort_early,
+                self.segment,
+                self.b1,
+                self.b2,
+                self.eps,
+            )
             saved = checkpoint.get(key)
             if saved is not None:
                 arrays, scalars = saved
                 state.update(arrays)
                 it, computed, wasted = int(scalars["it"]), int(scalars["computed"]), int(scalars["wasted"])
-                log.info("%s: resumed at iteration %d of %d (%d points still running)", self.desc, it,
-                         self.max_iter, int((~state["done"]).sum()))
+                log.info(
+                    "%s: resumed at iteration %d of %d (%d points still running)",
+                    self.desc,
+                    it,
+                    self.max_iter,
+                    int((~state["done"]).sum()),
+                )
         segments = []
         loop_start = time.perf_counter()
         with progress_bar(total=self.max_iter, desc=self.desc, enabled=self.progress, unit="it", initial=it) as bar:
@@ -330,11 +396,26 @@ class AdamSearch:
         state["best_score"][better] = score[better]
         # (frozen points keep the success they were frozen with)
         state["success"] |= (succ & ~state["done"]) if self.problem.stop_on_success else succ
-        stats = {"iterations_run": float(it), "sample_steps": float(computed), "wasted_sample_steps": float(wasted),
-                 "loop_seconds": loop_seconds}
+        stats = {
+            "iterations_run": float(it),
+            "sample_steps": float(computed),
+            "wasted_sample_steps": float(wasted),
+            "loop_seconds": loop_seconds,
+        }
         if state["nonfinite"].any():
-            log.warning("%s: %d point(s) stopped because their loss or gradient became NaN or infinite",
-                        self.desc, int(state["nonfinite"].sum()))
-        return SearchResult(x=x, best_x=state["best_x"], best_score=state["best_score"], success=state["success"],
-                            iterations=state["iters"], loss=loss, nonfinite=state["nonfinite"], stats=stats,
-                            segments=segments)
+            log.warning(
+                "%s: %d point(s) stopped because their loss or gradient became NaN or infinite",
+                self.desc,
+                int(state["nonfinite"].sum()),
+            )
+        return SearchResult(
+            x=x,
+            best_x=state["best_x"],
+            best_score=state["best_score"],
+            success=state["success"],
+            iterations=state["iters"],
+            loss=loss,
+            nonfinite=state["nonfinite"],
+            stats=stats,
+            segments=segments,
+        )

@@ -123,7 +123,9 @@ def keras_logits_model(model: Any) -> Tuple[Any, str]:
         return model, "model has no layers list; outputs taken as they are"
     last = layers[-1]
     cls = type(last).__name__
-    is_softmax_layer = cls == "Softmax" or (cls == "Activation" and _act_name(getattr(last, "activation", None)) == "softmax")
+    is_softmax_layer = cls == "Softmax" or (
+        cls == "Activation" and _act_name(getattr(last, "activation", None)) == "softmax"
+    )
     act = _act_name(getattr(last, "activation", None))
     if not is_softmax_layer and act != "softmax":
         return model, "no softmax head"
@@ -238,9 +240,7 @@ class Classifier:
             if not ok and self.resize_to is not None and len(got) == 3 and len(exp) == 3 and got[2] == exp[2]:
                 ok = True  # resized inside logits()
             if not ok:
-                raise ModelError(
-                    f"{what} have shape {got} per example but {self.name} expects {tuple(exp)}"
-                )
+                raise ModelError(f"{what} have shape {got} per example but {self.name} expects {tuple(exp)}")
         if x.size:
             lo, hi = float(np.min(x)), float(np.max(x))
             if not np.isfinite(lo) or not np.isfinite(hi):
@@ -326,8 +326,9 @@ def _model_num_classes(model: Any) -> Optional[int]:
             return None
 
 
-def _from_keras(model: Any, *, name: Optional[str], source: str, input_scale: float, preprocess, resize_to,
-                batch_size: int) -> Classifier:
+def _from_keras(
+    model: Any, *, name: Optional[str], source: str, input_scale: float, preprocess, resize_to, batch_size: int
+) -> Classifier:
     lm, note = keras_logits_model(model)
     log.debug("%s: %s", model.name, note)
     if "could not be rebuilt" in note:
@@ -363,8 +364,9 @@ def _probe_kind(out: np.ndarray) -> str:
     return "logits"
 
 
-def _from_callable(fn: Callable, *, output: str, input_shape, num_classes, name, source, input_scale,
-                   preprocess, resize_to, batch_size) -> Classifier:
+def _from_callable(
+    fn: Callable, *, output: str, input_shape, num_classes, name, source, input_scale, preprocess, resize_to, batch_size
+) -> Classifier:
     if output == "auto":
         if input_shape is None:
             raise ModelError("a plain callable needs input_shape (or output='labels'/'logits'/'probs') to be probed")
@@ -377,29 +379,45 @@ def _from_callable(fn: Callable, *, output: str, input_shape, num_classes, name,
         if output == "probs":
             log.warning("%s returns probabilities; using log-probabilities as logits", name or "callable")
     if output == "labels":
+
         def label_fn(x):
             out = fn(x * input_scale if preprocess is None else preprocess(x * input_scale))
             return out.numpy() if hasattr(out, "numpy") else np.asarray(out)
 
-        return Classifier(label_fn=label_fn, input_shape=input_shape, num_classes=num_classes,
-                          name=name or getattr(fn, "__name__", "callable"), source=source, batch_size=batch_size)
+        return Classifier(
+            label_fn=label_fn,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            name=name or getattr(fn, "__name__", "callable"),
+            source=source,
+            batch_size=batch_size,
+        )
     if output == "probs":
+
         def base(x):
             return tf.math.log(tf.maximum(tf.convert_to_tensor(fn(x)), 1e-30))
     elif output == "logits":
+
         def base(x):
             return tf.convert_to_tensor(fn(x))
     else:
         raise ParameterError(f"output must be auto, logits, probs or labels, not {output!r}")
-    return Classifier(logits_fn=_scaled(base, input_scale, preprocess), input_shape=input_shape,
-                      num_classes=num_classes, name=name or getattr(fn, "__name__", "callable"), source=source,
-                      resize_to=resize_to, batch_size=batch_size)
+    return Classifier(
+        logits_fn=_scaled(base, input_scale, preprocess),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        name=name or getattr(fn, "__name__", "callable"),
+        source=source,
+        resize_to=resize_to,
+        batch_size=batch_size,
+    )
 
 
 def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classifier:
     """Labels from ``est.predict``; class scores, where the estimator has ``predict_proba`` (a random forest:
     the trees' mean class probabilities), as probabilities in the columns of the labels ``classes_`` names (for
     SAC's correlation, which needs scores)."""
+
     def label_fn(x):
         return est.predict(x.reshape(len(x), -1))
 
@@ -416,8 +434,16 @@ def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classif
             return out
 
         n_classes = width
-    return Classifier(label_fn=label_fn, output_fn=output_fn, output_kind="probabilities", input_shape=input_shape,
-                      num_classes=n_classes, name=name or type(est).__name__, source=source, batch_size=batch_size)
+    return Classifier(
+        label_fn=label_fn,
+        output_fn=output_fn,
+        output_kind="probabilities",
+        input_shape=input_shape,
+        num_classes=n_classes,
+        name=name or type(est).__name__,
+        source=source,
+        batch_size=batch_size,
+    )
 
 
 def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:
@@ -428,10 +454,17 @@ def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) ->
             x = np.asarray(preprocess(x))
         return model(x)
 
-    return Classifier(output_fn=output_fn, output_kind=model.output_kind, input_shape=model.input_shape,
-                      num_classes=model.num_classes, name=name or model.name, source=source,
-                      weights_sha256=model.content_sha256, batch_size=batch_size,
-                      note=f"TFLite {model.input_dtype.name} input, {model.output_kind} output")
+    return Classifier(
+        output_fn=output_fn,
+        output_kind=model.output_kind,
+        input_shape=model.input_shape,
+        num_classes=model.num_classes,
+        name=name or model.name,
+        source=source,
+        weights_sha256=model.content_sha256,
+        batch_size=batch_size,
+        note=f"TFLite {model.input_dtype.name} input, {model.output_kind} output",
+    )
 
 
 def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = None, unsafe: bool = False) -> Any:
@@ -458,7 +491,6 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
     if suffix == ".skops":
         return load_skops(p, unsafe=unsafe)
     if suffix == ".tflite":
-
         return TFLiteModel(p, unsafe=unsafe)
     if suffix in PICKLE_SUFFIXES:  # only with unsafe=True (check_model_file refuses them otherwise)
         import joblib
@@ -499,11 +531,13 @@ def _load_keras_file(p: Path, custom_objects: Optional[dict], safe: bool) -> Any
 
             return tf_keras.models.load_model(str(p), compile=False, custom_objects=custom_objects, safe_mode=safe)
 
-        for loader in ((k3, k2) if p.suffix.lower() == ".keras" else (k2, k3)):
+        for loader in (k3, k2) if p.suffix.lower() == ".keras" else (k2, k3):
             try:
                 return loader()
             except Exception as exc:
-                errors.append(f"{loader.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                errors.append(
+                    f"{loader.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                )
     raise ModelError(f"cannot load model {p}: " + "; ".join(errors)[:400])
 
 
@@ -516,7 +550,7 @@ class _RawSavedModel:
         if sig is None:
             raise ModelError(f"SavedModel {path} has no serving_default signature")
         self._sig = sig
-        (self._in_name, spec), = sig.structured_input_signature[1].items()
+        ((self._in_name, spec),) = sig.structured_input_signature[1].items()
         self.input_shape = tuple(None if d is None else int(d) for d in spec.shape[1:])
         self.name = Path(path).name
         self.weights = list(self._obj.variables) if hasattr(self._obj, "variables") else None
@@ -561,13 +595,23 @@ def as_classifier(
         model = load_model_file(model, custom_objects, unsafe=unsafe)
 
     if isinstance(model, TFLiteModel):
-        return _from_tflite(model, name=name, source=source, input_scale=input_scale, preprocess=preprocess,
-                            batch_size=batch_size)
+        return _from_tflite(
+            model, name=name, source=source, input_scale=input_scale, preprocess=preprocess, batch_size=batch_size
+        )
     if isinstance(model, _RawSavedModel):
         input_shape = input_shape or model.input_shape
-        c = _from_callable(model, output=output, input_shape=input_shape, num_classes=num_classes, name=name,
-                           source=source, input_scale=input_scale, preprocess=preprocess, resize_to=resize_to,
-                           batch_size=batch_size)
+        c = _from_callable(
+            model,
+            output=output,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            name=name,
+            source=source,
+            input_scale=input_scale,
+            preprocess=preprocess,
+            resize_to=resize_to,
+            batch_size=batch_size,
+        )
         c.weights_sha256 = weights_sha256(model)
         return c
     if _is_tf_keras_model(model) or _is_keras3_model(model):
@@ -576,17 +620,33 @@ def as_classifier(
             cached = model.__dict__.get("_ipguard_adapter")
             if cached is not None and (name is None or cached.name == name) and cached.batch_size == batch_size:
                 return cached
-        clf = _from_keras(model, name=name, source=source, input_scale=input_scale, preprocess=preprocess,
-                          resize_to=resize_to, batch_size=batch_size)
+        clf = _from_keras(
+            model,
+            name=name,
+            source=source,
+            input_scale=input_scale,
+            preprocess=preprocess,
+            resize_to=resize_to,
+            batch_size=batch_size,
+        )
         if plain:  # kept on the model itself (a plain attribute, not tracked by Keras): freed with the model
             object.__setattr__(model, "_ipguard_adapter", clf)
         return clf
     if hasattr(model, "predict") and hasattr(model, "fit") and not callable(getattr(model, "call", None)):
         return _from_sklearn(model, input_shape=input_shape, name=name, source=source, batch_size=batch_size)
     if callable(model):
-        return _from_callable(model, output=output, input_shape=input_shape, num_classes=num_classes, name=name,
-                              source=source, input_scale=input_scale, preprocess=preprocess, resize_to=resize_to,
-                              batch_size=batch_size)
+        return _from_callable(
+            model,
+            output=output,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            name=name,
+            source=source,
+            input_scale=input_scale,
+            preprocess=preprocess,
+            resize_to=resize_to,
+            batch_size=batch_size,
+        )
     raise ModelError(f"cannot use an object of type {type(model).__name__} as a classifier")
 
 

@@ -29,9 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ipguard_tf.core.errors import ModelError, ParameterError
-from ipguard_tf.models.classifier import Classifier
-from ipguard_tf.models.classifier import as_classifier
-
+from ipguard_tf.models.classifier import Classifier, as_classifier
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +62,14 @@ SPECS: Dict[str, Spec] = {
     "ResNet152": Spec("ResNet152", (), 224, "caffe", "resnet152_weights_tf_dim_ordering_tf_kernels.h5", 60.4),
     "ResNet152V2": Spec("ResNet152V2", (), 224, "tf", "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5", 60.4),
     "InceptionV3": Spec("InceptionV3", (), 299, "tf", "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", 23.9),
-    "InceptionResNetV2": Spec("InceptionResNetV2", (), 299, "tf",
-                              "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5", 55.9),
+    "InceptionResNetV2": Spec(
+        "InceptionResNetV2", (), 299, "tf", "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5", 55.9
+    ),
     "Xception": Spec("Xception", (), 299, "tf", "xception_weights_tf_dim_ordering_tf_kernels.h5", 22.9),
     "MobileNet": Spec("MobileNet", (("alpha", 1.0),), 224, "tf", "mobilenet_1_0_224_tf.h5", 4.3),
-    "MobileNetV2": Spec("MobileNetV2", (("alpha", 1.4),), 224, "tf",
-                        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.4_224.h5", 6.2),
+    "MobileNetV2": Spec(
+        "MobileNetV2", (("alpha", 1.4),), 224, "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.4_224.h5", 6.2
+    ),
     "DenseNet201": Spec("DenseNet201", (), 224, "torch", "densenet201_weights_tf_dim_ordering_tf_kernels.h5", 20.2),
     "NASNetLarge": Spec("NASNetLarge", (), 331, "tf", "NASNet-large.h5", 88.9),
     "ResNeXt101": Spec("ResNeXt101", (), 224, "torch", "resnext101_weights_tf_dim_ordering_tf_kernels.h5", 44.3),
@@ -176,14 +176,18 @@ def resolve_weights(name: str, weights: Optional[str]) -> Optional[str]:
         if name == "ResNeXt101":
             if cached.exists():
                 return str(cached)
-            raise ModelError(f"missing weight file {fname}: Keras does not distribute ResNeXt101 weights; put the "
-                             f"keras_applications file in {KERAS_CACHE}/ or in a folder given as the weights")
+            raise ModelError(
+                f"missing weight file {fname}: Keras does not distribute ResNeXt101 weights; put the "
+                f"keras_applications file in {KERAS_CACHE}/ or in a folder given as the weights"
+            )
         return "imagenet"
     folder = Path(weights)
     path = folder / fname if folder.is_dir() else folder
     if not path.is_file():
-        raise ModelError(f"missing weight file {fname}: put it in {folder} (or use weights 'imagenet' with "
-                         f"internet; Keras caches it in {KERAS_CACHE}/)")
+        raise ModelError(
+            f"missing weight file {fname}: put it in {folder} (or use weights 'imagenet' with "
+            f"internet; Keras caches it in {KERAS_CACHE}/)"
+        )
     return str(path)
 
 
@@ -202,8 +206,10 @@ def build_model(name: str, weights: Optional[str] = None):
         return ctor(weights=w, classifier_activation=None, **dict(spec.kwargs))
     except Exception as exc:
         if w == "imagenet":
-            raise ModelError(f"could not get {spec.weight_file} ({type(exc).__name__}); offline, put the file in "
-                             f"{KERAS_CACHE}/ or pass a folder holding it as the weights") from None
+            raise ModelError(
+                f"could not get {spec.weight_file} ({type(exc).__name__}); offline, put the file in "
+                f"{KERAS_CACHE}/ or pass a folder holding it as the weights"
+            ) from None
         raise
 
 
@@ -309,5 +315,3 @@ def parse_model_spec(spec: str) -> Optional[str]:
             raise ModelError(f"unknown ImageNet model {name!r}; choose one of {', '.join(SPECS)}")
         return name
     return None
-
-

@@ -44,8 +44,9 @@ class Oracle:
         batch_size: points per call to the victim.
     """
 
-    def __init__(self, victim: Any, *, output: str = "labels", query_budget: Optional[int] = None,
-                 batch_size: int = 256) -> None:
+    def __init__(
+        self, victim: Any, *, output: str = "labels", query_budget: Optional[int] = None, batch_size: int = 256
+    ) -> None:
         if output not in OUTPUTS:
             raise ParameterError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if query_budget is not None and (isinstance(query_budget, bool) or int(query_budget) < 0):
@@ -54,8 +55,9 @@ class Oracle:
             raise ParameterError(f"batch_size must be >= 1, got {batch_size!r}")
         victim = as_classifier(victim)  # a local model, or a remote one with the same predict interface
         if output == "probabilities" and not victim.has_scores:
-            raise OracleError(f"{getattr(victim, 'name', victim)} gives labels only; it cannot serve as a probability "
-                              "API")
+            raise OracleError(
+                f"{getattr(victim, 'name', victim)} gives labels only; it cannot serve as a probability API"
+            )
         self.victim = victim
         self.output = output
         self.query_budget = None if query_budget is None else int(query_budget)
@@ -70,7 +72,7 @@ class Oracle:
 
     def _batches(self, x: np.ndarray):
         for s in range(0, len(x), self.batch_size):
-            chunk = x[s:s + self.batch_size]
+            chunk = x[s : s + self.batch_size]
             self._charge(len(chunk))
             yield chunk
 

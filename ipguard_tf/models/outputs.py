@@ -22,8 +22,12 @@ def keras_outputs(model: Any, batch_size: int = 512) -> OutputFn:
     """A batch function of a Keras model's outputs (inference mode), in batches of ``batch_size``."""
 
     def f(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(model(tf.constant(x[i:i + batch_size]), training=False))
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [
+                np.asarray(model(tf.constant(x[i : i + batch_size]), training=False))
+                for i in range(0, len(x), batch_size)
+            ]
+        )
 
     return f
 

@@ -39,7 +39,6 @@ import numpy as np
 
 from ipguard_tf.core.errors import IPGuardError
 
-
 log = logging.getLogger(__name__)
 
 
@@ -95,13 +94,16 @@ def resolve_endpoint(url: str, protocol: Optional[str] = None) -> Tuple[str, str
     m1, m2 = _V1.match(path), _V2.match(path)
     found = "tfserving" if m1 else ("v2" if m2 else None)
     if found is None:
-        raise RemoteError(f"cannot find the model in {url!r}: expected a path like /v1/models/NAME "
-                          "(TensorFlow Serving) or /v2/models/NAME (Open Inference Protocol)")
+        raise RemoteError(
+            f"cannot find the model in {url!r}: expected a path like /v1/models/NAME "
+            "(TensorFlow Serving) or /v2/models/NAME (Open Inference Protocol)"
+        )
     if protocol is not None and protocol != found:
         raise RemoteError(f"--protocol {protocol} does not match the URL path {path!r} ({found} API)")
     m = m1 or m2
     verb = ":predict" if found == "tfserving" else "/infer"
-    new_path = f"{m.group('base')}/{'v1' if found == 'tfserving' else 'v2'}/models/{m.group('name')}{m.group('ver') or ''}{verb}"
+    version = "v1" if found == "tfserving" else "v2"
+    new_path = f"{m.group('base')}/{version}/models/{m.group('name')}{m.group('ver') or ''}{verb}"
     return urlunsplit((parts.scheme, parts.netloc, new_path, parts.query, "")), found, m.group("name")
 
 
@@ -181,8 +183,11 @@ class RemoteSuspect:
         x = np.asarray(x, np.float32).reshape((len(x),) + self.input_shape) * np.float32(self.input_scale)
         if self.protocol == "tfserving":
             return {"instances": x.tolist()}
-        return {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": "FP32",
-                            "data": x.reshape(-1).tolist()}]}
+        return {
+            "inputs": [
+                {"name": self.input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}
+            ]
+        }
 
     def _rows(self, reply: Any, n: int) -> List[Any]:
         """The per-point answers of a decoded reply, as a list of n entries (label or score row)."""
@@ -205,17 +210,21 @@ class RemoteSuspect:
                 raise RemoteError(f"{self.endpoint} replied without a list of 'outputs'{extra}")
             out = outs[0]
             shape, data = out.get("shape"), out.get("data")
-            if (not isinstance(shape, list) or not all(_is_int_like(d) and d >= 0 for d in shape)
-                    or not isinstance(data, list)):
+            if (
+                not isinstance(shape, list)
+                or not all(_is_int_like(d) and d >= 0 for d in shape)
+                or not isinstance(data, list)
+            ):
                 raise RemoteError(f"{self.endpoint}: output {out.get('name')!r} lacks a valid 'shape' and 'data'")
             shape = [int(d) for d in shape]
             if int(np.prod(shape)) != len(data) or not shape or shape[0] != n:
-                raise RemoteError(f"{self.endpoint}: output shape {shape} does not fit {len(data)} values "
-                                  f"for {n} points")
+                raise RemoteError(
+                    f"{self.endpoint}: output shape {shape} does not fit {len(data)} values for {n} points"
+                )
             per = int(np.prod(shape[1:])) if len(shape) > 1 else 1
             if len(shape) > 2:
                 raise RemoteError(f"{self.endpoint}: output shape {shape} is neither [n] (labels) nor [n, C]")
-            rows = data if len(shape) == 1 else [data[i * per:(i + 1) * per] for i in range(n)]
+            rows = data if len(shape) == 1 else [data[i * per : (i + 1) * per] for i in range(n)]
         if len(rows) != n:
             raise RemoteError(f"{self.endpoint} answered {len(rows)} predictions for {n} points")
         return rows
@@ -227,8 +236,9 @@ class RemoteSuspect:
             raise RemoteError(f"{self.endpoint} answered a score row that is not a list of numbers")
         a = np.asarray(row, np.float64)
         if c is not None and len(a) != c:
-            raise RemoteError(f"{self.endpoint} answered {len(a)} class scores per point; the fingerprinted "
-                              f"model has {c} classes")
+            raise RemoteError(
+                f"{self.endpoint} answered {len(a)} class scores per point; the fingerprinted model has {c} classes"
+            )
         if not np.all(np.isfinite(a)):
             raise RemoteError(f"{self.endpoint} answered NaN or infinite class scores")
         return a
@@ -239,12 +249,16 @@ class RemoteSuspect:
             row = row[0]  # [label]
         if isinstance(row, list):
             if self.output == "labels":
-                raise RemoteError(f"{self.endpoint} answered a row of {len(row)} values where a label was expected "
-                                  "(use --output probabilities)")
+                raise RemoteError(
+                    f"{self.endpoint} answered a row of {len(row)} values where a label was expected "
+                    "(use --output probabilities)"
+                )
             return int(np.argmax(self._score_row(row)))
         if self.output == "probabilities":
-            raise RemoteError(f"{self.endpoint} answered {type(row).__name__} {str(row)[:40]} where a row of "
-                              "class scores was expected (use --output labels)")
+            raise RemoteError(
+                f"{self.endpoint} answered {type(row).__name__} {str(row)[:40]} where a row of "
+                "class scores was expected (use --output labels)"
+            )
         if not _is_int_like(row):
             raise RemoteError(f"{self.endpoint} answered {str(row)[:40]!r} where a class label was expected")
         lab = int(row)
@@ -261,8 +275,10 @@ class RemoteSuspect:
         attempt = 0
         while True:
             if self.query_budget is not None and self.points_sent + n > self.query_budget:
-                raise RemoteError(f"query budget of {self.query_budget} points exhausted "
-                                  f"({self.points_sent} sent); re-run with a larger --query-budget to continue")
+                raise RemoteError(
+                    f"query budget of {self.query_budget} points exhausted "
+                    f"({self.points_sent} sent); re-run with a larger --query-budget to continue"
+                )
             if self.max_rps:
                 wait = self._last_request + 1.0 / self.max_rps - time.monotonic()
                 if wait > 0:
@@ -272,32 +288,41 @@ class RemoteSuspect:
             self.requests_sent += 1
             retry_after = None
             try:
-                r = self._session.post(self.endpoint, data=body, timeout=self.timeout,
-                                       headers={"Content-Type": "application/json", "Accept": "application/json"})
+                r = self._session.post(
+                    self.endpoint,
+                    data=body,
+                    timeout=self.timeout,
+                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                )
                 status, text = r.status_code, r.text
                 if status == 429 or status >= 500:
                     problem = f"HTTP {status}"
                     ra = r.headers.get("Retry-After", "")
                     retry_after = float(ra) if re.fullmatch(r"\d+(\.\d+)?", ra.strip()) else None
                 elif status >= 400:
-                    raise RemoteError(f"{self.endpoint} refused the request: HTTP {status}: "
-                                      f"{' '.join(text.split())[:200]}")
+                    raise RemoteError(
+                        f"{self.endpoint} refused the request: HTTP {status}: {' '.join(text.split())[:200]}"
+                    )
                 else:
                     try:
                         return json.loads(text)
                     except ValueError:
-                        raise RemoteError(f"{self.endpoint} replied with a body that is not JSON: "
-                                          f"{' '.join(text.split())[:80]!r}") from None
+                        raise RemoteError(
+                            f"{self.endpoint} replied with a body that is not JSON: {' '.join(text.split())[:80]!r}"
+                        ) from None
             except requests.exceptions.Timeout:
                 problem = f"no reply within {self.timeout:g} s"
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 problem = f"connection failed ({type(exc).__name__})"
             except requests.exceptions.RequestException as exc:
                 raise RemoteError(f"cannot query {self.endpoint}: {type(exc).__name__}: {str(exc)[:200]}") from None
             if attempt >= self.retries:
                 raise RemoteError(f"{self.endpoint}: {problem}, gave up after {attempt + 1} attempts")
-            delay = min(MAX_BACKOFF, self.backoff * 2 ** attempt) * (0.5 + 0.5 * random.random())
+            delay = min(MAX_BACKOFF, self.backoff * 2**attempt) * (0.5 + 0.5 * random.random())
             if retry_after is not None:
                 delay = min(MAX_BACKOFF, max(delay, retry_after))
             log.warning("%s: %s; retry %d of %d in %.2f s", self.endpoint, problem, attempt + 1, self.retries, delay)
@@ -318,13 +343,16 @@ class RemoteSuspect:
     def predict_labels(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """Labels of ``x``, one request per ``batch_size`` points (default: the suspect's batch size)."""
         b = batch_size or self.batch_size
-        return np.concatenate([self.query(x[s:s + b]) for s in range(0, len(x), b)]) if len(x) else \
-            np.zeros((0,), np.int64)
+        return (
+            np.concatenate([self.query(x[s : s + b]) for s in range(0, len(x), b)])
+            if len(x)
+            else np.zeros((0,), np.int64)
+        )
 
     def predict_scores(self, x: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """Class scores of ``x`` as the service gives them, one request per ``batch_size`` points."""
         b = batch_size or self.batch_size
-        return np.concatenate([self.query_scores(x[s:s + b]) for s in range(0, len(x), b)])
+        return np.concatenate([self.query_scores(x[s : s + b]) for s in range(0, len(x), b)])
 
     def query(self, x: np.ndarray) -> np.ndarray:
         """Labels the service gives to one batch of [0, 1] points (one request, retried as configured)."""
@@ -336,8 +364,10 @@ class RemoteSuspect:
         rows = self._ask(x)
         bad = next((r for r in rows if not isinstance(r, list) or len(r) == 1), None)  # [label] is a label
         if bad is not None:
-            raise RemoteError(f"{self.endpoint} answers class labels only ({str(bad)[:40]}); this needs a row of "
-                              "class scores per point (a probability API)")
+            raise RemoteError(
+                f"{self.endpoint} answers class labels only ({str(bad)[:40]}); this needs a row of "
+                "class scores per point (a probability API)"
+            )
         return np.stack([self._score_row(r) for r in rows]).astype(np.float32)
 
     def _ask(self, x: np.ndarray) -> List[Any]:
@@ -355,5 +385,3 @@ class RemoteSuspect:
         if self._session is not None:
             self._session.close()
             self._session = None
-
-

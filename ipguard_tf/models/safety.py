@@ -118,8 +118,10 @@ def check_model_file(path: Union[str, Path], unsafe: bool = False) -> None:
         raise UnsafeModelError(f"{p} is a pickle file: loading it runs arbitrary code; {_HINT}")
     layers = code_layers(_keras_config(p))
     if layers:
-        raise UnsafeModelError(f"{p} contains Lambda layer(s) {', '.join(sorted(set(layers))[:5])} whose Python code "
-                               f"would run when loaded; {_HINT}")
+        raise UnsafeModelError(
+            f"{p} contains Lambda layer(s) {', '.join(sorted(set(layers))[:5])} whose Python code "
+            f"would run when loaded; {_HINT}"
+        )
 
 
 #: the types a skops file may name without ``unsafe`` (what the zoo's random forests need)
@@ -138,7 +140,8 @@ def load_skops(path: Union[str, Path], unsafe: bool = False):
         raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__})") from None
     bad = [t for t in untrusted if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
     if bad and not unsafe:
-        raise UnsafeModelError(f"{path} names types outside scikit-learn and NumPy ({', '.join(bad[:3])}), which "
-                               "could run code when loaded; re-run with --unsafe only if you trust its author")
+        raise UnsafeModelError(
+            f"{path} names types outside scikit-learn and NumPy ({', '.join(bad[:3])}), which "
+            "could run code when loaded; re-run with --unsafe only if you trust its author"
+        )
     return sio.loads(data, trusted=untrusted)
-

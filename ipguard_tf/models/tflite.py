@@ -36,9 +36,9 @@ from typing import Any, List, Optional, Union
 import numpy as np
 
 from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.io.files import atomic_write_bytes
 from ipguard_tf.models.safety import _HINT as _UNSAFE_HINT
 from ipguard_tf.models.safety import UnsafeModelError
-from ipguard_tf.io.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,15 @@ class TFLiteModel:
     (de)quantise and reshape operators), else ``"logits"``.
     """
 
-    def __init__(self, source: Union[str, os.PathLike, bytes], *, name: Optional[str] = None,
-                 batch_size: int = 256, unsafe: bool = False, num_threads: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        source: Union[str, os.PathLike, bytes],
+        *,
+        name: Optional[str] = None,
+        batch_size: int = 256,
+        unsafe: bool = False,
+        num_threads: Optional[int] = None,
+    ) -> None:
         if batch_size < 1:
             raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(source, (bytes, bytearray)):
@@ -97,11 +104,18 @@ class TFLiteModel:
             except Exception as exc:  # a damaged flatbuffer or unknown ops
                 raise ModelError(f"cannot load TFLite model {self.name}: {str(exc).splitlines()[0][:200]}") from None
         ops = self._ops()
-        foreign = sorted({o["op_name"] for o in ops if o["op_name"].startswith("Flex") or o["op_name"] == "CUSTOM"
-                          or not o["op_name"].isupper()})
+        foreign = sorted(
+            {
+                o["op_name"]
+                for o in ops
+                if o["op_name"].startswith("Flex") or o["op_name"] == "CUSTOM" or not o["op_name"].isupper()
+            }
+        )
         if foreign and not unsafe:
-            raise TFLiteUnsafeError(f"{self.name} uses operators outside TFLite's builtin set ({', '.join(foreign)[:120]}), "
-                                    f"which run TensorFlow kernels or code not in TFLite; {_UNSAFE_HINT}")
+            raise TFLiteUnsafeError(
+                f"{self.name} uses operators outside TFLite's builtin set ({', '.join(foreign)[:120]}), "
+                f"which run TensorFlow kernels or code not in TFLite; {_UNSAFE_HINT}"
+            )
         inputs, outputs = self._it.get_input_details(), self._it.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
@@ -185,12 +199,13 @@ class TFLiteModel:
         x = np.asarray(x, np.float32)
         got = tuple(x.shape[1:])
         if len(got) != len(self.input_shape) or any(e is not None and e != g for e, g in zip(self.input_shape, got)):
-            raise ModelError(f"inputs have shape {tuple(x.shape[1:])} per example but {self.name} expects "
-                             f"{self.input_shape}")
+            raise ModelError(
+                f"inputs have shape {tuple(x.shape[1:])} per example but {self.name} expects {self.input_shape}"
+            )
         bs = self.fixed_batch or self.batch_size
         outs = []
         for s in range(0, len(x), bs):
-            chunk = self._quantise(x[s:s + bs])
+            chunk = self._quantise(x[s : s + bs])
             n = len(chunk)
             if n < bs and (self.fixed_batch is not None or self._allocated == bs or len(x) > bs):
                 chunk = np.concatenate([chunk, np.zeros((bs - n,) + chunk.shape[1:], chunk.dtype)])
@@ -203,21 +218,28 @@ class TFLiteModel:
         return np.argmax(self(x), axis=1).astype(np.int64)
 
     def __repr__(self) -> str:
-        return (f"TFLiteModel({self.name!r}, input {self.input_dtype.name}{self.input_shape}, "
-                f"output {self.output_dtype.name} {self.output_kind})")
+        return (
+            f"TFLiteModel({self.name!r}, input {self.input_dtype.name}{self.input_shape}, "
+            f"output {self.output_dtype.name} {self.output_kind})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
 def _representative(x: np.ndarray, limit: int):
     def gen():
         for i in range(min(limit, len(x))):
-            yield [x[i:i + 1].astype(np.float32)]
+            yield [x[i : i + 1].astype(np.float32)]
 
     return gen
 
 
-def convert(model: Any, mode: str = "float32", representative: Optional[np.ndarray] = None, *,
-            calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES) -> bytes:
+def convert(
+    model: Any,
+    mode: str = "float32",
+    representative: Optional[np.ndarray] = None,
+    *,
+    calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES,
+) -> bytes:
     """TFLite bytes of a Keras 3 or tf_keras ``model`` (TensorFlow's ``TFLiteConverter.from_keras_model``).
 
     ``mode``: ``float32`` (plain conversion), ``float16`` (post-training float16 quantisation of the weights),
@@ -258,4 +280,3 @@ def save(content: bytes, path: Union[str, os.PathLike]) -> Path:
     p = Path(path)
     atomic_write_bytes(p, content)
     return p
-

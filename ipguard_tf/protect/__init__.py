@@ -11,12 +11,23 @@ The names below are imported on first use, so that the command line's ``--help``
 import importlib
 
 _EXPORTS = {
-    "evaluate": "api", "load_protected": "api", "protect": "api",
-    "KeyFileError": "keyfile", "load_key": "keyfile", "save_key": "keyfile",
-    "direct_piracy": "threats", "input_only_attack": "threats", "pair_attack": "threats",
-    "ProtectSettings": "training", "evaluate_protection": "training", "train_protected": "training",
-    "FixedTransform": "transforms", "GeneratorTransform": "transforms", "LearnedTransform": "transforms",
-    "make_transform": "transforms", "psnr": "transforms",
+    "evaluate": "api",
+    "load_protected": "api",
+    "protect": "api",
+    "KeyFileError": "keyfile",
+    "load_key": "keyfile",
+    "save_key": "keyfile",
+    "direct_piracy": "threats",
+    "input_only_attack": "threats",
+    "pair_attack": "threats",
+    "ProtectSettings": "training",
+    "evaluate_protection": "training",
+    "train_protected": "training",
+    "FixedTransform": "transforms",
+    "GeneratorTransform": "transforms",
+    "LearnedTransform": "transforms",
+    "make_transform": "transforms",
+    "psnr": "transforms",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -17,14 +17,12 @@ import numpy as np
 
 from ipguard_tf.core import constants as C
 from ipguard_tf.core.errors import ModelError, ParameterError
-from ipguard_tf.io.files import write_json
+from ipguard_tf.io.files import run_record, write_json
+from ipguard_tf.models.classifier import content_sha256, load_model_file
 from ipguard_tf.protect.keyfile import check_model, load_key, save_key
 from ipguard_tf.protect.training import ProtectSettings, evaluate_protection, train_protected
 from ipguard_tf.protect.transforms import KINDS, Transform, make_transform, new_key
-from ipguard_tf.io.files import run_record
-from ipguard_tf.models.classifier import load_model_file
 from ipguard_tf.zoo.architectures import build_architecture
-from ipguard_tf.models.classifier import content_sha256
 from ipguard_tf.zoo.store import save_member
 from ipguard_tf.zoo.train import deterministic
 
@@ -38,9 +36,18 @@ EPOCHS = C.ANTIPIRACY_EPOCHS
 MODEL_FILE, KEY_FILE, RECORD_FILE, CHECKPOINT_FILE = "model.keras", "key.npz", "train.json", "checkpoint.npz"
 
 
-def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn", transform: str = "fixed",
-            seed: int = 0, key: Optional[int] = None, settings: Optional[ProtectSettings] = None,
-            transform_params: Optional[Dict[str, Any]] = None, progress: bool = True) -> Dict[str, Any]:
+def protect(
+    dataset,
+    out: Union[str, Path],
+    *,
+    architecture: str = "simple_cnn",
+    transform: str = "fixed",
+    seed: int = 0,
+    key: Optional[int] = None,
+    settings: Optional[ProtectSettings] = None,
+    transform_params: Optional[Dict[str, Any]] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Train ``architecture`` on ``dataset`` (a :class:`~ipguard_tf.io.data.Dataset`) with the anti-piracy loss and
     a new ``transform`` ("fixed", "learned", "generator"; "none" for the baseline), writing the folder ``out``.
     ``key`` (default: a fresh secret one) keys the transform; ``seed`` fixes the model's initialisation and the
@@ -59,8 +66,10 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
 
         rec = json.loads(record_path.read_text())
         if (rec.get("transform"), rec.get("architecture")) != (transform, architecture):
-            raise ParameterError(f"{out} already holds a trained {rec.get('architecture')} {rec.get('transform')} "
-                                 f"model; choose another --out for {architecture} {transform}")
+            raise ParameterError(
+                f"{out} already holds a trained {rec.get('architecture')} {rec.get('transform')} "
+                f"model; choose another --out for {architecture} {transform}"
+            )
         log.info("%s already trained (%s); delete it to retrain", out, record_path)
         return rec
     out.mkdir(parents=True, exist_ok=True)
@@ -72,23 +81,42 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
         key = new_key() if key is None else key
     deterministic(seed)
     model = build_architecture(architecture, dataset.input_shape, dataset.num_classes)
-    t = None if transform == "none" else make_transform(transform, dataset.input_shape, key,
-                                                        **(transform_params or {}))
+    t = None if transform == "none" else make_transform(transform, dataset.input_shape, key, **(transform_params or {}))
     if t is not None and not ckpt.exists():
         save_key(t, key_path, extra={"status": "training"})  # the key is on disk before any epoch is
     t0 = time.perf_counter()
-    hist = train_protected(model, t, dataset.x_train, dataset.y_train, settings, seed=seed, checkpoint=ckpt,
-                           progress=progress, desc=f"{architecture} {transform}")
+    hist = train_protected(
+        model,
+        t,
+        dataset.x_train,
+        dataset.y_train,
+        settings,
+        seed=seed,
+        checkpoint=ckpt,
+        progress=progress,
+        desc=f"{architecture} {transform}",
+    )
     seconds = time.perf_counter() - t0
     metrics = evaluate_protection(model, t, dataset.x_test, dataset.y_test)
-    rec = {"architecture": architecture, "transform": transform, "seed": seed, "dataset": dataset.name,
-           "transform_params": None if t is None else t.params(), **hist, "metrics": metrics,
-           "train_seconds_this_run": round(seconds, 1),
-           "train_seconds_total": round(sum(h["seconds"] for h in hist["history"]), 1)}
+    rec = {
+        "architecture": architecture,
+        "transform": transform,
+        "seed": seed,
+        "dataset": dataset.name,
+        "transform_params": None if t is None else t.params(),
+        **hist,
+        "metrics": metrics,
+        "train_seconds_this_run": round(seconds, 1),
+        "train_seconds_total": round(sum(h["seconds"] for h in hist["history"]), 1),
+    }
     save_member(model, out / MODEL_FILE)
     if t is not None:
-        save_key(t, key_path, model_sha256=content_sha256(model),
-                 extra={"architecture": architecture, "dataset": dataset.name, "settings": settings.as_dict()})
+        save_key(
+            t,
+            key_path,
+            model_sha256=content_sha256(model),
+            extra={"architecture": architecture, "dataset": dataset.name, "settings": settings.as_dict()},
+        )
         rec["key_file"] = KEY_FILE
     rec["model_sha256"] = content_sha256(model)
 
@@ -99,8 +127,9 @@ def protect(dataset, out: Union[str, Path], *, architecture: str = "simple_cnn",
     return rec
 
 
-def load_protected(model_path: Union[str, Path], key_path: Optional[Union[str, Path]]) -> Tuple[Any, Optional[Transform],
-                                                                                                  Dict[str, Any]]:
+def load_protected(
+    model_path: Union[str, Path], key_path: Optional[Union[str, Path]]
+) -> Tuple[Any, Optional[Transform], Dict[str, Any]]:
     """The protected model (logits) and its transform (None without a key), the key checked against the model."""
 
     model = load_model_file(model_path)
@@ -115,6 +144,8 @@ def evaluate(model, transform: Optional[Transform], dataset) -> Dict[str, Any]:
     """Authorised and unauthorised test accuracy and PSNR (:func:`evaluate_protection`) on ``dataset``'s test
     split, after checking the shapes agree."""
     if transform is not None and tuple(dataset.input_shape) != transform.input_shape:
-        raise ModelError(f"the key's transform takes inputs of shape {transform.input_shape}, the dataset has "
-                         f"{tuple(dataset.input_shape)}")
+        raise ModelError(
+            f"the key's transform takes inputs of shape {transform.input_shape}, the dataset has "
+            f"{tuple(dataset.input_shape)}"
+        )
     return evaluate_protection(model, transform, np.asarray(dataset.x_test), dataset.y_test)

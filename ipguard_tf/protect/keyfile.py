@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ipguard_tf.io.checked_file import read_checked_npz, write_checked_npz
 from ipguard_tf.core.errors import IPGuardError, ParameterError
-from ipguard_tf.protect.transforms import CLASSES, Transform
+from ipguard_tf.io.checked_file import read_checked_npz, write_checked_npz
 from ipguard_tf.models.classifier import content_sha256
+from ipguard_tf.protect.transforms import CLASSES, Transform
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,13 @@ class KeyFileError(IPGuardError):
     """An anti-piracy key file is missing, truncated, altered, of another schema or for another model."""
 
 
-def save_key(transform: Transform, path: Union[str, Path], *, model_sha256: Optional[str] = None,
-             extra: Optional[Dict[str, Any]] = None) -> str:
+def save_key(
+    transform: Transform,
+    path: Union[str, Path],
+    *,
+    model_sha256: Optional[str] = None,
+    extra: Optional[Dict[str, Any]] = None,
+) -> str:
     """Write ``transform`` to ``path`` atomically (with ``model_sha256``, the protected model's content hash,
     and ``extra`` metadata such as the training settings); return the file's SHA-256."""
     meta = {"transform": transform.params(), "model_sha256": model_sha256, **(extra or {})}
@@ -59,5 +64,6 @@ def check_model(meta: Dict[str, Any], model: Any, path: Union[str, Path] = "key"
 
     have = content_sha256(model)
     if have != want:
-        raise KeyFileError(f"{path} belongs to the model with content SHA-256 {want[:12]}..., not to this one "
-                           f"({have[:12]}...)")
+        raise KeyFileError(
+            f"{path} belongs to the model with content SHA-256 {want[:12]}..., not to this one ({have[:12]}...)"
+        )

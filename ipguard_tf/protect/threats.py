@@ -31,12 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from ipguard_tf.core import constants as C
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.progress import progress_bar
-from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
-from ipguard_tf.protect.transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
 from ipguard_tf.models.classifier import as_classifier
-from ipguard_tf.core.checks import check_number
+from ipguard_tf.protect.transforms import FixedTransform, GeneratorTransform, LearnedTransform, Transform
+from ipguard_tf.zoo.train import evaluate_accuracy as accuracy
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,12 @@ PAIR_FAMILIES = {"fixed": "universal", "learned": "universal", "generator": "gen
 
 
 def _summary(accs: Sequence[float]) -> Dict[str, Any]:
-    return {"accuracies": [float(a) for a in accs], "mean": float(np.mean(accs)), "best": float(np.max(accs)),
-            "trials": len(accs)}
+    return {
+        "accuracies": [float(a) for a in accs],
+        "mean": float(np.mean(accs)),
+        "best": float(np.max(accs)),
+        "trials": len(accs),
+    }
 
 
 def direct_piracy(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -68,14 +72,23 @@ def raw_class_counts(model, x: np.ndarray, num_classes: int, batch_size: int = 5
     return {"counts": [int(c) for c in counts], "top_class": top, "top_share": float(counts[top] / len(pred))}
 
 
-def input_only_attack(model, x: np.ndarray, y: np.ndarray, *, sigma: float, p: float,
-                      trials: int = INPUT_ONLY_TRIALS, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+def input_only_attack(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    sigma: float,
+    p: float,
+    trials: int = INPUT_ONLY_TRIALS,
+    seed: int = 0,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Threat 2: accuracy of the model on ``x`` under ``trials`` fresh bipolar perturbations (``sigma``, ``p``),
     each from a key drawn from ``seed``; ``{"accuracies", "mean", "best", "trials"}``."""
     if isinstance(trials, bool) or int(trials) != trials or trials < 1:
         raise ParameterError(f"trials must be a positive integer, got {trials!r}")
     x = np.asarray(x, np.float32)
-    keys = np.random.default_rng(seed).integers(0, 2 ** 63 - 1, size=int(trials))
+    keys = np.random.default_rng(seed).integers(0, 2**63 - 1, size=int(trials))
     accs = []
     with progress_bar(int(trials), desc="input-only attack", enabled=progress, unit="trial") as bar:
         for k in keys:
@@ -85,8 +98,16 @@ def input_only_attack(model, x: np.ndarray, y: np.ndarray, *, sigma: float, p: f
     return _summary(accs)
 
 
-def train_pair_module(x_r: np.ndarray, x_p: np.ndarray, *, key: int, family: str = "generator",
-                      epochs: int = PAIR_EPOCHS, batch_size: int = 128, learning_rate: float = 1e-3) -> Transform:
+def train_pair_module(
+    x_r: np.ndarray,
+    x_p: np.ndarray,
+    *,
+    key: int,
+    family: str = "generator",
+    epochs: int = PAIR_EPOCHS,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+) -> Transform:
     """The pair attacker's transform module, trained to map ``x_r`` to ``x_p`` (mean squared error; Adam,
     ``epochs`` passes over the pairs): ``family`` "generator" a :class:`GeneratorTransform`, "universal" a
     universal perturbation (:class:`LearnedTransform`), each started from ``key``."""
@@ -110,14 +131,24 @@ def train_pair_module(x_r: np.ndarray, x_p: np.ndarray, *, key: int, family: str
     for _ in range(int(epochs)):
         order = rng.permutation(len(x_r))
         for s in range(0, len(x_r), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             step(tf.constant(x_r[idx]), tf.constant(x_p[idx]))
     return g
 
 
-def pair_attack(model, transform: Transform, x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
-                fraction: float, trials: int = PAIR_TRIALS, seed: int = 0, epochs: int = PAIR_EPOCHS,
-                progress: bool = True) -> Dict[str, Any]:
+def pair_attack(
+    model,
+    transform: Transform,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    fraction: float,
+    trials: int = PAIR_TRIALS,
+    seed: int = 0,
+    epochs: int = PAIR_EPOCHS,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Threat 3: for each trial, a random ``fraction`` of ``x_train`` with its processed versions
     ``transform(x)`` trains the attacker's module (:func:`train_pair_module`, of the family
     :data:`PAIR_FAMILIES` gives); the model's accuracy on the module's outputs for ``x_test``.
@@ -134,8 +165,9 @@ def pair_attack(model, transform: Transform, x_train: np.ndarray, x_test: np.nda
     with progress_bar(int(trials), desc=f"pair attack {fraction:.0%}", enabled=progress, unit="trial") as bar:
         for _ in range(int(trials)):
             idx = rng.choice(len(x_train), n, replace=False)
-            module = train_pair_module(x_train[idx], transform(x_train[idx]), family=family,
-                                       key=int(rng.integers(0, 2 ** 63 - 1)), epochs=epochs)
+            module = train_pair_module(
+                x_train[idx], transform(x_train[idx]), family=family, key=int(rng.integers(0, 2**63 - 1)), epochs=epochs
+            )
             accs.append(accuracy(model, module(x_test), y_test))
             bar.update(1)
     return {**_summary(accs), "pairs": n, "module": family}

@@ -85,20 +85,32 @@ def _identity(model, transform: Optional[Transform], settings: "ProtectSettings"
     """What a checkpoint must match to be resumed: the model's name and size, the transform, the settings (but
     the number of epochs, so that a finished run can be trained further) and the seed."""
     kept = {k: v for k, v in settings.as_dict().items() if k != "epochs"}
-    return {"model": model.name, "parameters": int(model.count_params()), "seed": int(seed),
-            "transform": None if transform is None else transform.params(), "settings": kept}
+    return {
+        "model": model.name,
+        "parameters": int(model.count_params()),
+        "seed": int(seed),
+        "transform": None if transform is None else transform.params(),
+        "settings": kept,
+    }
 
 
 def _checkpoint_file(path: Path, identity: Dict[str, Any]) -> StateFile:
     """The training checkpoint: arrays ``model_I`` (weights), ``transform_NAME``, ``opt_I`` (the optimiser's
     variables); scalars ``epoch`` (epochs done) and ``history``. Its errors are :class:`ParameterError`."""
-    return StateFile(path, identity, "training checkpoint", schema=CHECKPOINT_SCHEMA, error=ParameterError,
-                     other="another training run (model, transform, seed or settings differ)",
-                     hint="rerun with the settings it was made with")
+    return StateFile(
+        path,
+        identity,
+        "training checkpoint",
+        schema=CHECKPOINT_SCHEMA,
+        error=ParameterError,
+        other="another training run (model, transform, seed or settings differ)",
+        hint="rerun with the settings it was made with",
+    )
 
 
-def _save_checkpoint(store: StateFile, model, transform: Optional[Transform], optimizer, epoch: int,
-                     history: list) -> None:
+def _save_checkpoint(
+    store: StateFile, model, transform: Optional[Transform], optimizer, epoch: int, history: list
+) -> None:
     arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
     if transform is not None:
         arrays.update({f"transform_{k}": v for k, v in transform.arrays().items()})
@@ -116,7 +128,7 @@ def _load_checkpoint(store: StateFile, model, transform: Optional[Transform], op
     try:
         model.set_weights([arrays[f"model_{i}"] for i in range(len(model.get_weights()))])
         if transform is not None:
-            values = {k[len("transform_"):]: a for k, a in arrays.items() if k.startswith("transform_")}
+            values = {k[len("transform_") :]: a for k, a in arrays.items() if k.startswith("transform_")}
             restored = type(transform).from_arrays(transform.params(), values)
             for dst, src in zip(transform.trainable_variables, restored.trainable_variables):
                 dst.assign(src)
@@ -128,9 +140,18 @@ def _load_checkpoint(store: StateFile, model, transform: Optional[Transform], op
         raise store.unreadable(f"{type(exc).__name__}: weights do not fit") from None
 
 
-def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.ndarray,
-                    settings: ProtectSettings, *, seed: int, checkpoint: Optional[Union[str, Path]] = None,
-                    progress: bool = True, desc: str = "protect") -> Dict[str, Any]:
+def train_protected(
+    model,
+    transform: Optional[Transform],
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: ProtectSettings,
+    *,
+    seed: int,
+    checkpoint: Optional[Union[str, Path]] = None,
+    progress: bool = True,
+    desc: str = "protect",
+) -> Dict[str, Any]:
     """Train ``model`` (logits; in place) and ``transform``'s variables with the anti-piracy loss on (``x``, ``y``)
     (raw inputs in [0, 1], integer labels); ``transform=None`` trains the baseline. Returns the history (per
     epoch: mean loss and its three terms, seconds). With ``checkpoint`` a path, resumes from it and updates it
@@ -172,23 +193,38 @@ def train_protected(model, transform: Optional[Transform], x: np.ndarray, y: np.
         start, history = _load_checkpoint(store, model, transform, optimizer, variables)
         log.info("resuming %s from %s after epoch %d of %d", desc, store.path, start, settings.epochs)
     per_epoch = math.ceil(len(x) / settings.batch_size)
-    with progress_bar(per_epoch * settings.epochs, desc=desc, enabled=progress, unit="step",
-                      initial=per_epoch * start) as bar:
+    with progress_bar(
+        per_epoch * settings.epochs, desc=desc, enabled=progress, unit="step", initial=per_epoch * start
+    ) as bar:
         for epoch in range(start, settings.epochs):
             t0 = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(x))
             sums = np.zeros(4)
             for s in range(0, len(x), settings.batch_size):
-                idx = order[s:s + settings.batch_size]
+                idx = order[s : s + settings.batch_size]
                 out = step(tf.constant(x[idx]), tf.constant(y[idx])).numpy()
                 sums += out * len(idx)
                 bar.update(1)
             m = sums / len(x)
-            history.append({"epoch": epoch + 1, "loss": float(m[0]), "e_p": float(m[1]), "e_r": float(m[2]),
-                            "distortion": float(m[3]), "seconds": round(time.perf_counter() - t0, 1)})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": float(m[0]),
+                    "e_p": float(m[1]),
+                    "e_r": float(m[2]),
+                    "distortion": float(m[3]),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
             bar.set_postfix(loss=f"{m[0]:.3f}", e_r=f"{m[2]:.3f}")
-            log.info("%s epoch %d/%d: loss %.4f (E_p %.4f, E_r %.4f, distortion %.3f), %.0f s", desc, epoch + 1,
-                     settings.epochs, *m, history[-1]["seconds"])
+            log.info(
+                "%s epoch %d/%d: loss %.4f (E_p %.4f, E_r %.4f, distortion %.3f), %.0f s",
+                desc,
+                epoch + 1,
+                settings.epochs,
+                *m,
+                history[-1]["seconds"],
+            )
             if store is not None:
                 _save_checkpoint(store, model, transform, optimizer, epoch + 1, history)
     return {"settings": settings.as_dict(), "history": history}

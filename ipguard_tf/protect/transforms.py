@@ -38,7 +38,7 @@ def new_key() -> int:
 
 
 def _check_key(key: Any) -> int:
-    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < 2 ** 63:
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < 2**63:
         raise ParameterError(f"a transform key must be an integer in [0, 2^63), got {key!r}")
     return int(key)
 
@@ -85,10 +85,13 @@ class Transform:
     def __call__(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ParameterError(f"inputs of shape {tuple(x.shape[1:])} do not match the transform's "
-                                 f"{self.input_shape}")
-        return np.concatenate([self.apply(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
-                              or [np.zeros((0,) + self.input_shape, np.float32)])
+            raise ParameterError(
+                f"inputs of shape {tuple(x.shape[1:])} do not match the transform's {self.input_shape}"
+            )
+        return np.concatenate(
+            [self.apply(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+            or [np.zeros((0,) + self.input_shape, np.float32)]
+        )
 
     def params(self) -> Dict[str, Any]:
         return {"kind": self.kind, "input_shape": list(self.input_shape), "key": str(self.key)}
@@ -217,8 +220,10 @@ class GeneratorTransform(Transform):
             v = getattr(t, n)
             a = np.asarray(arrays[n], np.float32)
             if a.shape != tuple(v.shape) or not np.all(np.isfinite(a)):
-                raise ParameterError(f"the stored generator weight {n} has shape {a.shape} (expected "
-                                     f"{tuple(v.shape)}) or non-finite values")
+                raise ParameterError(
+                    f"the stored generator weight {n} has shape {a.shape} (expected "
+                    f"{tuple(v.shape)}) or non-finite values"
+                )
             v.assign(a)
         return t
 

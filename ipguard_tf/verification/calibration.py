@@ -11,9 +11,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ipguard_tf.core.calibration import MIN_NEGATIVES, Calibration, check_fpr
 from ipguard_tf.core.constants import CALIBRATION_FPR
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.core.calibration import Calibration, MIN_NEGATIVES, check_fpr
 from ipguard_tf.core.statistics import statistic_of
 from ipguard_tf.io.env_info import utc_now
 from ipguard_tf.io.progress import progress_bar
@@ -25,8 +25,15 @@ from ipguard_tf.zoo.store import is_zoo, members, missing_members, rebuild_note
 log = logging.getLogger(__name__)
 
 
-def calibrate(fingerprint: Any, negatives: Iterable[Tuple[str, Any]], *, fpr: float = CALIBRATION_FPR,
-              source: str = "", batch_size: Optional[int] = None, progress: bool = True) -> Calibration:
+def calibrate(
+    fingerprint: Any,
+    negatives: Iterable[Tuple[str, Any]],
+    *,
+    fpr: float = CALIBRATION_FPR,
+    source: str = "",
+    batch_size: Optional[int] = None,
+    progress: bool = True,
+) -> Calibration:
     """Query each ``(name, model)`` of ``negatives`` (anything :func:`~ipguard_tf.models.classifier.as_classifier`
     accepts; models trained independently of the target) on the fingerprint's points and fit the null.
 
@@ -34,8 +41,7 @@ def calibrate(fingerprint: Any, negatives: Iterable[Tuple[str, Any]], *, fpr: fl
 
     stat = statistic_of(fingerprint)
     if stat.name != "matching_rate":
-        raise ParameterError(f"calibrate handles matching-rate fingerprints; this one is verified by "
-                             f"{stat.display}")
+        raise ParameterError(f"calibrate handles matching-rate fingerprints; this one is verified by {stat.display}")
     fpr = check_fpr(fpr)
     items = list(negatives)
     if len(items) < MIN_NEGATIVES:
@@ -60,8 +66,14 @@ def calibrate(fingerprint: Any, negatives: Iterable[Tuple[str, Any]], *, fpr: fl
 MODEL_SUFFIXES = (".keras", ".h5", ".tflite", ".skops")
 
 
-def negative_models(folder: str, *, data_dir: Optional[str] = None, rebuild: bool = True, unsafe: bool = False,
-                    notice: Callable[[str], None] = log.warning) -> Iterator[Tuple[str, Any]]:
+def negative_models(
+    folder: str,
+    *,
+    data_dir: Optional[str] = None,
+    rebuild: bool = True,
+    unsafe: bool = False,
+    notice: Callable[[str], None] = log.warning,
+) -> Iterator[Tuple[str, Any]]:
     """(name, model) of each negative in ``folder``: a zoo's role-negative members (rebuilt when absent, with a
     notice, unless ``rebuild`` is False), or each model file / SavedModel folder in a plain folder (loaded
     lazily)."""
@@ -81,7 +93,9 @@ def negative_models(folder: str, *, data_dir: Optional[str] = None, rebuild: boo
         raise ParameterError(f"--negatives {folder}: not a folder")
     found = sorted(p for p in root.iterdir() if p.suffix in MODEL_SUFFIXES or (p / "saved_model.pb").exists())
     if not found:
-        raise ParameterError(f"--negatives {folder}: neither a zoo nor a folder with model files "
-                             f"({', '.join(MODEL_SUFFIXES)} or SavedModel folders)")
+        raise ParameterError(
+            f"--negatives {folder}: neither a zoo nor a folder with model files "
+            f"({', '.join(MODEL_SUFFIXES)} or SavedModel folders)"
+        )
     for p in found:
         yield str(p), resolve_model(str(p), weights="none", unsafe=unsafe)

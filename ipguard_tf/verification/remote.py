@@ -20,11 +20,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ipguard_tf.core.fingerprint import Fingerprint
+from ipguard_tf.core.statistics import Verification, statistic_of
+from ipguard_tf.core.threshold import check_threshold
 from ipguard_tf.io.checkpoint import StateFile
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.models.remote import RemoteError, RemoteSuspect
-from ipguard_tf.core.statistics import Verification, statistic_of
-from ipguard_tf.core.threshold import check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,15 @@ def _progress_file(path: Path, key: Dict[str, Any]) -> StateFile:
     """The progress file: one array, ``labels`` (int64, -1: not answered yet) or ``scores`` (float64 rows, NaN:
     not yet); its identity ``key`` (fingerprint, endpoint, protocol, output, input scale). Its errors are
     :class:`RemoteError`."""
-    return StateFile(path, key, "progress file", schema=PROGRESS_SCHEMA, error=RemoteError,
-                     other="another verification (fingerprint, URL or settings differ)",
-                     hint="pass another --progress-file")
+    return StateFile(
+        path,
+        key,
+        "progress file",
+        schema=PROGRESS_SCHEMA,
+        error=RemoteError,
+        other="another verification (fingerprint, URL or settings differ)",
+        hint="pass another --progress-file",
+    )
 
 
 def _load_progress(store: Optional[StateFile], n: int, classes: Optional[int] = None) -> np.ndarray:
@@ -68,8 +74,15 @@ def _load_progress(store: Optional[StateFile], n: int, classes: Optional[int] = 
     return answers
 
 
-def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[float] = None, *,
-                  progress_path: Optional[Path] = None, name: Optional[str] = None, progress: bool = False) -> Verification:
+def verify_remote(
+    fp: Fingerprint,
+    suspect: RemoteSuspect,
+    threshold: Optional[float] = None,
+    *,
+    progress_path: Optional[Path] = None,
+    name: Optional[str] = None,
+    progress: bool = False,
+) -> Verification:
     """Verify a remote suspect (paper Section 4.1 over a prediction API): query the fingerprint points not yet
     answered, in batches, saving the answers to ``progress_path`` after each batch, and return the
     :class:`~ipguard_tf.core.statistics.Verification`. The progress file is removed when all points are answered.
@@ -82,8 +95,10 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
     """
     stat = statistic_of(fp)
     if stat.reads == "outputs":
-        raise RemoteError(f"{stat.display} reads a model's raw outputs (TAFA); verify a TAFA fingerprint against "
-                          "a model file, not a prediction API")
+        raise RemoteError(
+            f"{stat.display} reads a model's raw outputs (TAFA); verify a TAFA fingerprint against "
+            "a model file, not a prediction API"
+        )
     threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
     n = len(fp)
     if n == 0:
@@ -92,19 +107,27 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
         raise RemoteError("fingerprint labels exceed the number of classes")
     scores = stat.reads == "scores"
     if scores and suspect.output == "labels":
-        raise RemoteError(f"{stat.display} needs the suspect's class scores; an endpoint queried for labels only "
-                          "cannot give them (use --output probabilities)")
-    key = {"fingerprint_sha256": fp.sha256, "endpoint": suspect.endpoint,
-           "protocol": suspect.protocol, "output": suspect.output, "input_scale": suspect.input_scale}
+        raise RemoteError(
+            f"{stat.display} needs the suspect's class scores; an endpoint queried for labels only "
+            "cannot give them (use --output probabilities)"
+        )
+    key = {
+        "fingerprint_sha256": fp.sha256,
+        "endpoint": suspect.endpoint,
+        "protocol": suspect.protocol,
+        "output": suspect.output,
+        "input_scale": suspect.input_scale,
+    }
     classes = int(fp.metadata["num_classes"]) if scores else None
     store = None if progress_path is None else _progress_file(Path(progress_path), key)
     answers = _load_progress(store, n, classes)
     todo = np.flatnonzero(~np.isfinite(answers).all(axis=1) if scores else answers < 0)
     try:
-        with progress_bar(total=n, initial=n - len(todo), desc=f"querying {suspect.model_name}",
-                          enabled=progress, unit="pt") as bar:
+        with progress_bar(
+            total=n, initial=n - len(todo), desc=f"querying {suspect.model_name}", enabled=progress, unit="pt"
+        ) as bar:
             for s in range(0, len(todo), suspect.batch_size):
-                idx = todo[s:s + suspect.batch_size]
+                idx = todo[s : s + suspect.batch_size]
                 answers[idx] = suspect.query_scores(fp.x[idx]) if scores else suspect.query(fp.x[idx])
                 if store is not None:
                     store.save({"scores" if scores else "labels": answers}, {})
@@ -113,6 +136,11 @@ def verify_remote(fp: Fingerprint, suspect: RemoteSuspect, threshold: Optional[f
         suspect.close()
     if store is not None:
         store.remove()
-    log.info("%s: %d requests, %d points sent, %d retries", suspect.endpoint, suspect.requests_sent,
-             suspect.points_sent, suspect.retried)
+    log.info(
+        "%s: %d requests, %d points sent, %d retries",
+        suspect.endpoint,
+        suspect.requests_sent,
+        suspect.points_sent,
+        suspect.retried,
+    )
     return stat.verification(name or suspect.url, fp, lambda x: answers, threshold, suspect.scores_kind)

@@ -38,9 +38,16 @@ log = logging.getLogger(__name__)
 OUTPUTS_BATCH = 512
 
 
-def suspect_answer(fingerprint: Fingerprint, stat: Statistic, suspect: Any, *, name: Optional[str] = None,
-                   batch_size: Optional[int] = None, distribute: Any = None,
-                   **adapter_kw: Any) -> Tuple[str, Answer, str]:
+def suspect_answer(
+    fingerprint: Fingerprint,
+    stat: Statistic,
+    suspect: Any,
+    *,
+    name: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    distribute: Any = None,
+    **adapter_kw: Any,
+) -> Tuple[str, Answer, str]:
     """(name, answer, kind): the suspect as the statistic reads it (:attr:`Statistic.reads`): its labels, its
     class scores (``kind``: ``logits`` or ``probabilities``) or its raw outputs, as a batch function (points
     split over the replicas of a ``tf.distribute`` strategy). A suspect that cannot give what the statistic
@@ -51,15 +58,18 @@ def suspect_answer(fingerprint: Fingerprint, stat: Statistic, suspect: Any, *, n
         got = int(np.asarray(f(fingerprint.x[:1])).size)
         want = fingerprint.metadata.get("output_size")
         if want is not None and got != int(want):
-            raise ModelError(f"the suspect's outputs have {got} values, the fingerprinted model's {want}: it cannot "
-                             "be a copy of it")
+            raise ModelError(
+                f"the suspect's outputs have {got} values, the fingerprinted model's {want}: it cannot be a copy of it"
+            )
         return who, f, "outputs"
     clf = as_classifier(suspect, **adapter_kw)
     who = name or getattr(clf, "name", None) or getattr(clf, "url", "suspect")
     classes = fingerprint.metadata.get("num_classes")
     if stat.same_label_set and classes and clf.num_classes and int(clf.num_classes) != int(classes):
-        raise ModelError(f"suspect {who} has {clf.num_classes} classes; the fingerprinted model has "
-                         f"{classes}, so it cannot be a copy of it (nor be compared point by point)")
+        raise ModelError(
+            f"suspect {who} has {clf.num_classes} classes; the fingerprinted model has "
+            f"{classes}, so it cannot be a copy of it (nor be compared point by point)"
+        )
     if stat.reads == "scores" and not clf.has_scores:
         raise ModelError(f"suspect {who} gives labels only; {stat.display} needs its class scores")
     predict = clf.predict_scores if stat.reads == "scores" else clf.predict_labels
@@ -70,22 +80,31 @@ def suspect_answer(fingerprint: Fingerprint, stat: Statistic, suspect: Any, *, n
     return who, answer, clf.scores_kind if stat.reads == "scores" else "labels"
 
 
-def verify(fingerprint: Fingerprint, suspect: Any, threshold: Optional[float] = None, *,
-           name: Optional[str] = None, batch_size: Optional[int] = None, distribute: Any = None,
-           **adapter_kw: Any) -> Verification:
+def verify(
+    fingerprint: Fingerprint,
+    suspect: Any,
+    threshold: Optional[float] = None,
+    *,
+    name: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    distribute: Any = None,
+    **adapter_kw: Any,
+) -> Verification:
     """Query ``suspect`` (anything :func:`~ipguard_tf.models.classifier.as_classifier` accepts; for TAFA's
     statistics anything :func:`~ipguard_tf.models.outputs.raw_outputs` reads) on the fingerprint points and
     return its statistic and verdict (:func:`suspect_answer` says what is asked). ``threshold`` defaults to the
     statistic's. With a ``tf.distribute`` strategy the points are split across its replica devices."""
     stat = statistic_of(fingerprint)
     threshold = check_threshold(stat.default_threshold if threshold is None else threshold)
-    who, answer, kind = suspect_answer(fingerprint, stat, suspect, name=name, batch_size=batch_size,
-                                       distribute=distribute, **adapter_kw)
+    who, answer, kind = suspect_answer(
+        fingerprint, stat, suspect, name=name, batch_size=batch_size, distribute=distribute, **adapter_kw
+    )
     return stat.verification(who, fingerprint, answer, threshold, kind)
 
 
-def resolve_model(spec: Any, *, weights: Optional[str] = "imagenet", input_scale: float = 1.0,
-                  unsafe: bool = False, raw: bool = False) -> Any:
+def resolve_model(
+    spec: Any, *, weights: Optional[str] = "imagenet", input_scale: float = 1.0, unsafe: bool = False, raw: bool = False
+) -> Any:
     """A suspect as a person names it: ``imagenet:NAME`` (Keras Applications with ``weights``: ``imagenet``, a
     folder of weight files, or ``none``), a model file or SavedModel folder (read with ``input_scale``;
     ``unsafe`` allows files whose loading runs code; ``raw``: the model itself, for a statistic on raw outputs,
@@ -100,8 +119,9 @@ def resolve_model(spec: Any, *, weights: Optional[str] = "imagenet", input_scale
     return as_classifier(spec, input_scale=input_scale, unsafe=unsafe)
 
 
-def choose_threshold(fingerprint: Fingerprint, threshold: Optional[float] = None
-                     ) -> Tuple[float, str, Optional[Calibration]]:
+def choose_threshold(
+    fingerprint: Fingerprint, threshold: Optional[float] = None
+) -> Tuple[float, str, Optional[Calibration]]:
     """(threshold, where it came from, the fingerprint's calibration): the one given, else the calibrated one,
     else the statistic's documented default."""
     cal = calibration_of(fingerprint)
@@ -109,8 +129,9 @@ def choose_threshold(fingerprint: Fingerprint, threshold: Optional[float] = None
         return check_threshold(threshold), "given (--threshold)", cal
     if cal is not None:
         if cal.threshold > 1:
-            raise ParameterError(f"the calibration gives no threshold on these {cal.n} points at FPR {cal.fpr}; "
-                                 "give --threshold")
+            raise ParameterError(
+                f"the calibration gives no threshold on these {cal.n} points at FPR {cal.fpr}; give --threshold"
+            )
         return cal.threshold, f"calibrated at false-positive rate {cal.fpr:g}", cal
     return statistic_of(fingerprint).default_threshold, "the documented default (no calibration)", cal
 
@@ -133,8 +154,9 @@ class SuspectsReport:
     skipped: List[str] = field(default_factory=list)
 
 
-def zoo_suspects(folder: Any, *, rebuild: bool = True,
-                 notice: Callable[[str], None] = log.warning) -> Iterable[Tuple[str, Dict[str, Any]]]:
+def zoo_suspects(
+    folder: Any, *, rebuild: bool = True, notice: Callable[[str], None] = log.warning
+) -> Iterable[Tuple[str, Dict[str, Any]]]:
     """(name, record) of each suspect of a zoo: not the CAE ensemble (no suspects), not members of
     another label set where the statistic compares labels, not absent members with ``rebuild`` False;
     ``notice`` hears about absent members once (rebuilt, with the time they took, or skipped)."""
@@ -150,11 +172,21 @@ def zoo_suspects(folder: Any, *, rebuild: bool = True,
         yield f"{str(folder).rstrip('/')}/{rec['name']}", rec
 
 
-def verify_suspects(fingerprint: Fingerprint, suspects: Iterable[Any], *, threshold: Optional[float] = None,
-                    batch_size: Optional[int] = None, input_scale: Optional[float] = None,
-                    weights: Optional[str] = "imagenet", unsafe: bool = False, data_dir: Optional[str] = None,
-                    rebuild: bool = True, progress_path: Optional[Callable[[RemoteSuspect], Optional[Path]]] = None,
-                    progress: bool = False, notice: Callable[[str], None] = log.warning) -> SuspectsReport:
+def verify_suspects(
+    fingerprint: Fingerprint,
+    suspects: Iterable[Any],
+    *,
+    threshold: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    input_scale: Optional[float] = None,
+    weights: Optional[str] = "imagenet",
+    unsafe: bool = False,
+    data_dir: Optional[str] = None,
+    rebuild: bool = True,
+    progress_path: Optional[Callable[[RemoteSuspect], Optional[Path]]] = None,
+    progress: bool = False,
+    notice: Callable[[str], None] = log.warning,
+) -> SuspectsReport:
     """Verify every suspect against ``fingerprint``; see the module docstring.
 
     ``suspects``: model files or folders, ``imagenet:NAME``, model objects, zoo folders (every suspect member,
@@ -169,8 +201,16 @@ def verify_suspects(fingerprint: Fingerprint, suspects: Iterable[Any], *, thresh
     skipped: List[str] = []
     for s in suspects:
         if isinstance(s, RemoteSuspect):
-            results.append(verify_remote(fingerprint, s, threshold, name=s.url, progress=progress,
-                                         progress_path=progress_path(s) if progress_path else None))
+            results.append(
+                verify_remote(
+                    fingerprint,
+                    s,
+                    threshold,
+                    name=s.url,
+                    progress=progress,
+                    progress_path=progress_path(s) if progress_path else None,
+                )
+            )
             roles.append(None)
         elif isinstance(s, (str, Path)) and is_zoo(s):
             for name, rec in zoo_suspects(s, rebuild=rebuild, notice=notice):
@@ -180,20 +220,29 @@ def verify_suspects(fingerprint: Fingerprint, suspects: Iterable[Any], *, thresh
                     log.warning(skipped[-1])
                     continue
                 model = load_member(s, rec["name"], data_dir=data_dir)
-                results.append(verify(fingerprint, model, threshold, name=name, input_scale=scale,
-                                      batch_size=batch_size))
+                results.append(
+                    verify(fingerprint, model, threshold, name=name, input_scale=scale, batch_size=batch_size)
+                )
                 roles.append(rec["role"])
                 del model
         else:
             model = resolve_model(s, weights=weights, input_scale=scale, unsafe=unsafe, raw=stat.reads == "outputs")
-            results.append(verify(fingerprint, model, threshold, name=str(s) if isinstance(s, (str, Path)) else None,
-                                  batch_size=batch_size))
+            results.append(
+                verify(
+                    fingerprint,
+                    model,
+                    threshold,
+                    name=str(s) if isinstance(s, (str, Path)) else None,
+                    batch_size=batch_size,
+                )
+            )
             roles.append(None)
             del model
     if cal is not None:
         results = [replace(r, p_value=cal.p_value(r.matches, r.n)) if r.matches is not None else r for r in results]
-    return SuspectsReport(fingerprint, stat, results, roles, threshold, source, cal,
-                          zoo_summary(results, roles, stat), skipped)
+    return SuspectsReport(
+        fingerprint, stat, results, roles, threshold, source, cal, zoo_summary(results, roles, stat), skipped
+    )
 
 
 def zoo_summary(results: List[Verification], roles: List[Optional[str]], stat: Statistic) -> Optional[Dict[str, Any]]:

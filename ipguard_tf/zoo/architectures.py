@@ -20,8 +20,15 @@ def _inp(K, input_shape):
     return K.Input(tuple(input_shape), name="image")
 
 
-def simple_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, *, fc_units: int = 1024,
-               dropout: float = 0.5, name: str = "simple_cnn", K: Any = keras):
+def simple_cnn(
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    *,
+    fc_units: int = 1024,
+    dropout: float = 0.5,
+    name: str = "simple_cnn",
+    K: Any = keras,
+):
     """The simple CNN of Chen & Wu's anti-piracy paper (``../shared/papers/004_*``): conv 3x3x32, 2x2 max-pool,
     conv 3x3x64, 2x2 max-pool, fc ``fc_units`` with dropout, fc ``num_classes``.
 
@@ -77,8 +84,15 @@ _VGG_CFGS = {
 }
 
 
-def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0, K: Any = keras,
-          depth: int = 16, name: str = "vgg16"):
+def vgg16(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    K: Any = keras,
+    depth: int = 16,
+    name: str = "vgg16",
+):
     """VGG16 for 32x32 inputs (Simonyan & Zisserman 2014, CIFAR style): 13 conv 3x3 layers with batch norm and
     ReLU in five blocks, each followed by 2x2 max-pooling, then fc 512, dropout 0.5, fc classes (``depth=13``:
     VGG13, 10 conv layers).
@@ -110,12 +124,14 @@ def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, wi
 
 def _resnet_v1_block(K, x, filters, stride, name):
     L = K.layers
-    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal",
-                 name=f"{name}_conv1")(x)
+    y = L.Conv2D(
+        filters, 3, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv1"
+    )(x)
     y = L.BatchNormalization(name=f"{name}_bn1")(y)
     y = L.Activation("relu", name=f"{name}_relu1")(y)
-    y = L.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                 name=f"{name}_conv2")(y)  # the block's last conv: left alone by filter pruning
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv2")(
+        y
+    )  # the block's last conv: left alone by filter pruning
     y = L.BatchNormalization(name=f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
         x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
@@ -157,8 +173,15 @@ def _wrn_block(K, x, filters, stride, dropout, name):
     return L.Add(name=f"{name}_add")([shortcut, y])
 
 
-def wrn(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 100, *, depth: int = 22, widen: int = 4,
-        dropout: float = 0.0, K: Any = keras):
+def wrn(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 100,
+    *,
+    depth: int = 22,
+    widen: int = 4,
+    dropout: float = 0.0,
+    K: Any = keras,
+):
     """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis 2016), pre-activation blocks; WRN-22-4 is the paper's
     CIFAR-100 target ((22 - 4) / 6 = 3 blocks per stage, widths 64/128/256, 4.3 M parameters)."""
     if (depth - 4) % 6:
@@ -186,14 +209,21 @@ def _w(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def resnet18(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
-             name: str = "resnet18", K: Any = keras):
+def resnet18(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    name: str = "resnet18",
+    K: Any = keras,
+):
     """ResNet18 (He et al. 2016) in its CIFAR form: 3x3 stem conv (no max-pool), four stages of two basic
     blocks with 64/128/256/512 filters (times ``width``), strides 1, 2, 2, 2, global average pooling, fc."""
     L = K.layers
     inp = _inp(K, input_shape)
-    x = L.Conv2D(_w(64, width), 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                 name="stem_conv")(inp)
+    x = L.Conv2D(_w(64, width), 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(
+        inp
+    )
     x = L.BatchNormalization(name="stem_bn")(x)
     x = L.Activation("relu", name="stem_relu")(x)
     for s, filters in enumerate((64, 128, 256, 512)):
@@ -204,8 +234,15 @@ def resnet18(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *,
     return K.Model(inp, out, name=name)
 
 
-def mobilenet_v2(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
-                 name: str = "mobilenet_v2", K: Any = keras, bn_momentum: float = 0.99):
+def mobilenet_v2(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    name: str = "mobilenet_v2",
+    K: Any = keras,
+    bn_momentum: float = 0.99,
+):
     """MobileNetV2 (Sandler et al. 2018) for small inputs: the paper's seven bottleneck stages (expansion 6,
     channels 16/24/32/64/96/160/320 times ``width``, 1/2/3/4/3/3/1 blocks) with the CIFAR adaptation of
     stride 1 in the stem and the second stage (28x28 -> 14, 7, 4 through strides 2 at stages 3, 4 and 6), a
@@ -220,8 +257,7 @@ def mobilenet_v2(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10
     x = L.Conv2D(_w(32, width), 3, padding="same", use_bias=False, name="stem_conv")(inp)
     x = bn("stem_bn")(x)
     x = L.ReLU(6.0, name="stem_relu")(x)
-    stages = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-              (6, 320, 1, 1))
+    stages = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
     for s, (t, c, n, stride) in enumerate(stages):
         out_c = _w(c, width)
         for b in range(n):
@@ -232,8 +268,9 @@ def mobilenet_v2(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10
                 y = L.Conv2D(in_c * t, 1, use_bias=False, name=f"{pre}_expand")(y)
                 y = bn(f"{pre}_expand_bn")(y)
                 y = L.ReLU(6.0, name=f"{pre}_expand_relu")(y)
-            y = L.DepthwiseConv2D(3, strides=stride if b == 0 else 1, padding="same", use_bias=False,
-                                  name=f"{pre}_dw")(y)
+            y = L.DepthwiseConv2D(3, strides=stride if b == 0 else 1, padding="same", use_bias=False, name=f"{pre}_dw")(
+                y
+            )
             y = bn(f"{pre}_dw_bn")(y)
             y = L.ReLU(6.0, name=f"{pre}_dw_relu")(y)
             y = L.Conv2D(out_c, 1, use_bias=False, name=f"{pre}_project")(y)
@@ -247,8 +284,15 @@ def mobilenet_v2(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10
     return K.Model(inp, out, name=name)
 
 
-def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, blocks: Sequence[int] = (6, 12, 24, 16),
-             growth: int = 32, name: str = "densenet121", K: Any = keras):
+def densenet(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    *,
+    blocks: Sequence[int] = (6, 12, 24, 16),
+    growth: int = 32,
+    name: str = "densenet121",
+    K: Any = keras,
+):
     """DenseNet-BC (Huang et al. 2017): dense blocks of BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k) layers
     (``blocks`` layers each; (6, 12, 24, 16) with k = 32 is DenseNet121), transitions with compression 0.5
     and 2x2 average pooling, a 3x3 stem conv of 2k channels for small inputs (no stride or max-pool)."""
@@ -292,15 +336,20 @@ def densenet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *,
 #: The other families keep Keras' 0.99, with which they were built (students within 2.5 points of the source).
 SAC_ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "sac_vgg16": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(
-        input_shape, num_classes, width=0.125, depth=16, name="sac_vgg16", K=K),
+        input_shape, num_classes, width=0.125, depth=16, name="sac_vgg16", K=K
+    ),
     "sac_vgg13": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: vgg16(
-        input_shape, num_classes, width=0.125, depth=13, name="sac_vgg13", K=K),
+        input_shape, num_classes, width=0.125, depth=13, name="sac_vgg13", K=K
+    ),
     "sac_resnet18": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: resnet18(
-        input_shape, num_classes, width=0.125, name="sac_resnet18", K=K),
+        input_shape, num_classes, width=0.125, name="sac_resnet18", K=K
+    ),
     "sac_mobilenet_v2": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: mobilenet_v2(
-        input_shape, num_classes, width=0.125, name="sac_mobilenet_v2", K=K, bn_momentum=0.9),
+        input_shape, num_classes, width=0.125, name="sac_mobilenet_v2", K=K, bn_momentum=0.9
+    ),
     "sac_densenet": lambda input_shape=(28, 28, 1), num_classes=10, K=keras: densenet(
-        input_shape, num_classes, blocks=(2, 4, 6, 4), growth=8, name="sac_densenet", K=K),
+        input_shape, num_classes, blocks=(2, 4, 6, 4), growth=8, name="sac_densenet", K=K
+    ),
 }
 
 
@@ -311,7 +360,8 @@ ARCHITECTURES: Dict[str, Callable[..., Any]] = {
     "vgg16": vgg16,
     # VGG16 at 1/8 width: the Fashion-MNIST zoo's VGG16 negatives (see zoo.train.RECIPES)
     "vgg16_w8": lambda input_shape=(32, 32, 3), num_classes=10, K=keras: vgg16(
-        input_shape, num_classes, width=0.125, depth=16, name="vgg16_w8", K=K),
+        input_shape, num_classes, width=0.125, depth=16, name="vgg16_w8", K=K
+    ),
     "resnet20": resnet20,
     "wrn22_4": wrn22_4,
     **SAC_ARCHITECTURES,
@@ -322,7 +372,6 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
     """Build an architecture by name with Keras 3 (``K=keras``) or Keras 2 (``K=tf_keras``); ``imagenet:NAME``
     is the ImageNet pixel model of Keras Applications' NAME (random weights)."""
     if name.startswith("imagenet:"):
-
         return pixel_model(name.split(":", 1)[1], None, K=K)
     if name not in ARCHITECTURES:
         raise ParameterError(f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {name!r}")

@@ -32,20 +32,28 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ipguard_tf.core.constants import FP_STEP, MAX_ACCURACY_LOSS, WP_STEP
-from ipguard_tf.io.env_info import machine, utc_now, versions
-from ipguard_tf.models.classifier import content_sha256
-from ipguard_tf.zoo.store import (MANIFEST, SCHEMA, ZooError, file_sha256, load_member_file, read_manifest,
-                                  save_member, write_manifest)
 from ipguard_tf.io.data import load_dataset
-from ipguard_tf.models.classifier import as_classifier
+from ipguard_tf.io.env_info import machine, utc_now, versions
+from ipguard_tf.models.classifier import as_classifier, content_sha256
 from ipguard_tf.models.imagenet import SUSPECTS, pixel_model
 from ipguard_tf.models.tflite import DEFAULT_CALIBRATION_EXAMPLES
 from ipguard_tf.zoo import postprocess as P
 from ipguard_tf.zoo.forest import N_TREES, forest_accuracy, train_forest
 from ipguard_tf.zoo.postprocess import quantize
-from ipguard_tf.zoo.train import Recipe, VGG16_NEGATIVE, evaluate_accuracy, get_recipe, train_model
+from ipguard_tf.zoo.store import (
+    MANIFEST,
+    SCHEMA,
+    ZooError,
+    file_sha256,
+    load_member_file,
+    read_manifest,
+    save_member,
+    write_manifest,
+)
+from ipguard_tf.zoo.train import VGG16_NEGATIVE, Recipe, evaluate_accuracy, get_recipe, train_model
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -69,13 +77,11 @@ PROFILES: Dict[str, Profile] = {
     # the paper's counts (Section 5.1.2): 50 same-architecture models, 10 LeNet-5, 10 VGG16, 10 random forests
     "paper": Profile("paper", same_arch=50, lenet5=10, vgg16=10, forests=10, cae_members=18),
     # for tests: a handful of everything
-    "tiny": Profile("tiny", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2,
-                    cae_members=0),
+    "tiny": Profile("tiny", same_arch=2, lenet5=1, vgg16=0, forests=1, max_wp=0.2, max_fp_sixteenths=2, cae_members=0),
 }
 
 #: target architecture per dataset (paper Table 1; fmnist_cnn for Fashion-MNIST, see architectures.fmnist_cnn)
-TARGETS = {"fashion_mnist": "fmnist_cnn", "cifar10": "resnet20", "cifar100": "wrn22_4",
-           "imagenet": "imagenet:ResNet50"}
+TARGETS = {"fashion_mnist": "fmnist_cnn", "cifar10": "resnet20", "cifar100": "wrn22_4", "imagenet": "imagenet:ResNet50"}
 
 
 # -- how each member is made: one table for building and rebuilding ------------------------------------------------
@@ -89,7 +95,6 @@ def _student(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]
     """CAE's surrogate of the target (Lukas et al., ICLR 2021): the recorded recipe trained from seed on the
     *target's* labels of the training set (the defender extracts its own model by retraining on its labels)."""
     from dataclasses import replace
-
 
     ds = b._data()
     labels = as_classifier(b._get("target")).predict_labels(ds.x_train, 512)
@@ -124,11 +129,11 @@ def _quantized(b: "ZooBuilder", rec: Dict[str, Any]) -> Tuple[Any, Dict[str, Any
     builder's calibration inputs (:meth:`ZooBuilder._calibration_x`)."""
     from types import SimpleNamespace
 
-
     p = rec["params"]
     data = SimpleNamespace(x_train=b._calibration_x())
-    return quantize(b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"),
-                    name=rec.get("name")), {}
+    return quantize(
+        b._get("target"), data, p["mode"], calibration_examples=p.get("calibration_examples"), name=rec.get("name")
+    ), {}
 
 
 #: family (or a record's ``maker``) -> maker(builder, record) -> (model, fields to record); see :func:`maker_of`
@@ -147,8 +152,9 @@ MAKERS: Dict[str, Callable[..., Tuple[Any, Dict[str, Any]]]] = {
 }
 
 
-def maker_of(rec: Dict[str, Any], makers: Optional[Dict[str, Callable[..., Any]]] = None
-             ) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
+def maker_of(
+    rec: Dict[str, Any], makers: Optional[Dict[str, Callable[..., Any]]] = None
+) -> Callable[..., Tuple[Any, Dict[str, Any]]]:
     """The maker of a record among ``makers`` (default :data:`MAKERS`; a kind of zoo adds its own, see
     :attr:`ZooBuilder.makers`): the one it names (``maker``), ``trained`` for records with a recipe,
     ``pretrained`` for ImageNet models taken as published, else the one of its family."""
@@ -168,10 +174,21 @@ def quantized_records(architecture: str) -> List[Tuple[str, Dict[str, Any]]]:
     """The TFLite copies of a target in a zoo: float16 weights, and full-integer int8 calibrated on
     :data:`~ipguard_tf.models.tflite.DEFAULT_CALIBRATION_EXAMPLES` inputs (TensorFlow's converter)."""
 
-    return [(f"tflite_{mode}", {"role": "positive", "family": "quantized", "architecture": architecture, "seed": 0,
-                                "params": dict({"mode": mode}, **({"calibration_examples": DEFAULT_CALIBRATION_EXAMPLES}
-                                                                  if mode == "int8" else {}))})
-            for mode in ("float16", "int8")]
+    return [
+        (
+            f"tflite_{mode}",
+            {
+                "role": "positive",
+                "family": "quantized",
+                "architecture": architecture,
+                "seed": 0,
+                "params": dict(
+                    {"mode": mode}, **({"calibration_examples": DEFAULT_CALIBRATION_EXAMPLES} if mode == "int8" else {})
+                ),
+            },
+        )
+        for mode in ("float16", "int8")
+    ]
 
 
 def _post_params(**extra: Any) -> Dict[str, Any]:
@@ -216,16 +233,24 @@ class ZooBuilder:
             if self.manifest.get("dataset") != self.dataset_name:
                 raise ZooError(f"{self.out} holds a {self.manifest.get('dataset')} zoo, not {self.dataset_name}")
             if self.manifest.get("kind") != self.kind:
-                raise ZooError(f"{self.out} holds another kind of zoo ({self.manifest.get('kind') or 'ipguard'}), "
-                               f"not {self.kind or 'ipguard'}")
+                raise ZooError(
+                    f"{self.out} holds another kind of zoo ({self.manifest.get('kind') or 'ipguard'}), "
+                    f"not {self.kind or 'ipguard'}"
+                )
         else:
-            self.manifest = {"schema": SCHEMA, **({"kind": self.kind} if self.kind else {}),
-                             "dataset": self.dataset_name, "target_architecture": self.arch, "models": [],
-                             "rejected": []}
+            self.manifest = {
+                "schema": SCHEMA,
+                **({"kind": self.kind} if self.kind else {}),
+                "dataset": self.dataset_name,
+                "target_architecture": self.arch,
+                "models": [],
+                "rejected": [],
+            }
         self.manifest["profile"] = self.profile.name
         kind = f" --kind {self.kind}" if self.kind else ""
-        self.manifest["build_command"] = f"ipguard zoo build{kind} --dataset {self.dataset_name} --profile " \
-                                         f"{self.profile.name} --out {self.out}"
+        self.manifest["build_command"] = (
+            f"ipguard zoo build{kind} --dataset {self.dataset_name} --profile {self.profile.name} --out {self.out}"
+        )
         self.manifest.update(self._manifest_fields())
         self.manifest["versions"] = versions()
         self.manifest["machine"] = machine()
@@ -242,7 +267,6 @@ class ZooBuilder:
 
     def _data(self):
         if self.dataset is None:
-
             self.dataset = load_dataset(self.dataset_name, self.data_dir)
         return self.dataset
 
@@ -253,7 +277,6 @@ class ZooBuilder:
     def _accuracy(self, model) -> float:
         ds = self._data()
         if hasattr(model, "predict") and not hasattr(model, "layers"):
-
             return forest_accuracy(model, ds.x_test, ds.y_test)
 
         return evaluate_accuracy(model, ds.x_test, ds.y_test)
@@ -262,15 +285,27 @@ class ZooBuilder:
         path = self.out / f"{name}{suffix}"
         save_member(model, path)
         acc = info.pop("test_accuracy", None)
-        rec = {"name": name, **info, "test_accuracy": self._accuracy(model) if acc is None else acc,
-               "file": path.name, "sha256": file_sha256(path), "content_sha256": content_sha256(model),
-               "size_bytes": path.stat().st_size,
-               "created": utc_now()}
+        rec = {
+            "name": name,
+            **info,
+            "test_accuracy": self._accuracy(model) if acc is None else acc,
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "content_sha256": content_sha256(model),
+            "size_bytes": path.stat().st_size,
+            "created": utc_now(),
+        }
         rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6
         self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name] + [rec]
         write_manifest(self.out, self.manifest)
-        log.info("zoo %s: %s (%s, acc %.4f, %.1f MB)", self.out, name, info.get("family"), rec["test_accuracy"],
-                 rec["size_bytes"] / 1e6)
+        log.info(
+            "zoo %s: %s (%s, acc %.4f, %.1f MB)",
+            self.out,
+            name,
+            info.get("family"),
+            rec["test_accuracy"],
+            rec["size_bytes"] / 1e6,
+        )
         return rec
 
     def _entry(self, name: str, info: Dict[str, Any], suffix: str = ".keras") -> None:
@@ -317,11 +352,21 @@ class ZooBuilder:
         self._load_state()
         if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
             self.manifest["weights"] = self.weights
-            self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
-                                   "weights": self.weights, "seed": 0})
+            self._entry(
+                "target",
+                {"role": "target", "family": "target", "architecture": self.arch, "weights": self.weights, "seed": 0},
+            )
         else:
-            self._entry("target", {"role": "target", "family": "target", "architecture": self.arch,
-                                   "recipe": get_recipe(self.dataset_name, self.arch).as_dict(), "seed": 0})
+            self._entry(
+                "target",
+                {
+                    "role": "target",
+                    "family": "target",
+                    "architecture": self.arch,
+                    "recipe": get_recipe(self.dataset_name, self.arch).as_dict(),
+                    "seed": 0,
+                },
+            )
         if only_target:
             return self.manifest
         target_acc = self.record("target")["test_accuracy"]
@@ -334,24 +379,40 @@ class ZooBuilder:
     def _positives(self, target_acc: float) -> None:
 
         for name, family, params in (
-                ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
-                ("ftal", "FTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_ALL)),
-                ("rtll", "RTLL", _post_params(epochs=P.RTLL_EPOCHS, learning_rate=P.FT_LR_LAST)),
-                ("rtal", "RTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST))):
-            self._entry(name, {"role": "positive", "family": family, "architecture": self.arch, "params": params,
-                               "seed": 0})
+            ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
+            ("ftal", "FTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_ALL)),
+            ("rtll", "RTLL", _post_params(epochs=P.RTLL_EPOCHS, learning_rate=P.FT_LR_LAST)),
+            ("rtal", "RTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
+        ):
+            self._entry(
+                name, {"role": "positive", "family": family, "architecture": self.arch, "params": params, "seed": 0}
+            )
         retrain = dict(epochs=P.PRUNE_RETRAIN_EPOCHS, learning_rate=P.PRUNE_RETRAIN_LR)
         # WP: p = 0.1, 0.2, ... until the accuracy loss exceeds 3 %
         for i in range(1, int(round(self.profile.max_wp / WP_STEP)) + 1):
             p = round(i * WP_STEP, 10)
-            if not self._level(f"wp_p{p:.1f}", {"family": "WP", "sparsity": p, "tool": "tfmot prune_low_magnitude",
-                                                "params": _post_params(sparsity=p, architecture=self.arch, **retrain)},
-                               target_acc):
+            if not self._level(
+                f"wp_p{p:.1f}",
+                {
+                    "family": "WP",
+                    "sparsity": p,
+                    "tool": "tfmot prune_low_magnitude",
+                    "params": _post_params(sparsity=p, architecture=self.arch, **retrain),
+                },
+                target_acc,
+            ):
                 break
         for j in range(1, self.profile.max_fp_sixteenths + 1):
-            if not self._level(f"fp_c{j:02d}of16", {"family": "FP", "fraction": j * FP_STEP, "sixteenths": j,
-                                                    "params": _post_params(fraction=j * FP_STEP, **retrain)},
-                               target_acc):
+            if not self._level(
+                f"fp_c{j:02d}of16",
+                {
+                    "family": "FP",
+                    "fraction": j * FP_STEP,
+                    "sixteenths": j,
+                    "params": _post_params(fraction=j * FP_STEP, **retrain),
+                },
+                target_acc,
+            ):
                 break
         if self.dataset_name != "imagenet":  # Keras Applications models are taken as published, not converted
             for name, rec in quantized_records(self.arch):
@@ -369,8 +430,13 @@ class ZooBuilder:
         acc = self._accuracy(model)
         if target_acc - acc > MAX_ACCURACY_LOSS:
             self.manifest.setdefault("rejected", []).append(
-                {"name": name, **{k: v for k, v in level.items() if k not in ("params", "tool")},
-                 "test_accuracy": acc, "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}"})
+                {
+                    "name": name,
+                    **{k: v for k, v in level.items() if k not in ("params", "tool")},
+                    "test_accuracy": acc,
+                    "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}",
+                }
+            )
             write_manifest(self.out, self.manifest)
             log.info("zoo: %s rejected (accuracy %.4f, target %.4f)", name, acc, target_acc)
             return False
@@ -386,9 +452,20 @@ class ZooBuilder:
             if self.record(member) is not None:
                 continue
             acc = self._accuracy(pixel_model(name, self.weights))
-            rec = {"name": member, "role": "negative", "family": name, "architecture": f"imagenet:{name}",
-                   "weights": self.weights, "seed": None, "test_accuracy": acc, "file": None, "sha256": None,
-                   "size_bytes": 0, "in_repo": False, "created": utc_now()}
+            rec = {
+                "name": member,
+                "role": "negative",
+                "family": name,
+                "architecture": f"imagenet:{name}",
+                "weights": self.weights,
+                "seed": None,
+                "test_accuracy": acc,
+                "file": None,
+                "sha256": None,
+                "size_bytes": 0,
+                "in_repo": False,
+                "created": utc_now(),
+            }
             self.manifest["models"].append(rec)
             write_manifest(self.out, self.manifest)
             log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member, acc)
@@ -402,15 +479,26 @@ class ZooBuilder:
         def trained(family: str, arch: str, count: int) -> None:
             recipe = get_recipe(self.dataset_name, arch).as_dict()
             for s in range(1, count + 1):
-                self._entry(f"{family}_seed{s:02d}", {"role": "negative", "family": family, "architecture": arch,
-                                                      "recipe": recipe, "seed": s})
+                self._entry(
+                    f"{family}_seed{s:02d}",
+                    {"role": "negative", "family": family, "architecture": arch, "recipe": recipe, "seed": s},
+                )
 
         trained("same_arch", self.arch, self.profile.same_arch)
         trained("lenet5", "lenet5", self.profile.lenet5)
         for s in range(1, self.profile.forests + 1):
-            self._entry(f"rf_seed{s:02d}", {"role": "negative", "family": "random_forest", "architecture": "rf",
-                                            "features": "flattened pixels", "params": {"n_estimators": N_TREES},
-                                            "seed": s}, suffix=".skops")
+            self._entry(
+                f"rf_seed{s:02d}",
+                {
+                    "role": "negative",
+                    "family": "random_forest",
+                    "architecture": "rf",
+                    "features": "flattened pixels",
+                    "params": {"n_estimators": N_TREES},
+                    "seed": s,
+                },
+                suffix=".skops",
+            )
         trained("vgg16", VGG16_NEGATIVE.get(self.dataset_name, "vgg16"), self.profile.vgg16)  # slowest last
         self._cae_ensemble()
 
@@ -423,12 +511,28 @@ class ZooBuilder:
 
         recipe = get_recipe(self.dataset_name, self.arch).as_dict()
         for s in range(1, self.profile.cae_members + 1):
-            self._entry(f"cae_surrogate_seed{s:02d}", {"role": "surrogate", "family": "cae_surrogate",
-                                                       "maker": "student", "architecture": self.arch,
-                                                       "recipe": recipe, "seed": 200 + s})
-            self._entry(f"cae_reference_seed{s:02d}", {"role": "reference", "family": "cae_reference",
-                                                       "maker": "trained", "architecture": self.arch,
-                                                       "recipe": recipe, "seed": 300 + s})
+            self._entry(
+                f"cae_surrogate_seed{s:02d}",
+                {
+                    "role": "surrogate",
+                    "family": "cae_surrogate",
+                    "maker": "student",
+                    "architecture": self.arch,
+                    "recipe": recipe,
+                    "seed": 200 + s,
+                },
+            )
+            self._entry(
+                f"cae_reference_seed{s:02d}",
+                {
+                    "role": "reference",
+                    "family": "cae_reference",
+                    "maker": "trained",
+                    "architecture": self.arch,
+                    "recipe": recipe,
+                    "seed": 300 + s,
+                },
+            )
 
     def rebuild(self, name: str) -> Any:
         """Rebuild one recorded member whose file is missing, with the maker and the parameters its record
@@ -441,8 +545,9 @@ class ZooBuilder:
             return model
         save_member(model, self.out / rec["file"])
         if content_sha256(model) != rec.get("content_sha256"):
-            log.warning("rebuilt %s differs from the recorded model (content SHA-256); another machine or other "
-                        "library versions?", name)
+            log.warning(
+                "rebuilt %s differs from the recorded model (content SHA-256); another machine or other "
+                "library versions?",
+                name,
+            )
         return model
-
-

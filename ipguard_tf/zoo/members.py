@@ -9,14 +9,14 @@ from typing import Any, Dict, Optional, Tuple
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import DataError
-
 from ipguard_tf.zoo.builder import PROFILES, ZooBuilder
 from ipguard_tf.zoo.sac import SAC_PROFILES, SACProfile, SACZooBuilder
 from ipguard_tf.zoo.store import ENSEMBLE_ROLES, is_zoo, members, read_manifest
 
 
-def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, data_dir: Optional[str] = None,
-                dataset: Any = None) -> Any:
+def load_member(
+    folder: Path, name: str, builder: Optional[ZooBuilder] = None, data_dir: Optional[str] = None, dataset: Any = None
+) -> Any:
     """Load zoo member ``name`` from ``folder``; rebuild it if its file is missing (models not kept in the repo)."""
     if builder is None:
         folder = Path(folder)
@@ -25,16 +25,26 @@ def load_member(folder: Path, name: str, builder: Optional[ZooBuilder] = None, d
     return builder.load(name)
 
 
-def builder_for(folder: Path, manifest: Dict[str, Any], data_dir: Optional[str] = None,
-                dataset: Any = None) -> "ZooBuilder":
+def builder_for(
+    folder: Path, manifest: Dict[str, Any], data_dir: Optional[str] = None, dataset: Any = None
+) -> "ZooBuilder":
     """A builder for an existing zoo (its kind and profile from its manifest), e.g. to rebuild a member."""
     if manifest.get("kind") == "sac":
         prof = manifest.get("profile_spec")
-        profile = SACProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in prof.items()}) if prof \
+        profile = (
+            SACProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in prof.items()})
+            if prof
             else SAC_PROFILES["quick"]
+        )
         return SACZooBuilder(manifest["dataset"], folder, profile, data_dir=data_dir, dataset=dataset, verbose=0)
-    return ZooBuilder(manifest["dataset"], folder, PROFILES.get(manifest.get("profile", "quick"), PROFILES["quick"]),
-                      data_dir=data_dir, dataset=dataset, verbose=0)
+    return ZooBuilder(
+        manifest["dataset"],
+        folder,
+        PROFILES.get(manifest.get("profile", "quick"), PROFILES["quick"]),
+        data_dir=data_dir,
+        dataset=dataset,
+        verbose=0,
+    )
 
 
 def cae_ensemble(folder: Any, data_dir: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[str]]:
@@ -46,11 +56,14 @@ def cae_ensemble(folder: Any, data_dir: Optional[str] = None) -> Tuple[Dict[str,
     recs = members(zoo)
     want = {role: [r for r in recs if r["role"] == role] for role in ENSEMBLE_ROLES}
     if not want["surrogate"] or not want["reference"]:
-        raise DataError(f"CAE zoo {zoo} has {len(want['surrogate'])} surrogate and {len(want['reference'])} "
-                        "reference members; it needs both (ipguard zoo build --kind sac builds them)")
+        raise DataError(
+            f"CAE zoo {zoo} has {len(want['surrogate'])} surrogate and {len(want['reference'])} "
+            "reference members; it needs both (ipguard zoo build --kind sac builds them)"
+        )
     sha = next((r.get("weights_sha256") for r in recs if r["role"] == "target"), None)
-    load = {role: {r["name"]: load_member(zoo, r["name"], data_dir=data_dir) for r in want[role]}
-            for role in ENSEMBLE_ROLES}
+    load = {
+        role: {r["name"]: load_member(zoo, r["name"], data_dir=data_dir) for r in want[role]} for role in ENSEMBLE_ROLES
+    }
     return load["surrogate"], load["reference"], sha
 
 

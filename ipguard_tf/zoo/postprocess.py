@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
-from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.zoo.architectures import twin
-from ipguard_tf.models import tflite
 from ipguard_tf.core.checks import check_number
+from ipguard_tf.core.errors import ParameterError
+from ipguard_tf.models import tflite
+from ipguard_tf.zoo.architectures import twin
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,41 @@ def _num_train(dataset) -> int:
     return int(n) if n is not None else len(dataset.x_train)
 
 
-def _fit(model, dataset, *, epochs: int, learning_rate: float, batch_size: int, verbose: int, callbacks=None,
-         loss=None, K=keras, seed: int = 0) -> None:
+def _fit(
+    model,
+    dataset,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    verbose: int,
+    callbacks=None,
+    loss=None,
+    K=keras,
+    seed: int = 0,
+) -> None:
     """Train on the dataset's training split: arrays (``x_train``/``y_train``) or, for data too large for
     memory such as ImageNet, the ``tf.data`` pipeline its ``train_dataset(batch_size, seed)`` returns."""
-    model.compile(optimizer=K.optimizers.Adam(learning_rate),
-                  loss=loss or K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=K.optimizers.Adam(learning_rate),
+        loss=loss or K.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar on stderr
         if hasattr(dataset, "train_dataset"):
-            model.fit(dataset.train_dataset(batch_size, seed), epochs=epochs, verbose=verbose,
-                      callbacks=callbacks or [])
+            model.fit(
+                dataset.train_dataset(batch_size, seed), epochs=epochs, verbose=verbose, callbacks=callbacks or []
+            )
         else:
-            model.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
-                      verbose=verbose, callbacks=callbacks or [])
+            model.fit(
+                dataset.x_train,
+                dataset.y_train,
+                batch_size=batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=verbose,
+                callbacks=callbacks or [],
+            )
 
 
 @contextlib.contextmanager
@@ -94,8 +116,18 @@ def _reinit_last(model, seed: int) -> None:
     last.set_weights(new)
 
 
-def _retrain_copy(model, dataset, *, reinit_last: bool, last_only: bool, epochs: int, learning_rate: float,
-                  batch_size: int, seed: int, verbose: int):
+def _retrain_copy(
+    model,
+    dataset,
+    *,
+    reinit_last: bool,
+    last_only: bool,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    verbose: int,
+):
     """A copy of ``model`` trained on the training data: its last layer re-initialised first if ``reinit_last``,
     only the last layer trained if ``last_only`` (the input model is not touched)."""
     keras.utils.set_random_seed(seed)
@@ -110,10 +142,27 @@ def _retrain_copy(model, dataset, *, reinit_last: bool, last_only: bool, epochs:
 def _retraining(name: str, doc: str, *, reinit_last: bool, last_only: bool, epochs: int, learning_rate: float):
     """One of the four retraining post-processings as a pure function ``(model, dataset, **params) -> model``."""
 
-    def post_process(model, dataset, *, epochs: int = epochs, learning_rate: float = learning_rate,
-                     batch_size: int = 128, seed: int = 0, verbose: int = 1):
-        return _retrain_copy(model, dataset, reinit_last=reinit_last, last_only=last_only, epochs=epochs,
-                             learning_rate=learning_rate, batch_size=batch_size, seed=seed, verbose=verbose)
+    def post_process(
+        model,
+        dataset,
+        *,
+        epochs: int = epochs,
+        learning_rate: float = learning_rate,
+        batch_size: int = 128,
+        seed: int = 0,
+        verbose: int = 1,
+    ):
+        return _retrain_copy(
+            model,
+            dataset,
+            reinit_last=reinit_last,
+            last_only=last_only,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            seed=seed,
+            verbose=verbose,
+        )
 
     post_process.__name__ = post_process.__qualname__ = name
     post_process.__doc__ = doc
@@ -121,17 +170,37 @@ def _retraining(name: str, doc: str, *, reinit_last: bool, last_only: bool, epoc
 
 
 fine_tune_last_layer = _retraining(
-    "fine_tune_last_layer", "FTLL: fine-tune only the last (fully connected) layer on the training data; all "
-    "others frozen.", reinit_last=False, last_only=True, epochs=FT_EPOCHS, learning_rate=FT_LR_LAST)
+    "fine_tune_last_layer",
+    "FTLL: fine-tune only the last (fully connected) layer on the training data; all others frozen.",
+    reinit_last=False,
+    last_only=True,
+    epochs=FT_EPOCHS,
+    learning_rate=FT_LR_LAST,
+)
 fine_tune_all_layers = _retraining(
-    "fine_tune_all_layers", "FTAL: fine-tune all layers on the training data.",
-    reinit_last=False, last_only=False, epochs=FT_EPOCHS, learning_rate=FT_LR_ALL)
+    "fine_tune_all_layers",
+    "FTAL: fine-tune all layers on the training data.",
+    reinit_last=False,
+    last_only=False,
+    epochs=FT_EPOCHS,
+    learning_rate=FT_LR_ALL,
+)
 retrain_last_layer = _retraining(
-    "retrain_last_layer", "RTLL: re-initialise the last layer (Glorot uniform, zero bias) and train only it.",
-    reinit_last=True, last_only=True, epochs=RTLL_EPOCHS, learning_rate=FT_LR_LAST)
+    "retrain_last_layer",
+    "RTLL: re-initialise the last layer (Glorot uniform, zero bias) and train only it.",
+    reinit_last=True,
+    last_only=True,
+    epochs=RTLL_EPOCHS,
+    learning_rate=FT_LR_LAST,
+)
 retrain_all_layers = _retraining(
-    "retrain_all_layers", "RTAL: re-initialise the last layer and train all layers.",
-    reinit_last=True, last_only=False, epochs=FT_EPOCHS, learning_rate=FT_LR_LAST)
+    "retrain_all_layers",
+    "RTAL: re-initialise the last layer and train all layers.",
+    reinit_last=True,
+    last_only=False,
+    epochs=FT_EPOCHS,
+    learning_rate=FT_LR_LAST,
+)
 
 
 # -- weight pruning (TF-MOT) --------------------------------------------------------------------------------------
@@ -150,8 +219,18 @@ def measured_sparsity(model) -> float:
     return float(sum(np.count_nonzero(k == 0) for _, k in kernels)) / max(1, total)
 
 
-def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: int = PRUNE_RETRAIN_EPOCHS,
-                 learning_rate: float = PRUNE_RETRAIN_LR, batch_size: int = 128, seed: int = 0, verbose: int = 1):
+def weight_prune(
+    model,
+    dataset,
+    sparsity: float,
+    *,
+    architecture: str,
+    epochs: int = PRUNE_RETRAIN_EPOCHS,
+    learning_rate: float = PRUNE_RETRAIN_LR,
+    batch_size: int = 128,
+    seed: int = 0,
+    verbose: int = 1,
+):
     """WP (Han et al. 2015): prune the fraction ``sparsity`` of smallest-magnitude weights of every Conv2D and
     Dense kernel with TF-MOT ``prune_low_magnitude`` (``ConstantSparsity``, per layer, from step 0), retrain with
     the mask held, ``strip_pruning``, and return a Keras 3 model with the pruned weights.
@@ -172,8 +251,16 @@ def weight_prune(model, dataset, sparsity: float, *, architecture: str, epochs: 
     frequency = max(1, min(100, steps // 4))
     schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(k2, pruning_schedule=schedule)
-    _fit(pruned, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
-         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], K=tf_keras)
+    _fit(
+        pruned,
+        dataset,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        K=tf_keras,
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     new = twin(stripped, architecture, shape, classes, keras)
     got = measured_sparsity(new)
@@ -236,8 +323,7 @@ def eligible_conv_layers(model) -> List[str]:
     a conv whose output flows into an ``Add`` through batch norm / activation only is left alone. Fixed
     (non-trainable) convs, such as an input-preprocessing 1x1 conv, are not pruned either."""
     ends = residual_end_convs(model)
-    return [l.name for l in model.layers
-            if type(l).__name__ == "Conv2D" and l.trainable and l.name not in ends]
+    return [l.name for l in model.layers if type(l).__name__ == "Conv2D" and l.trainable and l.name not in ends]
 
 
 def _following_bn(model, conv_name: str) -> Optional[str]:
@@ -303,8 +389,17 @@ def pruned_filter_fractions(model, masks: List[FilterMask]) -> Dict[str, float]:
     return out
 
 
-def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN_EPOCHS,
-                 learning_rate: float = PRUNE_RETRAIN_LR, batch_size: int = 128, seed: int = 0, verbose: int = 1):
+def filter_prune(
+    model,
+    dataset,
+    fraction: float,
+    *,
+    epochs: int = PRUNE_RETRAIN_EPOCHS,
+    learning_rate: float = PRUNE_RETRAIN_LR,
+    batch_size: int = 128,
+    seed: int = 0,
+    verbose: int = 1,
+):
     """FP (Li et al. 2017): in each eligible conv layer zero the fraction ``fraction`` of filters with the smallest
     L1 norm, then retrain; the pruned filters are re-zeroed after every training step, so they stay pruned.
 
@@ -317,8 +412,15 @@ def filter_prune(model, dataset, fraction: float, *, epochs: int = PRUNE_RETRAIN
     if not masks:
         raise ParameterError(f"model {model.name} has no conv layer eligible for filter pruning")
     apply_filter_masks(new, masks)
-    _fit(new, dataset, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
-         callbacks=[_KeepPruned(masks)])
+    _fit(
+        new,
+        dataset,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=[_KeepPruned(masks)],
+    )
     apply_filter_masks(new, masks)
     return new, pruned_filter_fractions(new, masks)
 

@@ -35,15 +35,14 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.zoo.builder import MAKERS, ZooBuilder, quantized_records
-from ipguard_tf.zoo.store import ZooError, members, write_manifest
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.models.oracle import Oracle
 from ipguard_tf.zoo import stealing as S
 from ipguard_tf.zoo.architectures import build_architecture
+from ipguard_tf.zoo.builder import MAKERS, ZooBuilder, quantized_records
 from ipguard_tf.zoo.stealing import PGD_STEPS, conv_layers
-from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, sgd_train
-from ipguard_tf.zoo.train import deterministic
+from ipguard_tf.zoo.store import ZooError, members, write_manifest
+from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, deterministic, sgd_train
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,21 @@ class SACProfile:
 #: ``architectures.SAC_ARCHITECTURES``; the measured time is in the results); paper: SAC's counts and epochs
 SAC_PROFILES: Dict[str, SACProfile] = {
     "quick": SACProfile("quick"),
-    "paper": SACProfile("paper", students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
-                        seeds=5, source_epochs=30, extract_epochs=200, adv_epochs=2, adv_examples=None,
-                        finetune_epochs=30,
-                        transfer_epochs=10, adv_finetune_epochs=2, irrelevant_epochs=200, cae_members=18,
-                        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2")),
+    "paper": SACProfile(
+        "paper",
+        students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+        seeds=5,
+        source_epochs=30,
+        extract_epochs=200,
+        adv_epochs=2,
+        adv_examples=None,
+        finetune_epochs=30,
+        transfer_epochs=10,
+        adv_finetune_epochs=2,
+        irrelevant_epochs=200,
+        cae_members=18,
+        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+    ),
 }
 
 
@@ -133,19 +142,23 @@ def sac_split(dataset, seed: int = SAC_SPLIT_SEED, subset: Optional[int] = None)
     keeps only the first ``subset`` examples of each half and of the test set (tests)."""
     n = len(dataset.x_train)
     perm = np.random.default_rng(seed).permutation(n)
-    d_idx, a_idx = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    d_idx, a_idx = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
     if subset is not None:
         d_idx, a_idx = d_idx[:subset], a_idx[:subset]
     h = hashlib.sha256()
     h.update(d_idx.astype(np.int64).tobytes())
     h.update(a_idx.astype(np.int64).tobytes())
     t = slice(None) if subset is None else slice(0, subset)
-    return SACData(Part(dataset.x_train[d_idx], dataset.y_train[d_idx]),
-                   Part(dataset.x_train[a_idx], dataset.y_train[a_idx]),
-                   Part(dataset.x_test[t], dataset.y_test[t]), seed, h.hexdigest())
+    return SACData(
+        Part(dataset.x_train[d_idx], dataset.y_train[d_idx]),
+        Part(dataset.x_train[a_idx], dataset.y_train[a_idx]),
+        Part(dataset.x_test[t], dataset.y_test[t]),
+        seed,
+        h.hexdigest(),
+    )
 
 
-# -- makers: one per family, (builder, record) -> (model, fields to record) ----------------------------------------------
+# -- makers: one per family, (builder, record) -> (model, fields to record) -------------------------------------
 def _recipe(rec: Dict[str, Any]):
 
     return SGDRecipe(**rec["params"]["recipe"])
@@ -163,8 +176,16 @@ def make_trained(b, rec: Dict[str, Any]):
     part = b.split().part(rec["data"])
     deterministic(rec["seed"])
     model = _arch(b, rec["architecture"])()
-    sgd_train(model, part.x, part.y.astype(np.int64), _ce_loss, _recipe(rec), seed=rec["seed"],
-              desc=rec.get("name", rec["family"]), progress=b.verbose > 0)
+    sgd_train(
+        model,
+        part.x,
+        part.y.astype(np.int64),
+        _ce_loss,
+        _recipe(rec),
+        seed=rec["seed"],
+        desc=rec.get("name", rec["family"]),
+        progress=b.verbose > 0,
+    )
     return model, {}
 
 
@@ -179,13 +200,21 @@ def make_extract(b, rec: Dict[str, Any]):
 
     x = b.split().part(rec["data"]).x
     if rec["family"] in ("extract_l", "cae_surrogate"):
-        model, info = S.extract_labels(_oracle(b), x, _arch(b, rec["architecture"]), recipe=_recipe(rec),
-                                       seed=rec["seed"], progress=b.verbose > 0)
+        model, info = S.extract_labels(
+            _oracle(b), x, _arch(b, rec["architecture"]), recipe=_recipe(rec), seed=rec["seed"], progress=b.verbose > 0
+        )
     else:
         p = rec["params"]
-        model, info = S.extract_probabilities(_oracle(b, "probabilities"), x, _arch(b, rec["architecture"]),
-                                              recipe=_recipe(rec), temperature=p["temperature"], alpha=p["alpha"],
-                                              seed=rec["seed"], progress=b.verbose > 0)
+        model, info = S.extract_probabilities(
+            _oracle(b, "probabilities"),
+            x,
+            _arch(b, rec["architecture"]),
+            recipe=_recipe(rec),
+            temperature=p["temperature"],
+            alpha=p["alpha"],
+            seed=rec["seed"],
+            progress=b.verbose > 0,
+        )
     return model, {"queries": info["queries"]}
 
 
@@ -196,33 +225,66 @@ def make_extract_adv(b, rec: Dict[str, Any]):
     p = rec["params"]
     x = b.split().attacker.x
     labels = _oracle(b).labels(x)
-    model, _ = S.extract_adversarial(_oracle(b), x, b._get(p["student"]), labels=labels, recipe=_recipe(rec),
-                                     epsilon=p["epsilon"], step=p["step"], steps=p["steps"],
-                                     max_examples=p.get("max_examples"), seed=rec["seed"], progress=b.verbose > 0)
+    model, _ = S.extract_adversarial(
+        _oracle(b),
+        x,
+        b._get(p["student"]),
+        labels=labels,
+        recipe=_recipe(rec),
+        epsilon=p["epsilon"],
+        step=p["step"],
+        steps=p["steps"],
+        max_examples=p.get("max_examples"),
+        seed=rec["seed"],
+        progress=b.verbose > 0,
+    )
     return model, {"queries": len(x)}
 
 
 def make_finetune(b, rec: Dict[str, Any]):
 
     a = b.split().attacker
-    return S.finetune(b._get("target"), a.x, a.y, last_only=rec["family"] == "finetune_l", recipe=_recipe(rec),
-                      seed=rec["seed"], progress=b.verbose > 0), {}
+    return S.finetune(
+        b._get("target"),
+        a.x,
+        a.y,
+        last_only=rec["family"] == "finetune_l",
+        recipe=_recipe(rec),
+        seed=rec["seed"],
+        progress=b.verbose > 0,
+    ), {}
 
 
 def make_adv_finetune(b, rec: Dict[str, Any]):
 
     a, p = b.split().attacker, rec["params"]
-    return S.adversarial_finetune(b._get("target"), a.x, a.y, recipe=_recipe(rec), epsilon=p["epsilon"],
-                                  step=p["step"], steps=p["steps"], max_examples=p.get("max_examples"),
-                                  seed=rec["seed"], progress=b.verbose > 0), {}
+    return S.adversarial_finetune(
+        b._get("target"),
+        a.x,
+        a.y,
+        recipe=_recipe(rec),
+        epsilon=p["epsilon"],
+        step=p["step"],
+        steps=p["steps"],
+        max_examples=p.get("max_examples"),
+        seed=rec["seed"],
+        progress=b.verbose > 0,
+    ), {}
 
 
 def make_transfer(b, rec: Dict[str, Any]):
 
     a = b.split().attacker
-    model = S.transfer(b._get("target"), a.x, COARSE_LABELS[a.y], int(COARSE_LABELS.max()) + 1,
-                       last_only=rec["family"] == "transfer_l", recipe=_recipe(rec), seed=rec["seed"],
-                       progress=b.verbose > 0)
+    model = S.transfer(
+        b._get("target"),
+        a.x,
+        COARSE_LABELS[a.y],
+        int(COARSE_LABELS.max()) + 1,
+        last_only=rec["family"] == "transfer_l",
+        recipe=_recipe(rec),
+        seed=rec["seed"],
+        progress=b.verbose > 0,
+    )
     return model, {}
 
 
@@ -273,53 +335,163 @@ def plan(profile: SACProfile) -> list:
 
     pgd = dict(epsilon=S.PGD_EPSILON, step=S.PGD_STEP, steps=profile.pgd_steps, max_examples=profile.adv_examples)
     sgd = _recipe_spec(S.EXTRACT_L, profile.source_epochs)
-    out = [("target", dict(role="target", family="source", maker="sac_trained", architecture=profile.source,
-                           data="defender", params={"recipe": sgd}, seed=0), ".keras")]
+    out = [
+        (
+            "target",
+            dict(
+                role="target",
+                family="source",
+                maker="sac_trained",
+                architecture=profile.source,
+                data="defender",
+                params={"recipe": sgd},
+                seed=0,
+            ),
+            ".keras",
+        )
+    ]
     for arch in profile.students:
         short = arch.replace("sac_", "")
         for s in range(1, profile.seeds + 1):
             l_name = f"extract_l_{short}_s{s}"
-            out.append((l_name, dict(role="positive", family="extract_l", architecture=arch, data="attacker",
-                                     params={"recipe": _recipe_spec(S.EXTRACT_L, profile.extract_epochs)}, seed=s),
-                        ".keras"))
-            out.append((f"extract_p_{short}_s{s}", dict(
-                role="positive", family="extract_p", architecture=arch, data="attacker",
-                params={"recipe": _recipe_spec(S.EXTRACT_P, profile.extract_epochs),
-                        "temperature": S.EXTRACT_P_TEMPERATURE, "alpha": S.EXTRACT_P_ALPHA}, seed=s), ".keras"))
-            out.append((f"extract_adv_{short}_s{s}", dict(
-                role="positive", family="extract_adv", architecture=arch, data="attacker",
-                params={"recipe": _recipe_spec(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd}, seed=s),
-                ".keras"))
+            out.append(
+                (
+                    l_name,
+                    dict(
+                        role="positive",
+                        family="extract_l",
+                        architecture=arch,
+                        data="attacker",
+                        params={"recipe": _recipe_spec(S.EXTRACT_L, profile.extract_epochs)},
+                        seed=s,
+                    ),
+                    ".keras",
+                )
+            )
+            out.append(
+                (
+                    f"extract_p_{short}_s{s}",
+                    dict(
+                        role="positive",
+                        family="extract_p",
+                        architecture=arch,
+                        data="attacker",
+                        params={
+                            "recipe": _recipe_spec(S.EXTRACT_P, profile.extract_epochs),
+                            "temperature": S.EXTRACT_P_TEMPERATURE,
+                            "alpha": S.EXTRACT_P_ALPHA,
+                        },
+                        seed=s,
+                    ),
+                    ".keras",
+                )
+            )
+            out.append(
+                (
+                    f"extract_adv_{short}_s{s}",
+                    dict(
+                        role="positive",
+                        family="extract_adv",
+                        architecture=arch,
+                        data="attacker",
+                        params={"recipe": _recipe_spec(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd},
+                        seed=s,
+                    ),
+                    ".keras",
+                )
+            )
     for fam in ("finetune_a", "finetune_l"):
-        out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
-                              params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)}, seed=0), ".keras"))
+        out.append(
+            (
+                fam,
+                dict(
+                    role="positive",
+                    family=fam,
+                    architecture=profile.source,
+                    data="attacker",
+                    params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)},
+                    seed=0,
+                ),
+                ".keras",
+            )
+        )
     refresh, finetune_every = S.scaled_prune_intervals(_conv_channels(profile.source))
-    prune = dict(max_fraction=profile.prune_max, snapshots=profile.prune_snapshots, refresh=refresh,
-                 finetune_every=finetune_every, finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
-                 learning_rate=S.FINE_PRUNE_LR, batch_size=S.FINE_PRUNE_BATCH)
+    prune = dict(
+        max_fraction=profile.prune_max,
+        snapshots=profile.prune_snapshots,
+        refresh=refresh,
+        finetune_every=finetune_every,
+        finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
+        learning_rate=S.FINE_PRUNE_LR,
+        batch_size=S.FINE_PRUNE_BATCH,
+    )
     n_snaps = int(np.floor(profile.prune_max * profile.prune_snapshots + 1e-9))
     for j in range(n_snaps):
-        out.append((f"prune_{j + 1:02d}of{profile.prune_snapshots}", dict(
-            role="positive", family="prune", architecture=profile.source, data="attacker",
-            params=dict(prune, snapshot=j), seed=0), ".keras"))
+        out.append(
+            (
+                f"prune_{j + 1:02d}of{profile.prune_snapshots}",
+                dict(
+                    role="positive",
+                    family="prune",
+                    architecture=profile.source,
+                    data="attacker",
+                    params=dict(prune, snapshot=j),
+                    seed=0,
+                ),
+                ".keras",
+            )
+        )
     for fam in ("transfer_a", "transfer_l"):
-        out.append((fam, dict(role="positive", family=fam, architecture=profile.source, data="attacker",
-                              labels=COARSE_NAME, params={"recipe": _recipe_spec(S.TRANSFER, profile.transfer_epochs)},
-                              seed=0), ".keras"))
-    out.append(("adv_finetune", dict(role="positive", family="adv_finetune", architecture=profile.source,
-                                     data="attacker",
-                                     params={"recipe": _recipe_spec(S.ADV_FINETUNE, profile.adv_finetune_epochs),
-                                             **pgd},
-                                     seed=0), ".keras"))
+        out.append(
+            (
+                fam,
+                dict(
+                    role="positive",
+                    family=fam,
+                    architecture=profile.source,
+                    data="attacker",
+                    labels=COARSE_NAME,
+                    params={"recipe": _recipe_spec(S.TRANSFER, profile.transfer_epochs)},
+                    seed=0,
+                ),
+                ".keras",
+            )
+        )
+    out.append(
+        (
+            "adv_finetune",
+            dict(
+                role="positive",
+                family="adv_finetune",
+                architecture=profile.source,
+                data="attacker",
+                params={"recipe": _recipe_spec(S.ADV_FINETUNE, profile.adv_finetune_epochs), **pgd},
+                seed=0,
+            ),
+            ".keras",
+        )
+    )
 
     for name, rec in quantized_records(profile.source):
         out.append((name, dict(rec, data="attacker"), ".tflite"))
     for arch in profile.students:
         short = arch.replace("sac_", "")
         for s in range(1, profile.seeds + 1):
-            out.append((f"irrelevant_{short}_s{s}", dict(
-                role="negative", family="irrelevant", maker="sac_trained", architecture=arch, data="attacker",
-                params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)}, seed=100 + s), ".keras"))
+            out.append(
+                (
+                    f"irrelevant_{short}_s{s}",
+                    dict(
+                        role="negative",
+                        family="irrelevant",
+                        maker="sac_trained",
+                        architecture=arch,
+                        data="attacker",
+                        params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
+                        seed=100 + s,
+                    ),
+                    ".keras",
+                )
+            )
     out += cae_plan(profile)
     return out
 
@@ -339,12 +511,35 @@ def cae_plan(profile: SACProfile) -> list:
     for s in range(1, profile.cae_members + 1):
         arch = profile.cae_architectures[(s - 1) % len(profile.cae_architectures)]
         short = arch.replace("sac_", "")
-        out.append((f"cae_surrogate_{short}_s{s}", dict(
-            role="surrogate", family="cae_surrogate", architecture=arch, data="defender",
-            params={"recipe": epochs}, seed=200 + s), ".keras"))
-        out.append((f"cae_reference_{short}_s{s}", dict(
-            role="reference", family="cae_reference", maker="sac_trained", architecture=arch, data="defender",
-            params={"recipe": ref_epochs}, seed=300 + s), ".keras"))
+        out.append(
+            (
+                f"cae_surrogate_{short}_s{s}",
+                dict(
+                    role="surrogate",
+                    family="cae_surrogate",
+                    architecture=arch,
+                    data="defender",
+                    params={"recipe": epochs},
+                    seed=200 + s,
+                ),
+                ".keras",
+            )
+        )
+        out.append(
+            (
+                f"cae_reference_{short}_s{s}",
+                dict(
+                    role="reference",
+                    family="cae_reference",
+                    maker="sac_trained",
+                    architecture=arch,
+                    data="defender",
+                    params={"recipe": ref_epochs},
+                    seed=300 + s,
+                ),
+                ".keras",
+            )
+        )
     return out
 
 
@@ -386,9 +581,16 @@ class SACZooBuilder(ZooBuilder):
         rec = self.manifest.get("split", {})
         if rec.get("indices_sha256") not in (None, split.indices_sha256):
             raise ZooError(f"{self.out} was built on another defender/attacker split (seed {rec.get('seed')})")
-        return {"profile_spec": self.profile.as_dict(),
-                "split": {"seed": split.seed, "defender": len(split.defender.x), "attacker": len(split.attacker.x),
-                          "test": len(split.test.x), "indices_sha256": split.indices_sha256}}
+        return {
+            "profile_spec": self.profile.as_dict(),
+            "split": {
+                "seed": split.seed,
+                "defender": len(split.defender.x),
+                "attacker": len(split.attacker.x),
+                "test": len(split.test.x),
+                "indices_sha256": split.indices_sha256,
+            },
+        }
 
     def _calibration_x(self) -> np.ndarray:
         """The thief calibrates an int8 copy on his own data, the attacker half."""
@@ -434,8 +636,15 @@ def sac_rows(folder) -> list:
 
     rows = []
     for r in members(folder):
-        rows.append({"name": r["name"], "role": r["role"], "family": r["family"], "architecture": r["architecture"],
-                     "accuracy": f"{r['test_accuracy']:.4f}" + (" (4 classes)" if r.get("labels") else ""),
-                     "agreement": "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
-                     "queries": r.get("queries", "")})
+        rows.append(
+            {
+                "name": r["name"],
+                "role": r["role"],
+                "family": r["family"],
+                "architecture": r["architecture"],
+                "accuracy": f"{r['test_accuracy']:.4f}" + (" (4 classes)" if r.get("labels") else ""),
+                "agreement": "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
+                "queries": r.get("queries", ""),
+            }
+        )
     return rows

@@ -55,12 +55,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.progress import progress_bar
-from ipguard_tf.zoo.postprocess import copy_model
+from ipguard_tf.zoo.postprocess import _following_bn, copy_model
 from ipguard_tf.zoo.train import SGDRecipe, _ce, _ce_loss, deterministic, sgd_train
-from ipguard_tf.zoo.postprocess import _following_bn
-from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,9 @@ ADV_FINETUNE = SGDRecipe(5e-4, epochs=2, batch_size=256)
 
 
 # -- one training loop ---------------------------------------------------------------------------------------------
-def pgd(model, x: tf.Tensor, y: tf.Tensor, *, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
-        steps: int = PGD_STEPS) -> tf.Tensor:
+def pgd(
+    model, x: tf.Tensor, y: tf.Tensor, *, epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS
+) -> tf.Tensor:
     """Untargeted L-inf PGD without random start (SAC ``model_extract_adv.py``): ``steps`` signed-gradient
     ascent steps of size ``step`` on the cross-entropy of ``model`` at labels ``y``, projected onto the
     ``epsilon`` ball around ``x`` and onto [0, 1]. Usable inside ``tf.function``."""
@@ -137,22 +137,45 @@ def _info(oracle, before: int, recipe: SGDRecipe, **extra) -> Dict[str, Any]:
     return dict(queries=oracle.queries - before, recipe=recipe.as_dict(), **extra)
 
 
-def extract_labels(oracle, x_attack: np.ndarray, make_student: Callable[[], Any], *,
-                   recipe: SGDRecipe = EXTRACT_L, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+def extract_labels(
+    oracle,
+    x_attack: np.ndarray,
+    make_student: Callable[[], Any],
+    *,
+    recipe: SGDRecipe = EXTRACT_L,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tuple[Any, Dict]:
     """Extract-L: a new student (``make_student()``, a Keras model giving logits) trained on the victim's labels
     of ``x_attack``. Returns ``(student, info)``; ``info["queries"]`` is the number of points the oracle
     answered."""
     before = oracle.queries
     y = oracle.labels(x_attack)
     student = _student(make_student, seed)
-    sgd_train(student, x_attack, y, lambda m, xb, yb: _ce(yb, m(xb, training=True)), recipe, seed=seed,
-              desc="Extract-L", progress=progress)
+    sgd_train(
+        student,
+        x_attack,
+        y,
+        lambda m, xb, yb: _ce(yb, m(xb, training=True)),
+        recipe,
+        seed=seed,
+        desc="Extract-L",
+        progress=progress,
+    )
     return student, _info(oracle, before, recipe)
 
 
-def extract_probabilities(oracle, x_attack: np.ndarray, make_student: Callable[[], Any], *,
-                          recipe: SGDRecipe = EXTRACT_P, temperature: float = EXTRACT_P_TEMPERATURE,
-                          alpha: float = EXTRACT_P_ALPHA, seed: int = 0, progress: bool = True) -> Tuple[Any, Dict]:
+def extract_probabilities(
+    oracle,
+    x_attack: np.ndarray,
+    make_student: Callable[[], Any],
+    *,
+    recipe: SGDRecipe = EXTRACT_P,
+    temperature: float = EXTRACT_P_TEMPERATURE,
+    alpha: float = EXTRACT_P_ALPHA,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tuple[Any, Dict]:
     """Extract-P: a student distilled from the victim's probabilities (see the module docstring). The victim's
     probabilities are softened as ``softmax(log p / T)``, equal to ``softmax(t / T)`` for its logits t."""
     if not temperature > 0 or not 0 <= alpha <= 1:
@@ -178,6 +201,7 @@ def extract_probabilities(oracle, x_attack: np.ndarray, make_student: Callable[[
 
 def _pgd_pair(epsilon: float, step: float, steps: int) -> Dict[str, Callable]:
     """``sgd_train`` arguments for ``CE(x) + CE(PGD(x))``: the PGD examples made outside the gradient tape."""
+
     def prepare(m, xb, yb):
         return pgd(m, xb, yb, epsilon=epsilon, step=step, steps=steps)
 
@@ -187,10 +211,20 @@ def _pgd_pair(epsilon: float, step: float, steps: int) -> Dict[str, Callable]:
     return {"loss_fn": loss, "prepare": prepare}
 
 
-def extract_adversarial(oracle, x_attack: np.ndarray, student, *, labels: Optional[np.ndarray] = None,
-                        recipe: SGDRecipe = EXTRACT_ADV, epsilon: float = PGD_EPSILON, step: float = PGD_STEP,
-                        steps: int = PGD_STEPS, max_examples: Optional[int] = None, seed: int = 0,
-                        progress: bool = True) -> Tuple[Any, Dict]:
+def extract_adversarial(
+    oracle,
+    x_attack: np.ndarray,
+    student,
+    *,
+    labels: Optional[np.ndarray] = None,
+    recipe: SGDRecipe = EXTRACT_ADV,
+    epsilon: float = PGD_EPSILON,
+    step: float = PGD_STEP,
+    steps: int = PGD_STEPS,
+    max_examples: Optional[int] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tuple[Any, Dict]:
     """Extract-Adv: a copy of an Extract-L ``student`` trained further on clean plus PGD examples (against the
     copy itself) with the victim's labels of ``x_attack`` (``labels`` if the thief kept them from Extract-L,
     else asked again). ``max_examples`` caps each epoch at that many (random) examples, where 30 PGD steps per
@@ -199,8 +233,17 @@ def extract_adversarial(oracle, x_attack: np.ndarray, student, *, labels: Option
     y = oracle.labels(x_attack) if labels is None else np.asarray(labels, np.int64)
     deterministic(seed)
     new = copy_model(student)
-    sgd_train(new, x_attack, y, recipe=recipe, seed=seed, desc="Extract-Adv", progress=progress,
-              max_examples=max_examples, **_pgd_pair(epsilon, step, steps))
+    sgd_train(
+        new,
+        x_attack,
+        y,
+        recipe=recipe,
+        seed=seed,
+        desc="Extract-Adv",
+        progress=progress,
+        max_examples=max_examples,
+        **_pgd_pair(epsilon, step, steps),
+    )
     return new, _info(oracle, before, recipe, epsilon=epsilon, step=step, steps=steps, max_examples=max_examples)
 
 
@@ -209,9 +252,10 @@ def head_layers(model) -> List[Any]:
     """The classifier head: the layers with weights after the last convolution/pooling (all dense layers of a
     VGG's classifier block); a model without convolutions: its last layer with weights."""
     layers = list(model.layers)
-    last_conv = max((i for i, l in enumerate(layers) if "Conv" in type(l).__name__ or "Pool" in type(l).__name__),
-                    default=None)
-    tail = [l for l in layers[(last_conv + 1 if last_conv is not None else 0):] if l.weights]
+    last_conv = max(
+        (i for i, l in enumerate(layers) if "Conv" in type(l).__name__ or "Pool" in type(l).__name__), default=None
+    )
+    tail = [l for l in layers[(last_conv + 1 if last_conv is not None else 0) :] if l.weights]
     if last_conv is None or not tail:
         tail = [next(l for l in reversed(layers) if l.weights)]
     return tail
@@ -231,26 +275,71 @@ def _train_copy(model, x, y, recipe, *, last_only: bool, seed: int, desc: str, p
     return new
 
 
-def finetune(model, x: np.ndarray, y: np.ndarray, *, last_only: bool = False, recipe: SGDRecipe = FINETUNE,
-             seed: int = 0, progress: bool = True):
+def finetune(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    last_only: bool = False,
+    recipe: SGDRecipe = FINETUNE,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Finetune-A (all layers) or Finetune-L (``last_only``: the classifier head, :func:`head_layers`) of a copy
     of ``model`` on (``x``, ``y``), the attacker's data with its true labels (SAC ``fine_tune.py``)."""
-    return _train_copy(model, x, np.asarray(y, np.int64), recipe, last_only=last_only, seed=seed,
-                       desc="Finetune-L" if last_only else "Finetune-A", progress=progress)
+    return _train_copy(
+        model,
+        x,
+        np.asarray(y, np.int64),
+        recipe,
+        last_only=last_only,
+        seed=seed,
+        desc="Finetune-L" if last_only else "Finetune-A",
+        progress=progress,
+    )
 
 
-def adversarial_finetune(model, x: np.ndarray, y: np.ndarray, *, recipe: SGDRecipe = ADV_FINETUNE,
-                         epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS,
-                         max_examples: Optional[int] = None, seed: int = 0, progress: bool = True):
+def adversarial_finetune(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe: SGDRecipe = ADV_FINETUNE,
+    epsilon: float = PGD_EPSILON,
+    step: float = PGD_STEP,
+    steps: int = PGD_STEPS,
+    max_examples: Optional[int] = None,
+    seed: int = 0,
+    progress: bool = True,
+):
     """A copy of ``model`` adversarially fine-tuned on ``CE(x) + CE(PGD(x))`` with true labels. Not in SAC; the
     PGD is Extract-Adv's, the optimiser the fine-tuning one (lr 5e-4, momentum 0.9), batch 256, 2 epochs
     (``max_examples``: as :func:`extract_adversarial`)."""
-    return _train_copy(model, x, np.asarray(y, np.int64), recipe, last_only=False, seed=seed, desc="Adv-FT",
-                       progress=progress, max_examples=max_examples, **_pgd_pair(epsilon, step, steps))
+    return _train_copy(
+        model,
+        x,
+        np.asarray(y, np.int64),
+        recipe,
+        last_only=False,
+        seed=seed,
+        desc="Adv-FT",
+        progress=progress,
+        max_examples=max_examples,
+        **_pgd_pair(epsilon, step, steps),
+    )
 
 
-def transfer(model, x: np.ndarray, y: np.ndarray, num_classes: int, *, last_only: bool = False,
-             recipe: SGDRecipe = TRANSFER, seed: int = 0, progress: bool = True):
+def transfer(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    last_only: bool = False,
+    recipe: SGDRecipe = TRANSFER,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Transfer-A / Transfer-L (SAC Table 5): a copy of ``model`` whose last layer with weights is replaced by a
     new dense layer of ``num_classes`` outputs (Glorot-uniform from ``seed``, linear), trained on (``x``,
     ``y``) with another label set; all layers, or the new head only (``last_only``). SAC does not publish its
@@ -264,14 +353,23 @@ def transfer(model, x: np.ndarray, y: np.ndarray, num_classes: int, *, last_only
     if base.layers[-1] is not last:
         raise ParameterError(f"model {model.name}: the last layer must be the one with weights to replace its head")
     K = keras
-    out = K.layers.Dense(num_classes, name=f"{last.name}_transfer",
-                         kernel_initializer=K.initializers.GlorotUniform(seed=seed))(last.input)
+    out = K.layers.Dense(
+        num_classes, name=f"{last.name}_transfer", kernel_initializer=K.initializers.GlorotUniform(seed=seed)
+    )(last.input)
     new = K.Model(base.inputs, out, name=f"{model.name}_transfer")
     if last_only:
         for layer in new.layers:
             layer.trainable = layer is new.layers[-1]
-    sgd_train(new, x, np.asarray(y, np.int64), _ce_loss, recipe, seed=seed,
-              desc="Transfer-L" if last_only else "Transfer-A", progress=progress)
+    sgd_train(
+        new,
+        x,
+        np.asarray(y, np.int64),
+        _ce_loss,
+        recipe,
+        seed=seed,
+        desc="Transfer-L" if last_only else "Transfer-A",
+        progress=progress,
+    )
     for layer in new.layers:
         layer.trainable = True
     return new
@@ -293,17 +391,32 @@ def _same_width_bn(model, conv) -> Optional[Any]:
     return bn if int(bn.gamma.shape[0]) == int(conv.kernel.shape[-1]) and bn.scale and bn.center else None
 
 
-def fine_prune(model, x: np.ndarray, y: np.ndarray, *, max_fraction: float = FINE_PRUNE_MAX_FRACTION,
-               snapshots: int = FINE_PRUNE_SNAPSHOTS, refresh: int = FINE_PRUNE_REFRESH,
-               finetune_every: int = FINE_PRUNE_FINETUNE_EVERY, finetune_examples: int = FINE_PRUNE_FINETUNE_EXAMPLES,
-               learning_rate: float = FINE_PRUNE_LR, batch_size: int = FINE_PRUNE_BATCH, seed: int = 0,
-               progress: bool = True) -> List[Tuple[float, Any]]:
+def fine_prune(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    max_fraction: float = FINE_PRUNE_MAX_FRACTION,
+    snapshots: int = FINE_PRUNE_SNAPSHOTS,
+    refresh: int = FINE_PRUNE_REFRESH,
+    finetune_every: int = FINE_PRUNE_FINETUNE_EVERY,
+    finetune_examples: int = FINE_PRUNE_FINETUNE_EXAMPLES,
+    learning_rate: float = FINE_PRUNE_LR,
+    batch_size: int = FINE_PRUNE_BATCH,
+    seed: int = 0,
+    progress: bool = True,
+) -> List[Tuple[float, Any]]:
     """Fine-pruning as SAC's ``pruning.py`` (see the module docstring). Returns ``[(pruned fraction, model)]``,
     a copy each time another ``1/snapshots`` of all conv channels is pruned, up to ``max_fraction``; the input
     model is not modified."""
     check_number(max_fraction, "max_fraction", 0.0, 1.0, low_open=True, high_open=True)
-    for name, v in (("snapshots", snapshots), ("refresh", refresh), ("finetune_every", finetune_every),
-                    ("finetune_examples", finetune_examples), ("batch_size", batch_size)):
+    for name, v in (
+        ("snapshots", snapshots),
+        ("refresh", refresh),
+        ("finetune_every", finetune_every),
+        ("finetune_examples", finetune_examples),
+        ("batch_size", batch_size),
+    ):
         if isinstance(v, bool) or int(v) != v or v < 1:
             raise ParameterError(f"{name} must be a positive integer, got {v}")
     deterministic(seed)
@@ -347,16 +460,29 @@ def fine_prune(model, x: np.ndarray, y: np.ndarray, *, max_fraction: float = FIN
                 batch = x[rng.choice(len(x), size=min(batch_size, len(x)), replace=False)]
                 acts = probe(tf.constant(batch), training=False)
                 acts = acts if isinstance(acts, (list, tuple)) else [acts]
-                activity = np.concatenate([np.mean(np.maximum(np.asarray(a), 0.0) if p else np.abs(np.asarray(a)),
-                                                   axis=(0, 1, 2)) for a, p in zip(acts, post)])
+                activity = np.concatenate(
+                    [
+                        np.mean(np.maximum(np.asarray(a), 0.0) if p else np.abs(np.asarray(a)), axis=(0, 1, 2))
+                        for a, p in zip(acts, post)
+                    ]
+                )
             idx = int(np.flatnonzero(~pruned)[np.argmin(activity[~pruned])])
             pruned[idx] = True
             layer = int(np.searchsorted(offsets, idx, side="right") - 1)
             masks[layer][idx - offsets[layer]] = 0.0
             apply_masks()
             if i % finetune_every == 0:
-                sgd_train(new, x, y, _ce_loss, ft, seed=seed + i, progress=False, after_step=apply_masks,
-                          max_examples=finetune_examples)
+                sgd_train(
+                    new,
+                    x,
+                    y,
+                    _ce_loss,
+                    ft,
+                    seed=seed + i,
+                    progress=False,
+                    after_step=apply_masks,
+                    max_examples=finetune_examples,
+                )
             if i + 1 in marks:
                 out.append((round((i + 1) / total, 4), copy_model(new)))
             bar.update(1)

@@ -86,8 +86,9 @@ def halves(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return x[:, :14], x[:, 14:].reshape(len(x), -1)
 
 
-def train_regressor(model, x: np.ndarray, *, seed: int, epochs: int = REGRESSOR_EPOCHS, learning_rate: float = 1e-3,
-                    verbose: int = 0):
+def train_regressor(
+    model, x: np.ndarray, *, seed: int, epochs: int = REGRESSOR_EPOCHS, learning_rate: float = 1e-3, verbose: int = 0
+):
     """Train (in place) on the top-to-bottom-half task; returns the model."""
     keras.utils.set_random_seed(seed)
     top, bottom = halves(x)
@@ -100,14 +101,34 @@ def _wgan_state(path: Path, g, c, seed: int, learning_rate: float) -> StateFile:
     """The WGAN checkpoint: arrays ``gI``, ``cI`` (the generator's and critic's weights), ``ogI``, ``ocI`` (their
     optimisers' variables); scalar ``step`` (generator steps done). Its identity: the two models (names and
     sizes), the seed and the learning rate (not the number of steps, so that a finished run can go on)."""
-    identity = {"generator": g.name, "critic": c.name, "parameters": [int(g.count_params()), int(c.count_params())],
-                "seed": int(seed), "learning_rate": float(learning_rate)}
-    return StateFile(path, identity, "WGAN checkpoint", schema=WGAN_SCHEMA,
-                     other="another WGAN run (models, seed or learning rate differ)")
+    identity = {
+        "generator": g.name,
+        "critic": c.name,
+        "parameters": [int(g.count_params()), int(c.count_params())],
+        "seed": int(seed),
+        "learning_rate": float(learning_rate),
+    }
+    return StateFile(
+        path,
+        identity,
+        "WGAN checkpoint",
+        schema=WGAN_SCHEMA,
+        other="another WGAN run (models, seed or learning rate differ)",
+    )
 
 
-def train_wgan(g, c, x: np.ndarray, *, seed: int, iterations: int = WGAN_ITERATIONS, learning_rate: float = WGAN_LR,
-               checkpoint: Optional[Path] = None, every: int = 500, progress: bool = True) -> Dict[str, Any]:
+def train_wgan(
+    g,
+    c,
+    x: np.ndarray,
+    *,
+    seed: int,
+    iterations: int = WGAN_ITERATIONS,
+    learning_rate: float = WGAN_LR,
+    checkpoint: Optional[Path] = None,
+    every: int = 500,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Train generator ``g`` and critic ``c`` (in place) as a WGAN on images ``x`` in [0, 1] for ``iterations``
     generator steps; resumable from ``checkpoint`` (saved every ``every`` steps and after the last; a checkpoint
     of another run raises a one-line :class:`~ipguard_tf.io.checkpoint.CheckpointError`). Returns the last
@@ -155,13 +176,18 @@ def train_wgan(g, c, x: np.ndarray, *, seed: int, iterations: int = WGAN_ITERATI
             step_rng = np.random.default_rng([seed, step])
             for _ in range(WGAN_CRITIC_STEPS):
                 real = x[step_rng.integers(0, len(x), WGAN_BATCH)]
-                lc = float(critic_step(tf.constant(real), tf.constant(
-                    step_rng.standard_normal((WGAN_BATCH, LATENT)).astype(np.float32))))
+                lc = float(
+                    critic_step(
+                        tf.constant(real),
+                        tf.constant(step_rng.standard_normal((WGAN_BATCH, LATENT)).astype(np.float32)),
+                    )
+                )
             lg = float(generator_step(tf.constant(step_rng.standard_normal((WGAN_BATCH, LATENT)).astype(np.float32))))
             bar.update(1)
             if store is not None and ((step + 1) % every == 0 or step + 1 == iterations):
-                store.save({f"{p}{i}": v.numpy() for p, vs in parts.items() for i, v in enumerate(vs)},
-                           {"step": step + 1})
+                store.save(
+                    {f"{p}{i}": v.numpy() for p, vs in parts.items() for i, v in enumerate(vs)}, {"step": step + 1}
+                )
     return {"critic_loss": lc, "generator_loss": lg, "iterations": iterations}
 
 

@@ -8,8 +8,8 @@ deterministic ops, so the same recipe and seed give the same weights on the same
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.zoo.architectures import build_architecture
-from ipguard_tf.core.checks import check_number
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,16 @@ class SGDRecipe(_SGDSettings):
         check_number(self.batch_size, "batch_size", 1, integer=True)
         if self.schedule not in ("constant", "cosine", "step"):
             raise ParameterError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
-        if self.schedule == "step" and (not self.milestones or list(self.milestones) != sorted(set(self.milestones))
-                                        or self.milestones[0] < 1 or not 0 < self.gamma < 1):
-            raise ParameterError(f"a step schedule needs increasing positive epoch milestones and 0 < gamma < 1, "
-                                 f"got {self.milestones}, {self.gamma}")
+        if self.schedule == "step" and (
+            not self.milestones
+            or list(self.milestones) != sorted(set(self.milestones))
+            or self.milestones[0] < 1
+            or not 0 < self.gamma < 1
+        ):
+            raise ParameterError(
+                f"a step schedule needs increasing positive epoch milestones and 0 < gamma < 1, "
+                f"got {self.milestones}, {self.gamma}"
+            )
         if self.nesterov and not self.momentum:
             raise ParameterError("nesterov needs a momentum > 0")
 
@@ -127,9 +133,17 @@ class Recipe(_SGDSettings):
 
     def sgd(self):
         """This recipe as the SGD loop's :class:`SGDRecipe`."""
-        return SGDRecipe(self.learning_rate, epochs=self.epochs, momentum=self.momentum,
-                         weight_decay=self.weight_decay, batch_size=self.batch_size, schedule=self.schedule,
-                         milestones=self.milestones or (), gamma=self.gamma, nesterov=self.nesterov)
+        return SGDRecipe(
+            self.learning_rate,
+            epochs=self.epochs,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            schedule=self.schedule,
+            milestones=self.milestones or (),
+            gamma=self.gamma,
+            nesterov=self.nesterov,
+        )
 
     def as_dict(self) -> dict:
         d = _record(self)
@@ -142,8 +156,17 @@ class Recipe(_SGDSettings):
 #: The VGG16 paper's training (Simonyan & Zisserman 2015, Section 3.1: SGD, momentum 0.9, weight decay 5e-4,
 #: learning rate 1e-2 divided by 10 three times) on CIFAR, whose schedule the paper sets by validation plateaus:
 #: here at fixed epochs (80, 120, 150 of 160) so that a seed fixes the model; crop+flip as for the ResNets.
-_VGG16_CIFAR = dict(epochs=160, learning_rate=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                    schedule="step", milestones=(80, 120, 150), gamma=0.1, augmentation="crop4+flip")
+_VGG16_CIFAR = dict(
+    epochs=160,
+    learning_rate=0.01,
+    optimizer="sgd",
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="step",
+    milestones=(80, 120, 150),
+    gamma=0.1,
+    augmentation="crop4+flip",
+)
 
 #: Recipes per (dataset, architecture).
 #:
@@ -166,17 +189,37 @@ RECIPES: Dict[tuple, Recipe] = {
     ("fashion_mnist", "simple_cnn"): Recipe("simple_cnn", epochs=8),
     ("fashion_mnist", "lenet5"): Recipe("lenet5", epochs=8),
     ("fashion_mnist", "vgg16"): Recipe("vgg16", epochs=1),
-    ("fashion_mnist", "vgg16_w8"): Recipe("vgg16_w8", epochs=20, learning_rate=0.05, optimizer="sgd",
-                                          momentum=0.9, weight_decay=5e-4, schedule="cosine"),
+    ("fashion_mnist", "vgg16_w8"): Recipe(
+        "vgg16_w8", epochs=20, learning_rate=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="cosine"
+    ),
     ("fashion_mnist", "resnet20"): Recipe("resnet20", epochs=10),
-    ("cifar10", "resnet20"): Recipe("resnet20", epochs=182, learning_rate=0.1, optimizer="sgd", momentum=0.9,
-                                    weight_decay=1e-4, schedule="step", milestones=(91, 136), gamma=0.1,
-                                    augmentation="crop4+flip"),
+    ("cifar10", "resnet20"): Recipe(
+        "resnet20",
+        epochs=182,
+        learning_rate=0.1,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=(91, 136),
+        gamma=0.1,
+        augmentation="crop4+flip",
+    ),
     ("cifar10", "lenet5"): Recipe("lenet5", epochs=30),
     ("cifar10", "vgg16"): Recipe("vgg16", **_VGG16_CIFAR),
-    ("cifar100", "wrn22_4"): Recipe("wrn22_4", epochs=200, learning_rate=0.1, optimizer="sgd", momentum=0.9,
-                                    nesterov=True, weight_decay=5e-4, schedule="step", milestones=(60, 120, 160),
-                                    gamma=0.2, augmentation="crop4+flip"),
+    ("cifar100", "wrn22_4"): Recipe(
+        "wrn22_4",
+        epochs=200,
+        learning_rate=0.1,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="step",
+        milestones=(60, 120, 160),
+        gamma=0.2,
+        augmentation="crop4+flip",
+    ),
     ("cifar100", "lenet5"): Recipe("lenet5", epochs=30),
     ("cifar100", "vgg16"): Recipe("vgg16", **_VGG16_CIFAR),
 }
@@ -201,15 +244,18 @@ def _optimizer(recipe: Recipe, learning_rate: Optional[float] = None):
 
 
 def compile_for_training(model: keras.Model, recipe: Recipe, learning_rate: Optional[float] = None) -> None:
-    model.compile(optimizer=_optimizer(recipe, learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=_optimizer(recipe, learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
 
 
 def _augment_crop_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n, h, w, _ = x.shape
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     oy, ox = rng.integers(0, 9, n), rng.integers(0, 9, n)
-    out = np.stack([padded[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
+    out = np.stack([padded[i, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
     flip = rng.random(n) < 0.5
     out[flip] = out[flip, :, ::-1]
     return out
@@ -236,21 +282,41 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
     if recipe.optimizer == "sgd":
         from dataclasses import replace
 
-
-        sgd_train(model, dataset.x_train, np.asarray(dataset.y_train).reshape(-1).astype("int32"), _ce_loss,
-                  replace(recipe.sgd(), epochs=n_epochs), seed=seed, desc=f"train {recipe.architecture}",
-                  progress=bool(verbose), augment=AUGMENTATIONS[recipe.augmentation])
+        sgd_train(
+            model,
+            dataset.x_train,
+            np.asarray(dataset.y_train).reshape(-1).astype("int32"),
+            _ce_loss,
+            replace(recipe.sgd(), epochs=n_epochs),
+            seed=seed,
+            desc=f"train {recipe.architecture}",
+            progress=bool(verbose),
+            augment=AUGMENTATIONS[recipe.augmentation],
+        )
         return model
     compile_for_training(model, recipe)
     with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar on stderr; stdout stays for results
         if recipe.augmentation == "none":
-            model.fit(dataset.x_train, dataset.y_train, batch_size=recipe.batch_size, epochs=n_epochs,
-                      shuffle=True, verbose=verbose)
+            model.fit(
+                dataset.x_train,
+                dataset.y_train,
+                batch_size=recipe.batch_size,
+                epochs=n_epochs,
+                shuffle=True,
+                verbose=verbose,
+            )
         else:
             rng = np.random.default_rng(seed)
             for e in range(n_epochs):
-                model.fit(_augment_crop_flip(dataset.x_train, rng), dataset.y_train, batch_size=recipe.batch_size,
-                          epochs=e + 1, initial_epoch=e, shuffle=True, verbose=verbose)
+                model.fit(
+                    _augment_crop_flip(dataset.x_train, rng),
+                    dataset.y_train,
+                    batch_size=recipe.batch_size,
+                    epochs=e + 1,
+                    initial_epoch=e,
+                    shuffle=True,
+                    verbose=verbose,
+                )
     return model
 
 
@@ -269,10 +335,21 @@ def _ce(labels, logits):
 LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) -> scalar
 
 
-def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe: SGDRecipe, *, seed: int,
-              desc: str = "train", progress: bool = True, prepare: Optional[Callable] = None,
-              after_step: Optional[Callable[[], None]] = None, max_examples: Optional[int] = None,
-              augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None) -> None:
+def sgd_train(
+    model,
+    x: np.ndarray,
+    targets: np.ndarray,
+    loss_fn: LossFn,
+    recipe: SGDRecipe,
+    *,
+    seed: int,
+    desc: str = "train",
+    progress: bool = True,
+    prepare: Optional[Callable] = None,
+    after_step: Optional[Callable[[], None]] = None,
+    max_examples: Optional[int] = None,
+    augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None,
+) -> None:
     """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
     ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
     (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
@@ -318,7 +395,7 @@ def sgd_train(model, x: np.ndarray, targets: np.ndarray, loss_fn: LossFn, recipe
             for s in range(0, n, recipe.batch_size):
                 if recipe.schedule != "constant":
                     lr_var.assign(recipe.learning_rate_at(done, total, epoch))
-                idx = order[s:s + recipe.batch_size]
+                idx = order[s : s + recipe.batch_size]
                 xb = x[idx] if augment is None else augment(x[idx], rng)
                 loss = step(tf.constant(xb), tf.constant(targets[idx]))
                 if after_step is not None:

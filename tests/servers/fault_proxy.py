@@ -82,7 +82,9 @@ class FaultProxy:
             n = 0
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
         try:
-            conn.request("POST", path, body=body, headers={"Content-Type": headers.get("Content-Type", "application/json")})
+            conn.request(
+                "POST", path, body=body, headers={"Content-Type": headers.get("Content-Type", "application/json")}
+            )
             r = conn.getresponse()
             data = r.read()
         finally:

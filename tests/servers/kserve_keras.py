@@ -38,9 +38,13 @@ class KerasModel(kserve.Model):
         if isinstance(payload, InferRequest):
             out = self._run(payload.inputs[0].as_numpy())
             dtype = "INT64" if self.labels else "FP32"
-            return InferResponse(response_id=payload.id or "0", model_name=self.name,
-                                 infer_outputs=[InferOutput(name="output-0", shape=list(out.shape), datatype=dtype,
-                                                            data=out.reshape(-1).tolist())])
+            return InferResponse(
+                response_id=payload.id or "0",
+                model_name=self.name,
+                infer_outputs=[
+                    InferOutput(name="output-0", shape=list(out.shape), datatype=dtype, data=out.reshape(-1).tolist())
+                ],
+            )
         return {"predictions": self._run(np.asarray(payload["instances"], np.float32)).tolist()}
 
 

@@ -4,9 +4,9 @@ appendix, and no code is public. What the seed says: the fingerprint works for a
 (classification, regression, generation), without training data, and its references point at linear regions
 (Rolnick & Kording on reverse-engineering ReLU networks, Hanin & Rolnick and Serra et al. on linear regions, an LP
 solver). What is chosen here is said where it is implemented: :mod:`.probe` (reading every hidden ReLU) and
-:mod:`.boundary` (points on the faces of the target's linear regions) and :mod:`ipguard_tf.core.tafa_statistics` (how a suspect is
-compared: the default, the output correlation, was chosen among five statistics in-sample and tested on fresh
-models; it separates as well at random inputs as at the boundary points, see
+:mod:`.boundary` (points on the faces of the target's linear regions) and :mod:`ipguard_tf.core.tafa_statistics`
+(how a suspect is compared: the default, the output correlation, was chosen among five statistics in-sample and
+tested on fresh models; it separates as well at random inputs as at the boundary points, see
 ``experiments/results/tafa_fashion_mnist*/NOTES.md``).
 """
 

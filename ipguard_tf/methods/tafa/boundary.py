@@ -1,4 +1,5 @@
-"""Points on the boundaries of a ReLU network's linear regions (TAFA reconstruction, see :mod:`ipguard_tf.methods.tafa`).
+"""Points on the boundaries of a ReLU network's linear regions (TAFA reconstruction, see
+:mod:`ipguard_tf.methods.tafa`).
 
 A ReLU network is affine on each linear region, the set of inputs sharing one activation pattern (which ReLUs
 are on); each region is a convex polyhedron whose faces are where one hidden neuron's pre-activation z_j is 0.
@@ -90,8 +91,16 @@ def _grad_of_neuron(probe: ReluProbe, x: np.ndarray, j: np.ndarray) -> np.ndarra
     return tape.gradient(total, xt).numpy()
 
 
-def _try(probe: ReluProbe, x0: np.ndarray, p0: np.ndarray, rng: np.random.Generator, reach: float,
-         domain: Optional[Tuple[float, float]], steps: int, tolerance: float):
+def _try(
+    probe: ReluProbe,
+    x0: np.ndarray,
+    p0: np.ndarray,
+    rng: np.random.Generator,
+    reach: float,
+    domain: Optional[Tuple[float, float]],
+    steps: int,
+    tolerance: float,
+):
     """One attempt for a batch of starts with their activation patterns ``p0``: (accepted mask, x*, j, z_j(x*),
     normal, reasons)."""
     b = len(x0)
@@ -140,16 +149,24 @@ def _try(probe: ReluProbe, x0: np.ndarray, p0: np.ndarray, rng: np.random.Genera
     return reasons == "", xs, j, zj, normal.astype(np.float32), reasons
 
 
-def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0, reach: float = 1.0,
-                         domain: Optional[Tuple[float, float]] = (0.0, 1.0), steps: int = BISECTION_STEPS,
-                         tolerance: float = TOLERANCE, max_tries: int = MAX_TRIES, batch_size: int = 128,
-                         progress: bool = True) -> BoundaryPoints:
+def find_boundary_points(
+    probe: ReluProbe,
+    starts: np.ndarray,
+    *,
+    seed: int = 0,
+    reach: float = 1.0,
+    domain: Optional[Tuple[float, float]] = (0.0, 1.0),
+    steps: int = BISECTION_STEPS,
+    tolerance: float = TOLERANCE,
+    max_tries: int = MAX_TRIES,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> BoundaryPoints:
     """A boundary point for each start where one is found (see the module docstring); ``domain`` the input box
     (None: unbounded, e.g. a generator's latent space), ``reach`` the longest walk from a start."""
     starts = np.asarray(starts, np.float32)
     if starts.ndim < 2 or tuple(starts.shape[1:]) != probe.input_shape:
-        raise ParameterError(f"starts of shape {starts.shape[1:]} do not match the model's input "
-                             f"{probe.input_shape}")
+        raise ParameterError(f"starts of shape {starts.shape[1:]} do not match the model's input {probe.input_shape}")
     if not reach > 0 or not tolerance > 0 or steps < 1 or max_tries < 1:
         raise ParameterError("reach and tolerance must be > 0, steps and max_tries >= 1")
     rng = np.random.default_rng(seed)
@@ -157,7 +174,7 @@ def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0,
     rejected: Dict[str, int] = {}
     with progress_bar(len(starts), desc="TAFA boundary points", enabled=progress, unit="start") as bar:
         for s in range(0, len(starts), batch_size):
-            x0 = starts[s:s + batch_size]
+            x0 = starts[s : s + batch_size]
             p0_all = probe.pattern(x0)  # the starts' patterns, once for all tries
             todo = np.arange(len(x0))
             last_reason = np.array([""] * len(x0), dtype=object)
@@ -166,8 +183,14 @@ def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0,
                     break
                 p0 = p0_all[todo]
                 ok, xs, j, zj, normal, reasons = _try(probe, x0[todo], p0, rng, reach, domain, steps, tolerance)
-                for name, arr in (("x", xs[ok]), ("control", x0[todo][ok]), ("neuron", j[ok]), ("preact", zj[ok]),
-                                  ("normal", normal[ok]), ("pattern", np.packbits(p0[ok], axis=1))):
+                for name, arr in (
+                    ("x", xs[ok]),
+                    ("control", x0[todo][ok]),
+                    ("neuron", j[ok]),
+                    ("preact", zj[ok]),
+                    ("normal", normal[ok]),
+                    ("pattern", np.packbits(p0[ok], axis=1)),
+                ):
                     keep[name].append(arr)
                 last_reason[todo[~ok]] = reasons[~ok]
                 todo = todo[~ok]
@@ -175,18 +198,27 @@ def find_boundary_points(probe: ReluProbe, starts: np.ndarray, *, seed: int = 0,
                 rejected[r] = rejected.get(r, 0) + 1
             bar.update(len(x0))
     if rejected:
-        log.warning("TAFA: %d of %d starts gave no boundary point after %d tries (%s); they are left out",
-                    sum(rejected.values()), len(starts), max_tries,
-                    ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())))
+        log.warning(
+            "TAFA: %d of %d starts gave no boundary point after %d tries (%s); they are left out",
+            sum(rejected.values()),
+            len(starts),
+            max_tries,
+            ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())),
+        )
     cat = {k: (np.concatenate(v) if v else None) for k, v in keep.items()}
     n = 0 if cat["x"] is None else len(cat["x"])
     empty = np.zeros((0,) + probe.input_shape, np.float32)
     neuron = cat["neuron"] if n else np.zeros(0, np.int64)
     return BoundaryPoints(
-        x=cat["x"] if n else empty, control=cat["control"] if n else empty,
-        neuron=neuron.astype(np.int64), layer=probe.layer_of(neuron).astype(np.int64),
-        preact=(cat["preact"] if n else np.zeros(0)).astype(np.float32), normal=cat["normal"] if n else empty,
-        pattern=cat["pattern"] if n else np.zeros((0, (probe.total + 7) // 8), np.uint8), rejected=rejected)
+        x=cat["x"] if n else empty,
+        control=cat["control"] if n else empty,
+        neuron=neuron.astype(np.int64),
+        layer=probe.layer_of(neuron).astype(np.int64),
+        preact=(cat["preact"] if n else np.zeros(0)).astype(np.float32),
+        normal=cat["normal"] if n else empty,
+        pattern=cat["pattern"] if n else np.zeros((0, (probe.total + 7) // 8), np.uint8),
+        rejected=rejected,
+    )
 
 
 def check_points(probe: ReluProbe, pts: BoundaryPoints, tolerance: float = TOLERANCE) -> np.ndarray:

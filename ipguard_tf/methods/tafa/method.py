@@ -18,17 +18,24 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from ipguard_tf.core import constants as C
-from ipguard_tf.io.env_info import utc_now, versions
 from ipguard_tf.core.errors import ModelError
 from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.core.statistics import statistic_of
-from ipguard_tf.core.tafa_statistics import (bend_rate, one_sided_slopes, output_agreement, output_correlation,
-                                             scaled_bend_rate, second_difference, slope_agreement)
+from ipguard_tf.core.tafa_statistics import (
+    bend_rate,
+    one_sided_slopes,
+    output_agreement,
+    output_correlation,
+    scaled_bend_rate,
+    second_difference,
+    slope_agreement,
+)
+from ipguard_tf.io.env_info import utc_now, versions
 from ipguard_tf.methods.base import FingerprintMethod
-from ipguard_tf.models.outputs import OutputFn, keras_model_of, keras_outputs, raw_outputs
 from ipguard_tf.methods.tafa.boundary import find_boundary_points
 from ipguard_tf.methods.tafa.probe import ReluProbe
 from ipguard_tf.models.classifier import content_sha256
+from ipguard_tf.models.outputs import OutputFn, keras_model_of, keras_outputs, raw_outputs
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +56,17 @@ class TAFA(FingerprintMethod):
     def _search(self, clf, plan, x0, src, tgt, *, checkpoint=None):  # pragma: no cover - generate is overridden
         raise NotImplementedError("TAFA overrides generate")
 
-    def generate(self, model: Any, n: int = 100, train_x: Optional[np.ndarray] = None, *,
-                 train_y: Optional[np.ndarray] = None, dataset: Optional[str] = None,
-                 checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: float = 60.0) -> Fingerprint:
+    def generate(
+        self,
+        model: Any,
+        n: int = 100,
+        train_x: Optional[np.ndarray] = None,
+        *,
+        train_y: Optional[np.ndarray] = None,
+        dataset: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        checkpoint_every: float = 60.0,
+    ) -> Fingerprint:
         """``n`` boundary points of ``model`` (training data, if given, is not used: TAFA needs none)."""
 
         km = keras_model_of(model)
@@ -67,30 +82,41 @@ class TAFA(FingerprintMethod):
             rounds += 1
             shape = (n,) + probe.input_shape
             starts = (rng.standard_normal(shape) if domain is None else rng.random(shape)).astype(np.float32)
-            pts = find_boundary_points(probe, starts, seed=int(rng.integers(2 ** 31)), reach=self.reach,
-                                       domain=domain, batch_size=self.batch_size or _DEFAULT_BATCH,
-                                       progress=self.progress)
+            pts = find_boundary_points(
+                probe,
+                starts,
+                seed=int(rng.integers(2**31)),
+                reach=self.reach,
+                domain=domain,
+                batch_size=self.batch_size or _DEFAULT_BATCH,
+                progress=self.progress,
+            )
             for k, v in pts.rejected.items():
                 rejected[k] = rejected.get(k, 0) + v
             if not len(pts.x):
                 continue
             bends = second_difference(f, pts.x, pts.normal, self.epsilon) > second_difference(
-                f, pts.control, pts.normal, self.epsilon)
+                f, pts.control, pts.normal, self.epsilon
+            )
             if (~bends).any():
-                rejected["the target's output does not bend there"] = (
-                    rejected.get("the target's output does not bend there", 0) + int((~bends).sum()))
+                rejected["the target's output does not bend there"] = rejected.get(
+                    "the target's output does not bend there", 0
+                ) + int((~bends).sum())
             take = np.flatnonzero(bends)[: n - have]
             for k in kept:
                 kept[k].append(getattr(pts, k)[take])
             have += len(take)
         if have == 0:
-            raise ModelError(f"TAFA found no usable boundary point on {km.name} in {rounds} rounds of {n} starts "
-                             f"({rejected})")
+            raise ModelError(
+                f"TAFA found no usable boundary point on {km.name} in {rounds} rounds of {n} starts ({rejected})"
+            )
         if have < n:
             log.warning("TAFA: only %d of %d points after %d rounds of starts", have, n, rounds)
         if rejected:
-            log.warning("TAFA: starts without a kept point, by reason: %s",
-                        ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())))
+            log.warning(
+                "TAFA: starts without a kept point, by reason: %s",
+                ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())),
+            )
         a = {k: np.concatenate(v) for k, v in kept.items()}
         x = a["x"]
         outputs = f(x).reshape(len(x), -1)
@@ -103,27 +129,55 @@ class TAFA(FingerprintMethod):
         params = self.params()
         params["batch_size"] = self.batch_size or _DEFAULT_BATCH
         meta = {
-            "method": self.name, "statistic": self.statistic, "params": params, "strategy": "-",
-            "task": self.task, "n": m, "n_requested": n, "n_converged": m, "dataset": dataset,
-            "input_shape": list(probe.input_shape), "input_range": None if domain is None else list(domain),
-            "output_size": int(outputs.shape[1]), "epsilon": self.epsilon, "rounds": rounds,
-            "rejected": rejected, "tolerance": C.TAFA_TOLERANCE,
+            "method": self.name,
+            "statistic": self.statistic,
+            "params": params,
+            "strategy": "-",
+            "task": self.task,
+            "n": m,
+            "n_requested": n,
+            "n_converged": m,
+            "dataset": dataset,
+            "input_shape": list(probe.input_shape),
+            "input_range": None if domain is None else list(domain),
+            "output_size": int(outputs.shape[1]),
+            "epsilon": self.epsilon,
+            "rounds": rounds,
+            "rejected": rejected,
+            "tolerance": C.TAFA_TOLERANCE,
             "relu_layers": [{"name": nm, "size": sz} for nm, sz in zip(probe.layers, probe.sizes)],
-            "target": {"name": km.name, "source": str(model) if isinstance(model, (str, Path)) else "in memory",
-                       "weights_sha256": content_sha256(km)},
+            "target": {
+                "name": km.name,
+                "source": str(model) if isinstance(model, (str, Path)) else "in memory",
+                "weights_sha256": content_sha256(km),
+            },
             "reconstruction": "TAFA as reconstructed from the seed (abstract, notes, references, appendix); see "
-                              "ipguard_tf/tafa/__init__.py",
-            "versions": versions(), "created": utc_now(), "seconds": round(time.perf_counter() - t0, 3),
+            "ipguard_tf/tafa/__init__.py",
+            "versions": versions(),
+            "created": utc_now(),
+            "seconds": round(time.perf_counter() - t0, 3),
         }
         if self.task == "classifier":
             meta["num_classes"] = int(outputs.shape[1])
         distance = np.abs(a["preact"]).astype(np.float32)
-        return Fingerprint(x=x, y=y, source=src, target=np.full(m, -1, np.int64),
-                           iterations=np.full(m, 0, np.int64), objective=distance, converged=np.ones(m, bool),
-                           distortion=np.linalg.norm((x - a["control"]).reshape(m, -1), axis=1), metadata=meta,
-                           outputs=outputs, control=a["control"], normal=a["normal"], neuron=a["neuron"],
-                           layer=a["layer"], pattern=a["pattern"],
-                           slopes=one_sided_slopes(f, x, a["normal"], self.epsilon))
+        return Fingerprint(
+            x=x,
+            y=y,
+            source=src,
+            target=np.full(m, -1, np.int64),
+            iterations=np.full(m, 0, np.int64),
+            objective=distance,
+            converged=np.ones(m, bool),
+            distortion=np.linalg.norm((x - a["control"]).reshape(m, -1), axis=1),
+            metadata=meta,
+            outputs=outputs,
+            control=a["control"],
+            normal=a["normal"],
+            neuron=a["neuron"],
+            layer=a["layer"],
+            pattern=a["pattern"],
+            slopes=one_sided_slopes(f, x, a["normal"], self.epsilon),
+        )
 
 
 def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
@@ -131,7 +185,6 @@ def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
     the fingerprint's epsilon) added, for files made before the slope agreement existed; the points and every
     other record are unchanged, and the target must be the fingerprinted model (its content hash is checked)."""
     import dataclasses
-
 
     if fingerprint.slopes is not None:
         return fingerprint
@@ -141,8 +194,12 @@ def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
         raise ModelError("the model given is not the fingerprinted target (its weights' hash differs)")
     eps = float(fingerprint.metadata.get("epsilon", C.TAFA_EPSILON))
     meta = dict(fingerprint.metadata, slopes_added=utc_now())
-    return dataclasses.replace(fingerprint, metadata=meta, sha256=None,
-                               slopes=one_sided_slopes(keras_outputs(km), fingerprint.x, fingerprint.normal, eps))
+    return dataclasses.replace(
+        fingerprint,
+        metadata=meta,
+        sha256=None,
+        slopes=one_sided_slopes(keras_outputs(km), fingerprint.x, fingerprint.normal, eps),
+    )
 
 
 def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> OutputFn:
@@ -152,8 +209,10 @@ def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 51
     probe = np.asarray(f(fingerprint.x[:1])).reshape(1, -1)
     want = fingerprint.metadata.get("output_size")
     if want is not None and probe.shape[1] != int(want):
-        raise ModelError(f"the suspect's outputs have {probe.shape[1]} values, the fingerprinted model's {want}: "
-                         "it cannot be a copy of it")
+        raise ModelError(
+            f"the suspect's outputs have {probe.shape[1]} values, the fingerprinted model's {want}: "
+            "it cannot be a copy of it"
+        )
     return f
 
 
@@ -165,10 +224,12 @@ def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) ->
     f = suspect_outputs(fingerprint, suspect, batch_size)
     fp = fingerprint
     eps = float(fp.metadata.get("epsilon", C.TAFA_EPSILON))
-    out = {"bend_rate": bend_rate(f, fp.x, fp.control, fp.normal, eps),
-           "scaled_bend_rate": scaled_bend_rate(f, fp.x, fp.control, fp.normal),
-           "output_agreement": output_agreement(f, fp.x, fp.outputs, fp.metadata.get("task") == "classifier"),
-           "output_correlation": output_correlation(f, fp.x, fp.outputs)}
+    out = {
+        "bend_rate": bend_rate(f, fp.x, fp.control, fp.normal, eps),
+        "scaled_bend_rate": scaled_bend_rate(f, fp.x, fp.control, fp.normal),
+        "output_agreement": output_agreement(f, fp.x, fp.outputs, fp.metadata.get("task") == "classifier"),
+        "output_correlation": output_correlation(f, fp.x, fp.outputs),
+    }
     if fp.slopes is not None:
         out["slope_agreement"] = slope_agreement(f, fp.x, fp.normal, fp.slopes, eps)
     return out

@@ -40,16 +40,20 @@ class ReluProbe:
 
     def __init__(self, model: Any) -> None:
         if not isinstance(model, keras.Model):
-            raise ModelError("TAFA needs a Keras 3 model to read its hidden ReLUs (got "
-                             f"{type(model).__name__}); load .keras files with Keras 3")
+            raise ModelError(
+                "TAFA needs a Keras 3 model to read its hidden ReLUs (got "
+                f"{type(model).__name__}); load .keras files with Keras 3"
+            )
         pres: List[Any] = []
         names: List[str] = []
         smooth: List[str] = []  # layers with a smooth activation met so far: no ReLU may follow them
 
         def relu_allowed(layer):
             if smooth:
-                raise ModelError(f"hidden layer {smooth[0]} has activation {_act_name(smooth_layers[0])}, and "
-                                 f"ReLU {layer.name} follows it: not a ReLU network")
+                raise ModelError(
+                    f"hidden layer {smooth[0]} has activation {_act_name(smooth_layers[0])}, and "
+                    f"ReLU {layer.name} follows it: not a ReLU network"
+                )
 
         smooth_layers: List[Any] = []
 
@@ -58,8 +62,9 @@ class ReluProbe:
             if act == "relu" or isinstance(layer, keras.layers.ReLU):
                 relu_allowed(layer)
             if isinstance(layer, keras.layers.ReLU) or (isinstance(layer, keras.layers.Activation) and act == "relu"):
-                if isinstance(layer, keras.layers.ReLU) and (layer.negative_slope or layer.max_value is not None
-                                                              or layer.threshold):
+                if isinstance(layer, keras.layers.ReLU) and (
+                    layer.negative_slope or layer.max_value is not None or layer.threshold
+                ):
                     raise ModelError(f"layer {layer.name} is a leaky or capped ReLU; TAFA needs plain ReLUs")
                 pres.append(args[0])
                 names.append(layer.name)
@@ -103,8 +108,9 @@ class ReluProbe:
 
     def pattern(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The activation pattern (pre-activation > 0) of every neuron at each input, bool (B, total)."""
-        return np.concatenate([self(tf.constant(x[i:i + batch_size]))[0].numpy() > 0
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [self(tf.constant(x[i : i + batch_size]))[0].numpy() > 0 for i in range(0, len(x), batch_size)]
+        )
 
 
 def relu_probe(model: Any) -> ReluProbe:
