@@ -179,7 +179,7 @@ def test_extract_random_init(model_files, tmp_path):
         (["extract", "--model", "m.keras", "--out", "f.npz", "--n", "0"], "positive integer"),
         (["extract", "--model", "m.keras", "--out", "f.npz", "--k", "abc"], "number"),
         (["extract", "--model", "m.keras", "--out", "f.npz", "--init", "Z"], "invalid choice"),
-        (["verify", "--fingerprint", "f.npz", "--suspect", "s", "--threshold", "2"], "<= 1"),
+        (["verify", "--fingerprint", "f.npz", "--suspect", "s", "--threshold", "2"], "in [0, 1]"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],

@@ -55,7 +55,7 @@ def _layer(path_or_module) -> int:
 def test_every_module_belongs_to_a_layer():
     loose = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert not loose, f"modules outside the layers: {loose}"
-    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(LAYERS)
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS)
 
 
 def test_no_upward_imports():

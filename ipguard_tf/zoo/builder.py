@@ -295,7 +295,12 @@ class ZooBuilder:
             "size_bytes": path.stat().st_size,
             "created": utc_now(),
         }
-        rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6
+        earlier = self.record(name)
+        # a member once left out of the repository (pretrained/ is kept under its size limit) stays out when rebuilt
+        rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6 and (earlier or {}).get("in_repo", True)
+        for key in ("rebuild_seconds", "rebuild_machine"):  # measured when it was rebuilt (time_rebuilds.py)
+            if earlier is not None and key in earlier:
+                rec[key] = earlier[key]
         self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name] + [rec]
         write_manifest(self.out, self.manifest)
         log.info(

@@ -87,7 +87,8 @@ def write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
     big = sorted(r["file"] for r in manifest["models"] if r.get("file") and not r.get("in_repo", True))
     gi = "# models too large for the repository: rebuilt on demand by `ipguard zoo build`\n" + "".join(
-        f"{f}\n" for f in big)
+        f"{f}\n" for f in big
+    )
     atomic_write_bytes(folder / ".gitignore", gi.encode())
 
 
@@ -117,14 +118,56 @@ def missing_members(folder: Path) -> List[Dict[str, Any]]:
     return [r for r in members(folder) if r.get("file") and not (folder / r["file"]).exists()]
 
 
+def seconds_of(rec: Dict[str, Any]) -> Any:
+    """How long making a member took: its ``build_seconds`` (when the zoo was built), else its ``rebuild_seconds``
+    (measured by ``experiments/time_rebuilds.py`` on the machine in ``rebuild_machine``), else None."""
+    for key in ("build_seconds", "rebuild_seconds"):
+        if rec.get(key) is not None:
+            return rec[key]
+    return None
+
+
 def rebuild_note(folder: Path, missing: List[Dict[str, Any]]) -> str:
-    """One line saying what loading ``missing`` will rebuild and how long that took when they were built."""
-    known = [r["build_seconds"] for r in missing if r.get("build_seconds") is not None]
-    took = f"about {sum(known) / 60:.0f} min when built" if known else "time not recorded"
-    if known and len(known) < len(missing):
-        took += f" ({len(missing) - len(known)} without a recorded time)"
+    """One line saying what loading ``missing`` will rebuild and about how long that takes: the times recorded
+    for them (:func:`seconds_of`: when the zoo was built, or when they were rebuilt); for a
+    member without one, an estimate labelled as such: the mean recorded time of the zoo's other members of its
+    family (of its architecture where some are); "time not recorded" for members whose family has none."""
+    try:
+        timed = [r for r in read_manifest(Path(folder))["models"] if seconds_of(r) is not None]
+    except ZooError:
+        timed = [r for r in missing if seconds_of(r) is not None]
+
+    def estimate(rec: Dict[str, Any]) -> Any:
+        family = [seconds_of(r) for r in timed if r.get("family") == rec.get("family")]
+        same = [
+            seconds_of(r)
+            for r in timed
+            if r.get("family") == rec.get("family") and r.get("architecture") == rec.get("architecture")
+        ]
+        use = same or family
+        return sum(use) / len(use) if use else None
+
+    def span(seconds: float) -> str:
+        return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+    def some(count: int) -> str:  # "for 3" where the part covers only some of the members
+        return f" for {count}" if count < len(missing) else ""
+
+    recorded = [seconds_of(r) for r in missing if seconds_of(r) is not None]
+    guessed = [e for e in (estimate(r) for r in missing if seconds_of(r) is None) if e is not None]
+    unknown = len(missing) - len(recorded) - len(guessed)
+    parts = []
+    if recorded:
+        parts.append(f"about {span(sum(recorded))} as recorded{some(len(recorded))}")
+    if guessed:
+        parts.append(
+            f"{'' if recorded else 'about '}{span(sum(guessed))} estimated for {len(guessed)} from their "
+            "families' recorded times"
+        )
+    if unknown:
+        parts.append(f"time not recorded{some(unknown)}")
     names = ", ".join(r["name"] for r in missing[:8]) + (" ..." if len(missing) > 8 else "")
-    return f"{folder}: {len(missing)} members absent, rebuilt before use ({took}): {names}"
+    return f"{folder}: {len(missing)} members absent, rebuilt before use ({'; '.join(parts)}): {names}"
 
 
 #: roles of a fingerprinting method's own models in a zoo (CAE's surrogates and references): no suspects
@@ -148,8 +191,15 @@ def table2_rows(folder: Path) -> List[Dict[str, Any]]:
                 detail = f"p={r['sparsity']:.1f} (measured {r['measured_sparsity']:.3f})"
             elif r["family"] == "FP":
                 detail = f"c={r['sixteenths']}/16"
-            rows.append({"type": r["role"], "classifier": r["family"], "detail": detail,
-                         "accuracy": f"{r['test_accuracy']:.4f}", "count": 1})
+            rows.append(
+                {
+                    "type": r["role"],
+                    "classifier": r["family"],
+                    "detail": detail,
+                    "accuracy": f"{r['test_accuracy']:.4f}",
+                    "count": 1,
+                }
+            )
     fams: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for r in recs:  # negatives, then CAE's ensemble (not suspects; not in the paper's Table 2)
         if r["role"] == "negative" or r["role"] in ENSEMBLE_ROLES:
@@ -158,8 +208,18 @@ def table2_rows(folder: Path) -> List[Dict[str, Any]]:
         accs = [r["test_accuracy"] for r in rs]
         archs = sorted({r.get("architecture", "") for r in rs})
         # a family trained as another architecture than its name (Fashion-MNIST's VGG16 negatives: vgg16_w8)
-        detail = "CAE ensemble" if role != "negative" else ", ".join(
-            a for a in archs if a not in (fam, "rf") and fam != "same_arch")
-        rows.append({"type": role, "classifier": fam, "detail": detail,
-                     "accuracy": f"[{min(accs):.4f}, {max(accs):.4f}]", "count": len(accs)})
+        detail = (
+            "CAE ensemble"
+            if role != "negative"
+            else ", ".join(a for a in archs if a not in (fam, "rf") and fam != "same_arch")
+        )
+        rows.append(
+            {
+                "type": role,
+                "classifier": fam,
+                "detail": detail,
+                "accuracy": f"[{min(accs):.4f}, {max(accs):.4f}]",
+                "count": len(accs),
+            }
+        )
     return rows
