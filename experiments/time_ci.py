@@ -5,7 +5,8 @@
 Clones this repository's committed HEAD into a temporary folder and runs ``bash .ci/run`` there as CI does
 (``./run lint``, then ``./run test``: the clone's own ``.venv`` is created first), wall-clock. Writes
 ``results.json`` (the commit, the pytest summary line, passed / failed / skipped counts, the suite's own seconds,
-the whole run's seconds and the slowest tests), ``README.md`` and ``run.json`` (versions, machine). Run it alone
+the whole run's seconds and the slowest tests), ``log_tail.txt`` (the run's last 60 lines), ``README.md`` and
+``run.json`` (versions, machine). Run it alone
 on the machine: other jobs beside it slow the suite down. The clone is removed afterwards.
 """
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from ipguard_tf.io.files import atomic_write_bytes, run_record, write_json  # noqa: E402
 
-SUMMARY = re.compile(r"=+ (?P<line>.*?(passed|failed).*?) in (?P<seconds>[\d.]+)s")
+SUMMARY = re.compile(r"^=* ?(?P<line>\d+ (passed|failed)[^\n]*?) in (?P<seconds>[\d.]+)s", re.M)
 
 
 def main(argv=None) -> int:
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     suite = res["suite_seconds"] or 0.0
     write_json(out / "results.json", res)
     write_json(out / "run.json", run_record(vars(args)))
+    atomic_write_bytes(out / "log_tail.txt", "\n".join(log.splitlines()[-60:]).encode() + b"\n")
     atomic_write_bytes(
         out / "README.md",
         (
