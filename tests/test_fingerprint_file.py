@@ -131,3 +131,41 @@ def test_atomic_write_keeps_old_file_on_failure(fp, tmp_path, monkeypatch):
     assert p.read_bytes() == before
     assert not list(tmp_path.glob(".*tmp"))
     assert zipfile.is_zipfile(p)
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("input_scale", float("nan"), "input_scale must be a finite number > 0"),
+        ("input_scale", "abc", "input_scale must be a finite number > 0"),
+        ("input_scale", 0, "input_scale must be a finite number > 0"),
+        ("epsilon", -0.1, "epsilon must be a finite number > 0"),
+        ("output_size", 2.5, "output_size must be an integer >= 1"),
+        ("outputs_kind", "softmax", "outputs_kind must be one of logits, probabilities"),
+        ("input_range", [1, 0], "input_range must be two finite numbers"),
+        ("statistic", 3, "statistic must be a string"),
+    ],
+)
+def test_metadata_a_verification_computes_with_is_checked(fp, tmp_path, capsys, key, value, says):
+    """A file written through the public API with a metadata value out of type or range (issue 34: input_scale NaN
+    gave the target 0.0 against its own fingerprint, "abc" an internal error) is refused when read, in one line,
+    and by the command line with exit status 2."""
+    from dataclasses import replace
+
+    from ipguard_tf.cli import main
+
+    bad = tmp_path / "bad.npz"
+    save_fingerprint(replace(fp, metadata=dict(fp.metadata, **{key: value}), sha256=None), bad)
+    with pytest.raises(FingerprintFileError, match=says):
+        load_fingerprint(bad)
+    assert main(["-q", "verify", "--fingerprint", str(bad), "--suspect", "x.keras"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+def test_input_scale_given_in_python_is_checked(fp, tiny_model):
+    from ipguard_tf import verify_suspects
+    from ipguard_tf.core.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="input_scale"):
+        verify_suspects(fp, [tiny_model], input_scale=float("nan"))

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         n_all = len(fp)
         fp = fp.converged_only()
         log.info("verifying on the %d converged points of %d (--converged-only)", len(fp), n_all)
-    scale = float(fp.metadata.get("input_scale") or 1.0) if args.input_scale is None else args.input_scale
+    given = fp.metadata.get("input_scale") if args.input_scale is None else args.input_scale
+    scale = 1.0 if given is None else given  # checked when the file was read (core.fingerprint.check_metadata)
     shape = fp.metadata.get("input_shape") or list(fp.x.shape[1:])
     if any(d is None for d in shape):
         shape = list(fp.x.shape[1:])

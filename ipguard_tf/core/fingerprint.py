@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ipguard_tf.core.calibration import subset_metadata
-from ipguard_tf.core.errors import ModelError
+from ipguard_tf.core.checks import check_number
+from ipguard_tf.core.errors import ModelError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,46 @@ class Fingerprint:
         return {k: getattr(self, k) for k in self._fields()}
 
 
+#: metadata values that a verification computes with, and what each must be (absent: the default applies);
+#: a file written by hand through the public API must not turn them into a wrong number or an internal error
+NUMERIC_METADATA = {
+    "input_scale": dict(low=0.0, low_open=True),  # points are multiplied by it before a suspect sees them
+    "epsilon": dict(low=0.0, low_open=True),  # TAFA's probe half-width
+    "output_size": dict(low=1, integer=True),  # TAFA: the target's outputs per point
+}
+OUTPUTS_KINDS = ("logits", "probabilities")
+
+
+def check_metadata(metadata: Dict[str, Any]) -> str:
+    """'' when the metadata values a verification computes with are of the right type and range (finite
+    numbers where numbers are used, a known ``outputs_kind``, an ``input_range`` of two finite numbers), else
+    what is wrong, in one line."""
+    if not isinstance(metadata, dict):
+        return f"metadata is a {type(metadata).__name__}, expected a JSON object"
+    for key, rule in NUMERIC_METADATA.items():
+        if metadata.get(key) is not None:
+            try:
+                check_number(metadata[key], f"metadata {key}", **rule)  # type: ignore[arg-type]
+            except ParameterError as exc:
+                return str(exc)
+    kind = metadata.get("outputs_kind", "logits")
+    if kind not in OUTPUTS_KINDS:
+        return f"metadata outputs_kind must be one of {', '.join(OUTPUTS_KINDS)}, got {kind!r}"
+    domain = metadata.get("input_range", [0.0, 1.0])
+    if domain is not None:
+        ok = isinstance(domain, list) and len(domain) == 2
+        try:
+            lo, hi = (check_number(v, "metadata input_range") for v in domain) if ok else (0.0, 0.0)
+        except ParameterError:
+            ok = False
+        if not ok or not lo < hi:
+            return f"metadata input_range must be two finite numbers [low, high] with low < high, got {domain!r}"
+    for key in ("statistic", "method", "task"):
+        if key in metadata and not isinstance(metadata[key], str):
+            return f"metadata {key} must be a string, got {metadata[key]!r}"
+    return ""
+
+
 def check_points(fp: Fingerprint) -> str:
     """'' when the points make sense, else what is wrong: no points, non-finite or out-of-[0, 1] points,
     labels outside the classes the metadata names."""
@@ -142,6 +183,9 @@ def check_points(fp: Fingerprint) -> str:
         return f"points have shape {fp.x.shape}, expected (n, ...)"
     if not np.all(np.isfinite(fp.x)):
         return "points contain NaN or infinite values"
+    problem = check_metadata(fp.metadata)
+    if problem:
+        return problem
     task = fp.metadata.get("task", "classifier")
     if task not in TASKS:
         return f"metadata task {task!r} is not one of {', '.join(TASKS)}"

@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.constants import DATA_MAX, DATA_MIN
 from ipguard_tf.core.errors import ModelError, ParameterError
 from ipguard_tf.models.remote import RemoteSuspect
@@ -586,8 +587,7 @@ def as_classifier(
     """
     if isinstance(model, (Classifier, RemoteSuspect)):  # a remote suspect answers through the same interface
         return model
-    if input_scale <= 0:
-        raise ParameterError(f"input_scale must be positive, got {input_scale}")
+    check_number(input_scale, "input_scale", 0.0, low_open=True)
     source = ""
     if isinstance(model, (str, os.PathLike)):
         source = str(model)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ipguard_tf.core import metrics
 from ipguard_tf.core.calibration import Calibration, calibration_of
+from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ModelError, ParameterError
 from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.core.statistics import Answer, Statistic, Verification, statistic_of
@@ -195,7 +196,8 @@ def verify_suspects(
     file is absent instead of rebuilding them; ``notice`` hears one line per absent or skipped group."""
     stat = statistic_of(fingerprint)
     threshold, source, cal = choose_threshold(fingerprint, threshold)
-    scale = float(fingerprint.metadata.get("input_scale") or 1.0) if input_scale is None else float(input_scale)
+    given = fingerprint.metadata.get("input_scale") if input_scale is None else input_scale
+    scale = check_number(1.0 if given is None else given, "input_scale", 0.0, low_open=True)
     results: List[Verification] = []
     roles: List[Optional[str]] = []
     skipped: List[str] = []
