@@ -352,3 +352,33 @@ def test_flag_of_another_method_is_refused(model_files, tmp_path, capsys):
         ]
     )
     _one_line_error(capsys, code, "--max-iter does not apply to --method fgsm")
+
+
+def test_out_is_checked_before_any_work(tmp_path, capsys):
+    """--out naming a folder is refused first, in one line (it used to fail after the whole search, naming a
+    temporary checkpoint path): here before the model, which does not exist, is even looked at."""
+    code = main(["-q", "extract", "--model", str(tmp_path / "absent.keras"), "--out", str(tmp_path)])
+    _one_line_error(capsys, code, "is a folder")
+    code = main(["-q", "verify", "--fingerprint", str(tmp_path / "f.npz"), "--suspect", "s", "--report", str(tmp_path)])
+    _one_line_error(capsys, code, "--report")
+
+
+@needs_fmnist
+def test_missing_out_folder_is_created_with_a_notice(model_files, tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "fp.npz"
+    code = main(
+        [
+            "-q",
+            "extract",
+            "--model",
+            str(model_files / "target.keras"),
+            "--n",
+            "2",
+            "--max-iter",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0 and out.exists()
+    assert f"creating the folder {out.parent}" in capsys.readouterr().err

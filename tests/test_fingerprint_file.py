@@ -169,3 +169,19 @@ def test_input_scale_given_in_python_is_checked(fp, tiny_model):
 
     with pytest.raises(ParameterError, match="input_scale"):
         verify_suspects(fp, [tiny_model], input_scale=float("nan"))
+
+
+def test_written_files_get_the_users_umask(fp, tmp_path):
+    """Files are written through a private temporary file, but end with the permissions the user's umask gives
+    (they were 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_fingerprint(fp, tmp_path / "f.npz")
+        os.umask(0o077)
+        save_fingerprint(fp, tmp_path / "g.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "g.npz").stat().st_mode & 0o777 == 0o600

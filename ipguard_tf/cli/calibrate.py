@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ipguard_tf.cli.common import command_line, notice, number, positive_int
+from ipguard_tf.cli.common import check_out_file, command_line, notice, number, positive_int
 from ipguard_tf.core import constants as C
 from ipguard_tf.core.errors import ParameterError
 
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
     from ipguard_tf.verification.calibration import calibrate, negative_models
 
+    if args.out:
+        check_out_file(args.out)
     fp = load_fingerprint(args.fingerprint)
     items = [
         item

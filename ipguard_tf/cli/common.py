@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ipguard_tf.core.checks import check_number, range_text
@@ -70,6 +71,20 @@ def number(lo: Optional[float] = None, hi: Optional[float] = None, strict: bool 
 def command_line(args: argparse.Namespace) -> str:
     """The command as the user typed it (recorded in the files it writes)."""
     return "ipguard " + " ".join(args.argv)
+
+
+def check_out_file(path: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a file in a folder that is not
+    writable; a missing parent folder is created, with a notice."""
+    p = Path(path)
+    if p.is_dir():
+        raise ParameterError(f"{option} {path} is a folder; give the file to write")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        notice(f"creating the folder {parent} for {option}")
+        parent.mkdir(parents=True, exist_ok=True)
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ParameterError(f"{option} {path}: cannot write into {parent}")
 
 
 def notice(message: str) -> None:

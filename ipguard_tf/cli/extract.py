@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
-from ipguard_tf.cli.common import command_line, int_at_least, number, positive_int
+from ipguard_tf.cli.common import check_out_file, command_line, int_at_least, number, positive_int
 from ipguard_tf.core import constants as C
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import ParameterError
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from ipguard_tf.verification.suspects import resolve_model
     from ipguard_tf.zoo.members import method_inputs
 
+    check_out_file(args.out)
     spec = registry.get(args.method)
     params = method_params(args)
     init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data

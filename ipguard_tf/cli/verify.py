@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ipguard_tf.cli.common import command_line, nonneg_int, notice, number, positive_int
+from ipguard_tf.cli.common import check_out_file, command_line, nonneg_int, notice, number, positive_int
 from ipguard_tf.core import constants as C
 from ipguard_tf.core.calibration import format_p
 from ipguard_tf.core.errors import ParameterError
@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from ipguard_tf.verification.remote import default_progress_path
     from ipguard_tf.verification.suspects import verify_suspects
 
+    if args.report:
+        check_out_file(args.report, "--report")
     if not args.suspect and not args.suspect_url:
         raise ParameterError("verify needs at least one --suspect or --suspect-url")
     if args.progress_file and len(args.suspect_url) > 1:

@@ -21,7 +21,8 @@ PathLike = Union[str, os.PathLike]
 @contextlib.contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; when the block succeeds, fsync it and rename it onto ``path``
-    (so ``path`` holds either the old or the new content, never half of one); when it fails, delete it.
+    (so ``path`` holds either the old or the new content, never half of one); when it fails, delete it. The file
+    gets the permissions the user's umask gives a new file (a temporary file is created private, 0600).
 
     ``suffix`` is the temporary file's ending (some writers, e.g. Keras' ``model.save``, choose the format by
     it). Temporary names start with ``.`` and the target's name, so that a killed writer's leftovers are easy
@@ -32,6 +33,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,6 +41,12 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
