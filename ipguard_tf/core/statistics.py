@@ -94,6 +94,14 @@ def looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(a.size) and bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(a.sum(axis=1), 1.0, atol=1e-3))
 
 
+def resolve_scores_kind(scores: np.ndarray, kind: str) -> str:
+    """``kind`` of class scores, with ``auto`` (a service that does not say) judged from the rows themselves
+    (:func:`looks_like_probabilities`)."""
+    if kind != "auto":
+        return kind
+    return "probabilities" if looks_like_probabilities(scores) else "logits"
+
+
 def comparable_outputs(
     fingerprint: Fingerprint, suspect_scores: np.ndarray, suspect_kind: str
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -101,8 +109,7 @@ def comparable_outputs(
     probabilities (a suspect behind a probability API, or a TFLite file ending in softmax: the target's stored
     logits go through a softmax). ``suspect_kind`` is "logits", "probabilities" or "auto" (a service that does not
     say: judged by :func:`looks_like_probabilities`)."""
-    if suspect_kind == "auto":
-        suspect_kind = "probabilities" if looks_like_probabilities(suspect_scores) else "logits"
+    suspect_kind = resolve_scores_kind(suspect_scores, suspect_kind)
     ref = fingerprint.outputs
     if ref is None:
         raise ParameterError("the fingerprint holds no target outputs; it was not made by a SAC method")

@@ -24,7 +24,7 @@ import numpy as np
 
 from ipguard_tf.core import metrics, registry
 from ipguard_tf.core.fingerprint import Fingerprint
-from ipguard_tf.core.statistics import Statistic, matching_rate, statistic_of
+from ipguard_tf.core.statistics import Statistic, statistic_of
 from ipguard_tf.io.files import atomic_write_bytes
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.models.classifier import Classifier, as_classifier
@@ -96,11 +96,6 @@ def load_zoo_suspects(
             )
         )
     return out
-
-
-def matching_rates(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:
-    """Matching rate of each suspect on the fingerprint (all n points, as the method produced them)."""
-    return {s.name: matching_rate(fp.y, s.classifier.predict_labels(fp.x)) for s in suspects}
 
 
 def statistics(fp: Fingerprint, suspects: List[Suspect]) -> Dict[str, float]:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ipguard_tf.core.errors import IPGuardError, ParameterError
-from ipguard_tf.core.statistics import looks_like_probabilities, softmax
+from ipguard_tf.core.statistics import resolve_scores_kind, softmax
 from ipguard_tf.models.classifier import as_classifier
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class Oracle:
         outs = []
         for c in self._batches(x):
             s = self.victim.predict_scores(c, batch_size=self.batch_size)
-            kind = self.victim.scores_kind
-            probs = kind == "probabilities" or (kind == "auto" and looks_like_probabilities(s))
+            probs = resolve_scores_kind(s, self.victim.scores_kind) == "probabilities"
             outs.append(s if probs else softmax(s))
         return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
 

@@ -5,7 +5,7 @@ is the other way to read a model: labels and class scores."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
@@ -54,3 +54,17 @@ def raw_outputs(suspect: Any, batch_size: int = 512) -> OutputFn:
     if callable(suspect):
         return suspect
     raise ModelError(f"cannot read the outputs of a {type(suspect).__name__}")
+
+
+def checked_outputs(suspect: Any, probe: np.ndarray, output_size: Optional[int], batch_size: int = 512) -> OutputFn:
+    """:func:`raw_outputs`, first asked for its outputs at ``probe`` (a batch of one input): a suspect whose number of
+    outputs differs from ``output_size`` (the fingerprinted model's; None: not known) is a :class:`ModelError`, as it
+    cannot be a copy."""
+    f = raw_outputs(suspect, batch_size)
+    got = int(np.asarray(f(probe)).reshape(len(probe), -1).shape[1])
+    if output_size is not None and got != int(output_size):
+        raise ModelError(
+            f"the suspect's outputs have {got} values, the fingerprinted model's {output_size}: "
+            "it cannot be a copy of it"
+        )
+    return f

@@ -19,8 +19,8 @@ from ipguard_tf.io.env_info import utc_now
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.verification.suspects import resolve_model
-from ipguard_tf.zoo.members import load_member
-from ipguard_tf.zoo.store import is_zoo, members, missing_members, rebuild_note
+from ipguard_tf.zoo.members import load_member, zoo_members
+from ipguard_tf.zoo.store import is_zoo
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,8 @@ def negative_models(
     lazily)."""
     root = Path(folder)
     if is_zoo(folder):
-        miss = [r for r in missing_members(folder) if r["role"] == "negative"]
-        absent = {r["name"] for r in miss}
-        if absent and not rebuild:
-            notice(f"{folder}: {len(absent)} absent negatives skipped (--no-rebuild)")
-        elif absent:
-            notice(f"{rebuild_note(root, miss)}; --no-rebuild skips them")
-        for rec in members(folder):
-            if rec["role"] == "negative" and not (not rebuild and rec["name"] in absent):
-                yield f"{folder.rstrip('/')}/{rec['name']}", load_member(folder, rec["name"], data_dir=data_dir)
+        for name, rec in zoo_members(folder, ("negative",), rebuild=rebuild, notice=notice, what="negatives"):
+            yield name, load_member(folder, rec["name"], data_dir=data_dir)
         return
     if not root.is_dir():
         raise ParameterError(f"--negatives {folder}: not a folder")

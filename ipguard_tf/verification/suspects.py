@@ -26,12 +26,12 @@ from ipguard_tf.core.statistics import Answer, Statistic, Verification, statisti
 from ipguard_tf.core.threshold import check_threshold
 from ipguard_tf.models.classifier import as_classifier, load_model_file
 from ipguard_tf.models.imagenet import as_imagenet_classifier, parse_model_spec
-from ipguard_tf.models.outputs import raw_outputs
+from ipguard_tf.models.outputs import checked_outputs
 from ipguard_tf.models.remote import RemoteSuspect
 from ipguard_tf.models.sharding import run_sharded
 from ipguard_tf.verification.remote import verify_remote
-from ipguard_tf.zoo.members import load_member
-from ipguard_tf.zoo.store import ENSEMBLE_ROLES, is_zoo, members, missing_members, rebuild_note
+from ipguard_tf.zoo.members import load_member, zoo_members
+from ipguard_tf.zoo.store import is_zoo
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,10 @@ def suspect_answer(
     split over the replicas of a ``tf.distribute`` strategy). A suspect that cannot give what the statistic
     needs, or labels another number of classes than a matching rate compares, is a :class:`ModelError`."""
     if stat.reads == "outputs":  # any task: the raw model, not the classifier adapter
-        f = raw_outputs(suspect, batch_size or OUTPUTS_BATCH)
-        who = name or getattr(suspect, "name", None) or str(suspect)
-        got = int(np.asarray(f(fingerprint.x[:1])).size)
-        want = fingerprint.metadata.get("output_size")
-        if want is not None and got != int(want):
-            raise ModelError(
-                f"the suspect's outputs have {got} values, the fingerprinted model's {want}: it cannot be a copy of it"
-            )
-        return who, f, "outputs"
+        f = checked_outputs(
+            suspect, fingerprint.x[:1], fingerprint.metadata.get("output_size"), batch_size or OUTPUTS_BATCH
+        )
+        return name or getattr(suspect, "name", None) or str(suspect), f, "outputs"
     clf = as_classifier(suspect, **adapter_kw)
     who = name or getattr(clf, "name", None) or getattr(clf, "url", "suspect")
     classes = fingerprint.metadata.get("num_classes")
@@ -155,24 +150,6 @@ class SuspectsReport:
     skipped: List[str] = field(default_factory=list)
 
 
-def zoo_suspects(
-    folder: Any, *, rebuild: bool = True, notice: Callable[[str], None] = log.warning
-) -> Iterable[Tuple[str, Dict[str, Any]]]:
-    """(name, record) of each suspect of a zoo: not the CAE ensemble (no suspects), not members of
-    another label set where the statistic compares labels, not absent members with ``rebuild`` False;
-    ``notice`` hears about absent members once (rebuilt, with the time they took, or skipped)."""
-    missing = missing_members(folder)
-    absent = {r["name"] for r in missing}
-    if absent and not rebuild:
-        notice(f"{folder}: {len(absent)} absent members skipped (--no-rebuild): {', '.join(sorted(absent))}")
-    elif absent:
-        notice(f"{rebuild_note(Path(folder), missing)}; --no-rebuild skips them")
-    for rec in members(folder):
-        if (not rebuild and rec["name"] in absent) or rec["role"] in ENSEMBLE_ROLES:
-            continue
-        yield f"{str(folder).rstrip('/')}/{rec['name']}", rec
-
-
 def verify_suspects(
     fingerprint: Fingerprint,
     suspects: Iterable[Any],
@@ -215,7 +192,7 @@ def verify_suspects(
             )
             roles.append(None)
         elif isinstance(s, (str, Path)) and is_zoo(s):
-            for name, rec in zoo_suspects(s, rebuild=rebuild, notice=notice):
+            for name, rec in zoo_members(s, rebuild=rebuild, notice=notice):
                 if rec.get("labels") and stat.same_label_set:
                     # another label set (transfer): a matching rate cannot compare it; SAC's distance can
                     skipped.append(f"{name} skipped: it labels {rec['labels']}, not the fingerprint's classes")

@@ -4,14 +4,17 @@ repository) is rebuilt by a builder of its zoo's kind (:class:`~ipguard_tf.zoo.b
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import DataError
 from ipguard_tf.zoo.builder import PROFILES, ZooBuilder
 from ipguard_tf.zoo.sac import SAC_PROFILES, SACProfile, SACZooBuilder
-from ipguard_tf.zoo.store import ENSEMBLE_ROLES, is_zoo, members, read_manifest
+from ipguard_tf.zoo.store import ENSEMBLE_ROLES, is_zoo, members, missing_members, read_manifest, rebuild_note
+
+log = logging.getLogger(__name__)
 
 
 def load_member(
@@ -76,3 +79,26 @@ def method_inputs(method: str, params: Dict[str, Any], data_dir: Optional[str] =
         return {}
     surrogates, references, sha = cae_ensemble(params[key], data_dir)
     return {"surrogates": surrogates, "references": references, "ensemble_target_sha256": sha}
+
+
+def zoo_members(
+    folder: Any,
+    roles: Optional[Sequence[str]] = None,
+    *,
+    rebuild: bool = True,
+    notice: Callable[[str], None] = log.warning,
+    what: str = "members",
+) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(``folder/name``, record) of each member of a zoo whose role is in ``roles`` (default: every role but CAE's
+    ensemble, which is no suspect), absent members left out when ``rebuild`` is False; ``notice`` hears once
+    about the absent ones (rebuilt before use, with the time that takes, or skipped), calling them ``what``."""
+    wanted = (lambda role: role not in ENSEMBLE_ROLES) if roles is None else (lambda role: role in roles)
+    missing = [r for r in missing_members(folder) if wanted(r["role"])]
+    absent = {r["name"] for r in missing}
+    if absent and not rebuild:
+        notice(f"{folder}: {len(absent)} absent {what} skipped (--no-rebuild): {', '.join(sorted(absent))}")
+    elif absent:
+        notice(f"{rebuild_note(Path(folder), missing)}; --no-rebuild skips them")
+    for rec in members(folder):
+        if wanted(rec["role"]) and (rebuild or rec["name"] not in absent):
+            yield f"{str(folder).rstrip('/')}/{rec['name']}", rec

@@ -35,7 +35,7 @@ from ipguard_tf.methods.base import FingerprintMethod
 from ipguard_tf.methods.tafa.boundary import find_boundary_points
 from ipguard_tf.methods.tafa.probe import ReluProbe
 from ipguard_tf.models.classifier import content_sha256
-from ipguard_tf.models.outputs import OutputFn, keras_model_of, keras_outputs, raw_outputs
+from ipguard_tf.models.outputs import OutputFn, checked_outputs, keras_model_of, keras_outputs
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +203,9 @@ def with_slopes(fingerprint: Fingerprint, target: Any) -> Fingerprint:
 
 
 def suspect_outputs(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> OutputFn:
-    """A batch function of ``suspect``'s flattened outputs (:func:`~ipguard_tf.models.outputs.raw_outputs`),
-    checked against the fingerprint's output size."""
-    f = raw_outputs(suspect, batch_size)
-    probe = np.asarray(f(fingerprint.x[:1])).reshape(1, -1)
-    want = fingerprint.metadata.get("output_size")
-    if want is not None and probe.shape[1] != int(want):
-        raise ModelError(
-            f"the suspect's outputs have {probe.shape[1]} values, the fingerprinted model's {want}: "
-            "it cannot be a copy of it"
-        )
-    return f
+    """A batch function of ``suspect``'s outputs, checked against the fingerprint's output size
+    (:func:`~ipguard_tf.models.outputs.checked_outputs`)."""
+    return checked_outputs(suspect, fingerprint.x[:1], fingerprint.metadata.get("output_size"), batch_size)
 
 
 def verify_all(fingerprint: Fingerprint, suspect: Any, batch_size: int = 512) -> Dict[str, float]:
