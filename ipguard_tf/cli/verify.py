@@ -99,6 +99,13 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="multiply [0,1] points by this before the suspect (default: the fingerprint's, else 1)",
     )
+    v.add_argument(
+        "--layout",
+        choices=["auto", "NHWC", "NCHW"],
+        default="auto",
+        help=".onnx suspects: the input layout the model takes; the points are NHWC and are transposed for an NCHW "
+        "model (default auto: from the model's input dimensions, an error when both would fit)",
+    )
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.add_argument(
         "--no-rebuild",
@@ -135,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError("verify needs at least one --suspect or --suspect-url")
     if args.progress_file and len(args.suspect_url) > 1:
         raise ParameterError("--progress-file names one file; give it with a single --suspect-url")
+    if args.layout != "auto" and not any(Path(s).suffix.lower() == ".onnx" for s in args.suspect):
+        raise ParameterError(f"--layout {args.layout} applies to .onnx suspects only, and none is given")
     fp = load_fingerprint(args.fingerprint)
     if args.converged_only:
         n_all = len(fp)
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         progress_path=progress_path,
         progress=not args.quiet,
         notice=notice,
+        layout=args.layout,
     )
     if args.report:
         write_ownership_report(

@@ -4,9 +4,10 @@ Accepted (see :func:`as_classifier`):
 
 * a Keras 3 model (``keras.Model``) or a Keras 2 model (``tf_keras.Model``; TF-MOT's pruned models are
   these), in memory;
-* a path to a Keras 3 ``.keras`` file, a Keras 2 ``.h5`` file, a SavedModel directory, or a TensorFlow Lite
+* a path to a Keras 3 ``.keras`` file, a Keras 2 ``.h5`` file, a SavedModel directory, a TensorFlow Lite
   ``.tflite`` file (float or int8; run by the TFLite interpreter, see :mod:`ipguard_tf.models.tflite`: labels and
-  scores, not differentiable);
+  scores, not differentiable) or an ``.onnx`` file (run by ONNX Runtime, NHWC or NCHW inputs, see
+  :mod:`ipguard_tf.models.onnx`: labels and scores, not differentiable);
 * a scikit-learn style estimator with ``predict`` (e.g. a random forest on flattened pixels): labels only;
 * any Python callable on a float32 batch returning logits, probabilities or integer labels.
 
@@ -44,6 +45,7 @@ import tensorflow as tf
 from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.constants import DATA_MAX, DATA_MIN
 from ipguard_tf.core.errors import ModelError, ParameterError
+from ipguard_tf.models.onnx import ONNXModel, check_layout
 from ipguard_tf.models.remote import RemoteSuspect
 from ipguard_tf.models.safety import PICKLE_SUFFIXES, check_model_file, keras_safe_mode, load_skops
 from ipguard_tf.models.tflite import TFLiteModel
@@ -90,9 +92,9 @@ def weights_sha256(model: Any) -> Optional[str]:
 
 def content_sha256(model: Any) -> str:
     """SHA-256 of what a model computes with, independent of the file container (whose zip entries carry
-    timestamps): the weight arrays of a Keras model, the node and value arrays of a forest's trees, or a TFLite
-    model's flatbuffer."""
-    if hasattr(model, "content_sha256"):  # TFLite
+    timestamps): the weight arrays of a Keras model, the node and value arrays of a forest's trees, a TFLite
+    model's flatbuffer or an ONNX model's file."""
+    if hasattr(model, "content_sha256"):  # TFLite, ONNX
         return model.content_sha256
     if hasattr(model, "estimators_"):
         h = hashlib.sha256()
@@ -152,7 +154,7 @@ class Classifier:
     Build one with :func:`as_classifier`. ``logits(x)`` is a TensorFlow function of a float32 NHWC batch and
     is differentiable; ``predict_labels`` and ``predict_logits`` work on numpy arrays in batches.
     Label-only classifiers (``has_logits`` False) support only ``predict_labels`` (enough for Verify);
-    non-differentiable ones with scores (a TFLite model: ``output_fn``, ``output_kind`` "logits" or
+    non-differentiable ones with scores (a TFLite or ONNX model: ``output_fn``, ``output_kind`` "logits" or
     "probabilities") also ``predict_scores``.
     """
 
@@ -206,7 +208,7 @@ class Classifier:
     @property
     def scores_kind(self) -> str:
         """What :meth:`predict_scores` gives: ``"logits"``, or ``"probabilities"`` for a non-differentiable
-        model whose outputs are probabilities (a TFLite file ending in softmax)."""
+        model whose outputs are probabilities (a TFLite or ONNX file ending in softmax)."""
         return "logits" if self._logits_fn is not None else self.output_kind
 
     def __repr__(self) -> str:
@@ -216,7 +218,9 @@ class Classifier:
     def logits(self, x: tf.Tensor) -> tf.Tensor:
         """Logits Z(x) of a float32 batch in [0, 1] (differentiable; usable inside ``tf.function``)."""
         if self._logits_fn is None:
-            what = "is not differentiable (a TFLite model)" if self._output_fn is not None else "only returns labels"
+            what = "only returns labels"
+            if self._output_fn is not None:
+                what = "is not differentiable (a TFLite or ONNX model)"
             raise ModelError(f"{self.name} {what}; this operation needs its logits as a TensorFlow function")
         if self.resize_to is not None and tuple(x.shape[1:3]) != tuple(self.resize_to):
             x = tf.image.resize(x, self.resize_to, method="bilinear")
@@ -468,9 +472,45 @@ def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) ->
     )
 
 
-def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = None, unsafe: bool = False) -> Any:
-    """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model, or a
-    ``.skops`` file into a scikit-learn estimator.
+def _from_onnx(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:
+    """A Classifier on an :class:`~ipguard_tf.models.onnx.ONNXModel`. Its output kind is the graph's (a
+    ``Softmax`` node: probabilities); where the graph says logits and the input's dimensions are all fixed, the
+    outputs on two random inputs are probed as a callable's are (:func:`_probe_kind`), and the model's
+    ``output_kind`` set to what they show."""
+    dims = model.static_input()
+    if model.output_kind == "logits" and dims is not None:
+        probe = np.random.default_rng(0).random(dims, dtype=np.float32) * input_scale
+        if _probe_kind(np.asarray(model.raw(probe), np.float32).reshape(len(probe), -1)) == "probs":
+            model.output_kind = "probabilities"
+
+    def output_fn(x):
+        if input_scale != 1.0:
+            x = x * input_scale
+        if preprocess is not None:
+            x = np.asarray(preprocess(x))
+        return model(x)
+
+    return Classifier(
+        output_fn=output_fn,
+        output_kind=model.output_kind,
+        input_shape=None,  # checked by the model itself, whose errors name the layout (model.input_shape: NHWC view)
+        num_classes=model.num_classes,
+        name=name or model.name,
+        source=source,
+        weights_sha256=model.content_sha256,
+        batch_size=batch_size,
+        note=f"ONNX {model.input_dtype.name} input, layout {model.layout}, {model.output_kind} output",
+    )
+
+
+def load_model_file(
+    path: Union[str, Path], custom_objects: Optional[dict] = None, unsafe: bool = False, *, layout: str = "auto"
+) -> Any:
+    """Load a ``.keras`` file, an ``.h5`` file or a SavedModel directory into a Keras (2 or 3) model, a
+    ``.skops`` file into a scikit-learn estimator, a ``.tflite`` file into a
+    :class:`~ipguard_tf.models.tflite.TFLiteModel` or an ``.onnx`` file into an
+    :class:`~ipguard_tf.models.onnx.ONNXModel` (``layout``: its input layout, ``auto``, ``NHWC`` or ``NCHW``;
+    other formats ignore it).
 
     Suspect files are untrusted (see :mod:`ipguard_tf.models.safety`): a file whose loading could run code (Keras
     ``Lambda`` layers, pickles, skops files naming types outside scikit-learn/NumPy) is refused with
@@ -485,6 +525,7 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
     """
 
     p = Path(path)
+    check_layout(layout)
     if not p.exists():
         raise ModelError(f"model file {p} does not exist")
     check_model_file(p, unsafe)
@@ -493,12 +534,16 @@ def load_model_file(path: Union[str, Path], custom_objects: Optional[dict] = Non
         return load_skops(p, unsafe=unsafe)
     if suffix == ".tflite":
         return TFLiteModel(p, unsafe=unsafe)
+    if suffix == ".onnx":
+        return ONNXModel(p, layout=layout)
     if suffix in PICKLE_SUFFIXES:  # only with unsafe=True (check_model_file refuses them otherwise)
         import joblib
 
         return joblib.load(p)
     if not p.is_dir() and suffix not in (".keras", ".h5", ".hdf5"):
-        raise ModelError(f"{p}: unknown model format (expected .keras, .h5, .tflite, .skops or a SavedModel folder)")
+        raise ModelError(
+            f"{p}: unknown model format (expected .keras, .h5, .tflite, .onnx, .skops or a SavedModel folder)"
+        )
     if p.is_dir() and not (p / "saved_model.pb").exists():
         raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
     with keras_safe_mode(not unsafe):  # this load only: never a process-wide switch
@@ -576,6 +621,7 @@ def as_classifier(
     batch_size: int = DEFAULT_PREDICT_BATCH,
     custom_objects: Optional[dict] = None,
     unsafe: bool = False,
+    layout: str = "auto",
 ) -> Classifier:
     """Adapt ``model`` (Keras 2/3 model, model file path, scikit-learn estimator or callable) to a Classifier; a
     :class:`~ipguard_tf.models.remote.RemoteSuspect` is returned as it is (it answers through the same interface).
@@ -583,7 +629,8 @@ def as_classifier(
     ``output`` says what a plain callable returns (``auto`` probes it on two random inputs); ``input_scale``
     and ``preprocess`` map [0, 1] inputs to what the model expects; ``resize_to`` (H, W) resizes inputs
     bilinearly first (paper Section 5.1.2 resizes fingerprints to each suspect's input size). ``unsafe``
-    allows model files whose loading could run code (see :func:`load_model_file`).
+    allows model files whose loading could run code (see :func:`load_model_file`); ``layout`` is the input layout
+    of an ``.onnx`` file (``auto``, ``NHWC`` or ``NCHW``, see :mod:`ipguard_tf.models.onnx`).
     """
     if isinstance(model, (Classifier, RemoteSuspect)):  # a remote suspect answers through the same interface
         return model
@@ -592,10 +639,14 @@ def as_classifier(
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
         name = name or Path(model).name
-        model = load_model_file(model, custom_objects, unsafe=unsafe)
+        model = load_model_file(model, custom_objects, unsafe=unsafe, layout=layout)
 
     if isinstance(model, TFLiteModel):
         return _from_tflite(
+            model, name=name, source=source, input_scale=input_scale, preprocess=preprocess, batch_size=batch_size
+        )
+    if isinstance(model, ONNXModel):
+        return _from_onnx(
             model, name=name, source=source, input_scale=input_scale, preprocess=preprocess, batch_size=batch_size
         )
     if isinstance(model, _RawSavedModel):

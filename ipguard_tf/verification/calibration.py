@@ -63,7 +63,7 @@ def calibrate(
 
 
 #: what a folder of negatives may hold besides SavedModel folders
-MODEL_SUFFIXES = (".keras", ".h5", ".tflite", ".skops")
+MODEL_SUFFIXES = (".keras", ".h5", ".tflite", ".onnx", ".skops")
 
 
 def negative_models(

@@ -99,20 +99,27 @@ def verify(
 
 
 def resolve_model(
-    spec: Any, *, weights: Optional[str] = "imagenet", input_scale: float = 1.0, unsafe: bool = False, raw: bool = False
+    spec: Any,
+    *,
+    weights: Optional[str] = "imagenet",
+    input_scale: float = 1.0,
+    unsafe: bool = False,
+    raw: bool = False,
+    layout: str = "auto",
 ) -> Any:
     """A suspect as a person names it: ``imagenet:NAME`` (Keras Applications with ``weights``: ``imagenet``, a
     folder of weight files, or ``none``), a model file or SavedModel folder (read with ``input_scale``;
     ``unsafe`` allows files whose loading runs code; ``raw``: the model itself, for a statistic on raw outputs,
-    not the classifier adapter), or a model object as it is."""
+    not the classifier adapter; ``layout``: the input layout of an ``.onnx`` file, ``auto``, ``NHWC`` or
+    ``NCHW``), or a model object as it is."""
     if not isinstance(spec, (str, Path)):
         return spec
     if raw:
-        return load_model_file(spec, unsafe=unsafe)
+        return load_model_file(spec, unsafe=unsafe, layout=layout)
     name = parse_model_spec(str(spec))
     if name is not None:
         return as_imagenet_classifier(name, None if weights is None or str(weights).lower() == "none" else weights)
-    return as_classifier(spec, input_scale=input_scale, unsafe=unsafe)
+    return as_classifier(spec, input_scale=input_scale, unsafe=unsafe, layout=layout)
 
 
 def choose_threshold(
@@ -164,13 +171,15 @@ def verify_suspects(
     progress_path: Optional[Callable[[RemoteSuspect], Optional[Path]]] = None,
     progress: bool = False,
     notice: Callable[[str], None] = log.warning,
+    layout: str = "auto",
 ) -> SuspectsReport:
     """Verify every suspect against ``fingerprint``; see the module docstring.
 
     ``suspects``: model files or folders, ``imagenet:NAME``, model objects, zoo folders (every suspect member,
     with its role) and :class:`~ipguard_tf.models.remote.RemoteSuspect` (answers saved to ``progress_path(s)``
     while it runs). ``input_scale`` defaults to the fingerprint's; ``rebuild`` False skips zoo members whose
-    file is absent instead of rebuilding them; ``notice`` hears one line per absent or skipped group."""
+    file is absent instead of rebuilding them; ``notice`` hears one line per absent or skipped group; ``layout``
+    is the input layout of ``.onnx`` suspect files (``auto``, ``NHWC`` or ``NCHW``)."""
     stat = statistic_of(fingerprint)
     threshold, source, cal = choose_threshold(fingerprint, threshold)
     given = fingerprint.metadata.get("input_scale") if input_scale is None else input_scale
@@ -205,7 +214,9 @@ def verify_suspects(
                 roles.append(rec["role"])
                 del model
         else:
-            model = resolve_model(s, weights=weights, input_scale=scale, unsafe=unsafe, raw=stat.reads == "outputs")
+            model = resolve_model(
+                s, weights=weights, input_scale=scale, unsafe=unsafe, raw=stat.reads == "outputs", layout=layout
+            )
             results.append(
                 verify(
                     fingerprint,
