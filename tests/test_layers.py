@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 #: bottom first
-LAYERS = ["core", "io", "models", "methods", "zoo", "verification", "evaluation", "protect", "cli"]
+LAYERS = ["core", "io", "models", "methods", "zoo", "verification", "evaluation", "protect", "owner", "cli"]
 
 
 def _imports():

@@ -159,9 +159,9 @@ def test_bad_paths(tmp_path):
     (tmp_path / "junk.keras").write_bytes(b"junk")
     with pytest.raises(ModelError, match="cannot load"):
         as_classifier(str(tmp_path / "junk.keras"))
-    (tmp_path / "m.onnx").write_bytes(b"x")
+    (tmp_path / "m.pt").write_bytes(b"x")
     with pytest.raises(ModelError, match="unknown model format"):
-        as_classifier(str(tmp_path / "m.onnx"))
+        as_classifier(str(tmp_path / "m.pt"))
     (tmp_path / "folder").mkdir()
     with pytest.raises(ModelError, match="SavedModel"):
         as_classifier(str(tmp_path / "folder"))

@@ -1,5 +1,5 @@
-"""The ``ipguard`` command: one module per command (``extract``, ``calibrate``, ``verify``, ``zoo``, ``protect``,
-``demo``), each with ``add_parser(sub)`` and ``run(args)``, and :mod:`.common` for what they share (the
+"""The ``ipguard`` command: one module per command (``fingerprint``, ``extract``, ``calibrate``, ``verify``, ``zoo``,
+``protect``, ``demo``), each with ``add_parser(sub)`` and ``run(args)``, and :mod:`.common` for what they share (the
 one-line-error rule: user mistakes exit 2, bugs exit 1, ``--debug`` shows tracebacks).
 
 TensorFlow is imported only inside a command's ``run``, after the arguments have been parsed, so ``--help``
@@ -13,13 +13,21 @@ import os
 import sys
 from typing import List, Optional
 
-from ipguard_tf.cli import calibrate, demo, extract, protect, verify, zoo
+from ipguard_tf.cli import calibrate, demo, extract, fingerprint, protect, verify, zoo
 from ipguard_tf.cli.common import EXIT_INTERNAL, EXIT_USER_ERROR, Parser, run_command, subparsers
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_USER_ERROR", "EXIT_INTERNAL"]
 
 #: command name -> its module (``add_parser``, ``run``), in the order ``--help`` lists them
-COMMANDS = {"extract": extract, "verify": verify, "calibrate": calibrate, "zoo": zoo, "protect": protect, "demo": demo}
+COMMANDS = {
+    "fingerprint": fingerprint,
+    "extract": extract,
+    "verify": verify,
+    "calibrate": calibrate,
+    "zoo": zoo,
+    "protect": protect,
+    "demo": demo,
+}
 
 
 def build_parser() -> Parser:

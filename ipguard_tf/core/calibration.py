@@ -60,6 +60,18 @@ NULL_MODEL = "beta-binomial (method of moments on the negatives' matching rates)
 MIN_NEGATIVES = 2
 
 
+def smallest_supported_fpr(negatives: int, confidence: float = 0.95) -> float:
+    """The smallest false-positive rate ``negatives`` independent models can vouch for: with none of them matching,
+    the one-sided ``confidence`` upper bound on the rate at which independent models would match (exact binomial,
+    ``1 - (1 - confidence) ** (1 / n)``, about 3/n at 95 %, the "rule of three"). A threshold set at a lower FPR rests
+    on the fitted null's tail, not on observed models."""
+    n = int(negatives)
+    if n < 1:
+        return 1.0
+    check_number(confidence, "confidence", 0.0, 1.0, low_open=True, high_open=True)
+    return float(1.0 - (1.0 - confidence) ** (1.0 / n))
+
+
 def check_fpr(fpr: float) -> float:
     """``fpr`` if it lies in (0, 0.5), else :class:`ParameterError`."""
     return check_number(fpr, "fpr", 0.0, 0.5, low_open=True, high_open=True)

@@ -69,6 +69,9 @@ CW_INITIAL_CONST: float = 1e-3
 #: IPGuard separates positives from negatives on all three datasets (Tables 5-7: positives >= 0.90,
 #: negatives <= 0.09), and it is what a careful user would pick without a calibration set.
 DEFAULT_THRESHOLD: float = 0.5
+#: epochs of each negative ``ipguard fingerprint --negatives N`` trains on the owner's data (issue 30; our choice, the
+#: paper trains its negatives with each architecture's own recipe and an owner's architecture has none we know)
+NEGATIVE_EPOCHS: int = 5
 #: false-positive rate ``ipguard calibrate`` sets its threshold at, unless told (issue 16; a choice: 1 %)
 CALIBRATION_FPR: float = 0.01
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ipguard_tf.core import metrics
-from ipguard_tf.core.calibration import format_p
+from ipguard_tf.core.calibration import format_p, smallest_supported_fpr
 from ipguard_tf.core.statistics import MATCHING_RATE, STATISTICS
 from ipguard_tf.io.env_info import machine, utc_now, versions
 from ipguard_tf.io.files import atomic_write_bytes
@@ -112,8 +112,10 @@ def ownership_html(
     summary: Optional[Dict[str, Any]] = None,
     command: str = "",
     threshold_source: str = "",
+    notes: Sequence[str] = (),
 ) -> str:
-    """The report as one HTML string (see the module docstring)."""
+    """The report as one HTML string (see the module docstring); ``notes`` are paragraphs shown after the
+    calibration (e.g. how the setting was chosen)."""
 
     meta = fingerprint.metadata
     target = meta.get("target") or {}
@@ -153,12 +155,27 @@ def ownership_html(
             "a p-value is the probability that an independently trained model matches at least as many "
             "points.</p>",
         ]
+        floor = smallest_supported_fpr(calibration.n)
+        parts.append(
+            f"<p>With {calibration.n} negatives, the smallest false-positive rate the negatives themselves can "
+            f"support is {floor:.3g} (the 95 % upper bound on independent models' match rate when none of them "
+            f"matches, about 3/n). "
+            + (
+                f"The threshold's rate {calibration.fpr:g} is below it: it rests on the fitted null's tail; more "
+                f"negatives (about {int(np.ceil(3 / calibration.fpr))}) would let observed models vouch for it."
+                if calibration.fpr < floor
+                else f"The threshold's rate {calibration.fpr:g} is within it."
+            )
+            + "</p>"
+        )
     else:
         parts += [
             "<p class='note'>No calibration: p-values and a false-positive bound are not available; the "
             "threshold is the one given or the documented default (<code>ipguard calibrate</code> adds "
             "both).</p>"
         ]
+    if notes:
+        parts += ["<h2>Notes</h2>", *[f"<p>{esc(n)}</p>" for n in notes]]
     parts += [
         "<h2>Suspects</h2><table><tr><th>suspect</th><th>role</th><th>matches</th>"
         f"<th>{esc(results[0].statistic if results else 'statistic')}</th><th>95% CI (Clopper-Pearson)</th>"
