@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
-from ipguard_tf.cli.common import check_out_file, command_line, int_at_least, number, positive_int
+from ipguard_tf.cli.common import check_out_file, command_line, int_at_least, notice, number, positive_int
 from ipguard_tf.core import constants as C
 from ipguard_tf.core import registry
 from ipguard_tf.core.errors import ParameterError
@@ -99,9 +99,16 @@ def add_parser(sub: Any) -> None:
     )
     e.add_argument(
         "--dataset",
-        default="fashion_mnist",
+        default=None,
         choices=list(LOADERS),
-        help="training data for the T initialisation and the input domain (default fashion_mnist)",
+        help="training data for the T initialisation (default: fashion_mnist for a 28x28x1 model, imagenet for "
+        "imagenet:NAME; for any other model none, and points start uniform: --init R)",
+    )
+    e.add_argument(
+        "--data",
+        default=None,
+        help="your own training examples instead of --dataset: an .npz with x[, y], a folder of images, or a "
+        "dataset name (see ipguard fingerprint --help)",
     )
     e.add_argument("--data-dir", help="folder with the dataset files (Fashion-MNIST IDX files)")
     add_method_options(e)
@@ -165,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
     check_out_file(args.out)
     spec = registry.get(args.method)
     params = method_params(args)
-    init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data
     model = resolve_model(
         args.model, weights=args.weights, input_scale=args.input_scale, unsafe=args.unsafe, raw=spec.task_agnostic
     )  # TAFA: the raw model (any task), no data
+    if not spec.task_agnostic:
+        _choose_dataset(args, spec, params, getattr(model, "input_shape", None))
+    init = params.get("init", spec.defaults().get("init", "T"))  # SAC has no init: the owner's data
     train_x, train_y = (None, None) if spec.task_agnostic else _training_data(args, params, init)
     method = registry.build(
         args.method,
@@ -200,11 +209,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choose_dataset(args: argparse.Namespace, spec: registry.MethodSpec, params: dict, shape) -> None:
+    """Where the starting points come from when neither --data nor --dataset says: Fashion-MNIST for a model of its
+    shape, ImageNet for ``imagenet:NAME``, and for any other model uniform points (``--init R``, with a notice), or
+    an error when the method needs training examples (``--init T`` given, or a method without an init)."""
+    if args.data or args.dataset:
+        return
+    if args.model.startswith("imagenet:"):
+        args.dataset = "imagenet"
+        return
+    shape = tuple(shape) if shape is not None else None
+    if shape is None or shape == (28, 28, 1):
+        args.dataset = "fashion_mnist"
+        return
+    if params.get("init") == "T" or "init" not in spec.defaults():
+        raise ParameterError(
+            f"the model's inputs have shape {shape}, not Fashion-MNIST's: give its training examples with --data "
+            f"(or --dataset){'' if 'init' not in spec.defaults() else ', or --init R'}"
+        )
+    params["init"] = "R"
+    notice(f"no --data or --dataset for a model of input shape {shape}: points start uniform in [0, 1] (--init R)")
+
+
 def _training_data(args: argparse.Namespace, params: dict, init: str):
     """The training images (and labels) ``extract`` starts from with ``init`` T (None otherwise); for ImageNet a
     sample of the train folder, and the ImageNet batch size unless one was given (``params`` is updated)."""
     from ipguard_tf.io.imagenet_data import load_imagenet_images
+    from ipguard_tf.io.owner_data import load_owner_data
     from ipguard_tf.models.imagenet import IMAGENET_BATCH
+
+    if args.data:
+        if init != "T":
+            return None, None
+        ds = load_owner_data(args.data, data_dir=args.data_dir, seed=params.get("seed", 0))
+        args.dataset = ds.name
+        return ds.x_train, ds.y_train
 
     if args.dataset == "imagenet":
         if init == "T" and not args.data_dir:

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     fp = result.fingerprint
     print(
-        f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), IPGuard {fp.metadata.get('strategy', '')} "
+        f"wrote {args.out}: {len(fp)} points ({fp.n_converged} converged), IPGuard -{fp.metadata.get('strategy', '')} "
         f"k={fp.metadata.get('params', {}).get('k', '?')}, sha256 {result.sha256[:16]}"
         + (f"; report {result.report}" if result.report else "")
     )

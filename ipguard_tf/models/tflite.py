@@ -26,9 +26,9 @@ gradient-based fingerprint.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Union
@@ -266,7 +266,8 @@ def convert(
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # Keras' export prints to stdout
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):  # Keras' export prints its signature
         warnings.simplefilter("ignore")
         try:
             return bytes(conv.convert())

@@ -161,7 +161,7 @@ def _negatives(
         recs = [{"name": name, "accuracy": acc} for name, _, acc in trained]
         return items, recs, f"{folder} (trained: {json.dumps(recipe(epochs), sort_keys=True)})"
     items = []
-    for name, m in negative_models(str(spec), data_dir=data_dir, unsafe=unsafe, notice=notice):
+    for name, m in negative_models(str(spec), data_dir=data_dir, unsafe=unsafe, notice=notice, input_scale=input_scale):
         items.append((Path(name).name, as_classifier(m, input_scale=input_scale, name=Path(name).name)))
     recs = []
     for name, clf in items:
@@ -236,6 +236,8 @@ def fingerprint_owner_model(
         raise ModelError(f"{name}: input shape {shape or 'unknown'}; the owner's path needs images (H, W, C)")
     ds, data_note = _owner_data(data, shape, clf.num_classes, data_dir, seed)
     notes = [data_note]
+    if isinstance(negatives, int) and (ds is None or ds.y_train is None):  # before minutes of work, not after
+        raise ParameterError("--negatives N trains negatives on labelled data: give --data with labels (or a folder)")
 
     acc = target_accuracy(raw, ds, input_scale)
     if acc is not None:

@@ -73,10 +73,11 @@ def negative_models(
     rebuild: bool = True,
     unsafe: bool = False,
     notice: Callable[[str], None] = log.warning,
+    input_scale: float = 1.0,
 ) -> Iterator[Tuple[str, Any]]:
     """(name, model) of each negative in ``folder``: a zoo's role-negative members (rebuilt when absent, with a
     notice, unless ``rebuild`` is False), or each model file / SavedModel folder in a plain folder (loaded
-    lazily)."""
+    lazily, inputs times ``input_scale``)."""
     root = Path(folder)
     if is_zoo(folder):
         for name, rec in zoo_members(folder, ("negative",), rebuild=rebuild, notice=notice, what="negatives"):
@@ -91,4 +92,4 @@ def negative_models(
             f"({', '.join(MODEL_SUFFIXES)} or SavedModel folders)"
         )
     for p in found:
-        yield str(p), resolve_model(str(p), weights="none", unsafe=unsafe)
+        yield str(p), resolve_model(str(p), weights="none", unsafe=unsafe, input_scale=input_scale)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -28,7 +26,7 @@ import numpy as np
 
 from ipguard_tf.core.constants import NEGATIVE_EPOCHS
 from ipguard_tf.core.errors import ParameterError
-from ipguard_tf.io.files import atomic_write_bytes
+from ipguard_tf.io.files import atomic_path, atomic_write_bytes
 from ipguard_tf.models.classifier import _is_tf_keras_model, _keras_module_of, keras_logits_model, load_model_file
 from ipguard_tf.zoo.copies import accuracy_of
 
@@ -65,17 +63,11 @@ def fresh_clone(model: Any, seed: int) -> Any:
 
 
 def _save(model: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         if path.suffix == ".h5":
-            model.save(tmp, include_optimizer=False)
+            model.save(str(tmp), include_optimizer=False)
         else:
-            model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            model.save(str(tmp))
 
 
 def train_negatives(
