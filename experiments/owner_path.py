@@ -135,11 +135,13 @@ def cifar_shaped(out: Path, epochs: int) -> None:
         acc = float(np.mean(as_classifier(raw).predict_labels(xt) == ds.y_test))
         chosen, default, printed, secs = _fingerprints(path, work, Path(path).stem, [], ["--init", "R"])
         models = [(f"pruned-{int(p * 100)}", magnitude_pruned(raw, p)) for p in (0.1, 0.3)]
+        copy_acc = {name: float(np.mean(as_classifier(m).predict_labels(xt) == ds.y_test)) for name, m in models}
         models += [(f"random-{s}", fresh_clone(raw, s)) for s in HELD_OUT_RANDOM]
         result["models"]["trained" if ep else "random_weights"] = {
             "file": Path(path).name,
             "epochs": ep,
             "test_accuracy": acc,
+            "copy_test_accuracy": copy_acc,
             "seconds": {"fingerprint": secs[0], "extract_default": secs[1]},
             "printed": printed,
             "owner": chosen.metadata["owner"],

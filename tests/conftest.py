@@ -56,6 +56,7 @@ HEAVY_FIRST = (
     "test_art_crosscheck.py",
     "test_resume.py",
     "test_sac_zoo.py",
+    "test_owner.py",
     "test_regression.py",
     "test_demo.py",
     "test_remote.py",

@@ -196,9 +196,9 @@ def test_fingerprint_with_owner_data_and_trained_negatives_is_calibrated_with_a_
     assert {c["name"] for c in owner["copies"]} >= {"pruned-10", "pruned-30", "noise", "finetune-last"}
     assert all(c["accuracy"] is not None for c in owner["copies"])
     assert "calibration" in fp.metadata and fp.metadata["calibration"]["fpr"] == 0.05
-    assert "support false-positive rates down to" in printed
+    assert "3 negatives support false-positive rates down to about 0.63" in printed  # 1 - 0.05 ** (1 / 3)
     report = (tmp_path / "fp.html").read_text()
-    assert "smallest false-positive rate the negatives themselves can support" in report
+    assert "With 3 negatives, the smallest false-positive rate the negatives themselves can support is 0.632" in report
     assert "copy: pruned-10" in report and "negative: negative-1.keras" in report
     assert (tmp_path / "fp.negatives" / "recipe.json").exists()
     # the trained negatives are reused by a re-run (resumable), and the calibration replays with ipguard calibrate
@@ -246,3 +246,26 @@ def test_extract_defaults_to_uniform_points_for_a_model_of_another_shape(tmp_pat
     assert "points start uniform" in capsys.readouterr().err
     assert load_fingerprint(out).metadata["strategy"].startswith("R")
     _one_line(capsys, main([*argv, "--init", "T"]), "--data")
+
+
+def test_the_grid_grows_while_the_margin_rises_at_its_edge():
+    rates = {0.1: 0.2, 0.3: 0.4, 1.0: 0.6, 3.0: 0.8, 9.0: 1.0, 27.0: 1.0}  # a copy's rate at each k
+
+    class FP(_FP):
+        def __init__(self, k):
+            self.k, self.x, self.y = k, np.full((10, 1), k), np.zeros(10)
+
+    class Copy:
+        def predict_labels(self, x):
+            return (np.arange(10) >= round(10 * rates[float(x[0, 0])])).astype(int)
+
+    seen = []
+
+    def extract(setting):
+        seen.append(setting.k)
+        return FP(setting.k)
+
+    grid = [T.Setting(k, "R", "L") for k in (0.1, 0.3, 1.0, 3.0)]
+    tuning = T.tune(extract, grid, [("c", Copy())], progress=False)
+    assert seen == [0.1, 0.3, 1.0, 3.0, 9.0, 27.0]  # still rising at 9: one more; flat at 27: no third
+    assert tuning.best.setting.k == 9.0 and tuning.best.worst_copy == 1.0

@@ -27,7 +27,7 @@ def _negatives(s: str) -> Union[int, str]:
 def add_parser(sub: Any) -> None:
     f = sub.add_parser(
         "fingerprint",
-        help="fingerprint your own model: settings tuned to it, negatives, calibration and report in one command",
+        help="fingerprint your own model (k tuned to it, negatives, calibration, report)",
     )
     f.add_argument("--model", required=True, help="your Keras model: .keras, .h5 or a SavedModel folder")
     f.add_argument("--out", required=True, help="fingerprint file to write (.npz)")

@@ -155,9 +155,10 @@ def ownership_html(
             "a p-value is the probability that an independently trained model matches at least as many "
             "points.</p>",
         ]
-        floor = smallest_supported_fpr(calibration.n)
+        n_neg = len(calibration.negatives)
+        floor = smallest_supported_fpr(n_neg)
         parts.append(
-            f"<p>With {calibration.n} negatives, the smallest false-positive rate the negatives themselves can "
+            f"<p>With {n_neg} negatives, the smallest false-positive rate the negatives themselves can "
             f"support is {floor:.3g} (the 95 % upper bound on independent models' match rate when none of them "
             f"matches, about 3/n). "
             + (

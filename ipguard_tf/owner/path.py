@@ -90,9 +90,10 @@ class OwnerResult:
             )
         if self.calibration is not None:
             lines.append(self.calibration.summary())
-            floor = smallest_supported_fpr(self.calibration.n)
+            n_neg = len(self.calibration.negatives)
+            floor = smallest_supported_fpr(n_neg)
             lines.append(
-                f"{self.calibration.n} negatives support false-positive rates down to about {floor:.2g} on their own "
+                f"{n_neg} negatives support false-positive rates down to about {floor:.2g} on their own "
                 f"(95 % bound with none matching); the threshold at {self.calibration.fpr:g} "
                 + ("rests on the fitted null below that" if self.calibration.fpr < floor else "is within it")
             )

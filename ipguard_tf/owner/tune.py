@@ -15,9 +15,11 @@ noise gets) and, where there are any, on negatives (independently trained models
 
 The k grid is relative to the target's logit scale: :data:`K_FACTORS` times the median, over the starting points,
 of the standard deviation of the target's logits across classes (a random-weight network's logits vary by tenths,
-a trained one's by units). Ties go to the earlier candidate (smaller k, the paper's L before R). The candidates,
-their rates and the choice are recorded in the fingerprint's metadata (``owner.tuning``). These rules and the grid
-are our choices, made before any measurement; the paper is silent on choosing k for a new model.
+a trained one's by units); while the best margin lies at the grid's largest k and still rises, k x
+:data:`EXTEND_FACTOR` is tried too (at most :data:`MAX_EXTENSIONS` times), so that the grid's edge does not decide.
+Ties go to the earlier candidate (smaller k, the paper's L before R). The candidates, their rates and the choice are
+recorded in the fingerprint's metadata (``owner.tuning``). These rules and the grid are our choices, made before any
+measurement except the extension (see :data:`EXTEND_FACTOR`); the paper is silent on choosing k for a new model.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ K_FACTORS: Tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 LABELS: Tuple[str, ...] = ("L", "R")
 #: without negatives: the first setting whose margin is within this of the best one is taken
 TOLERANCE = 0.05
+#: the grid grows by this factor of k while the best margin is at its largest k and still rising, at most
+#: MAX_EXTENSIONS times (added after the first cifar-shaped run of experiments/owner_path.py showed the margin
+#: still rising at the grid's edge; see its README)
+EXTEND_FACTOR = 3.0
+MAX_EXTENSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -216,21 +223,51 @@ def tune(
     random: Sequence[Tuple[str, Any]] = (),
     *,
     progress: bool = True,
+    max_extensions: int = MAX_EXTENSIONS,
 ) -> Tuning:
     """Try ``settings`` in order: ``extract(setting)`` gives its fingerprint; each (name, classifier) of ``copies``,
-    ``negatives`` and ``random`` (random-weight models) is scored on it. The search stops early at a setting that
-    separates perfectly (every copy 1.0, every other model 0.0): no later one can do better."""
+    ``negatives`` and ``random`` (random-weight models) is scored on it. While the best margin lies at the largest k
+    and still rises with k, the grid is extended (:func:`_extension`, at most ``max_extensions`` times). The search
+    stops early at a setting that separates perfectly (every copy 1.0, every other model 0.0)."""
     if not copies:
         raise ParameterError("tuning needs at least one copy of the target")
     trials: List[Trial] = []
-    with progress_bar(len(settings), desc="tune", enabled=progress, unit="setting") as bar:
-        for s in settings:
+    todo = list(settings)
+    extensions = 0
+    with progress_bar(len(todo), desc="tune", enabled=progress, unit="setting") as bar:
+        while todo:
+            s = todo.pop(0)
             fp = extract(s)
             trials.append(Trial(s, fp, _rates(fp, copies), _rates(fp, negatives), _rates(fp, random)))
             bar.update(1)
             log.info("%s: worst copy %.2f, margin %s", s, trials[-1].worst_copy, trials[-1].margin)
             if trials[-1].margin is not None and trials[-1].margin >= 1.0:
                 break
+            if not todo and extensions < max_extensions and len(trials) > 1:
+                more = _extension(trials)
+                if more:
+                    extensions += 1
+                    todo += more
+                    if getattr(bar, "total", None) is not None:
+                        bar.total += len(more)
     chosen, rule = choose(trials)
-    skipped = [str(s) for s in settings[len(trials) :]]
+    skipped = [str(s) for s in todo]
     return Tuning(trials, chosen, rule, skipped)
+
+
+def _extension(trials: Sequence[Trial]) -> List[Setting]:
+    """The next k (:data:`EXTEND_FACTOR` times the largest tried, every label strategy tried) when the best margin
+    lies at the largest k and is larger there than at the k before it; else nothing."""
+
+    def margin(t: Trial) -> float:
+        return t.margin if t.margin is not None else t.worst_copy
+
+    ks = sorted({t.setting.k for t in trials})
+    if len(ks) < 2:
+        return []
+    best_at = {k: max(margin(t) for t in trials if t.setting.k == k) for k in ks}
+    if max(best_at.values()) > best_at[ks[-1]] or best_at[ks[-1]] <= best_at[ks[-2]]:
+        return []
+    last = [t.setting for t in trials if t.setting.k == ks[-1]]
+    k = _two_digits(ks[-1] * EXTEND_FACTOR)
+    return [Setting(k, s.init, s.label, s.max_iter) for s in last]
