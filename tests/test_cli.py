@@ -382,3 +382,22 @@ def test_missing_out_folder_is_created_with_a_notice(model_files, tmp_path, caps
     )
     assert code == 0 and out.exists()
     assert f"creating the folder {out.parent}" in capsys.readouterr().err
+
+
+def test_n_beyond_memory_is_a_user_error_with_the_estimate(model_files, tmp_path, capsys):
+    """Issue 34: an --n whose points cannot fit in memory is refused before any allocation, with the estimate."""
+    out = str(tmp_path / "fp.npz")
+    code = main(["-q", "extract", "--model", str(model_files / "target.keras"), "--init", "R", "--n", str(10**13)]
+                + ["--out", out])  # fmt: skip
+    _one_line_error(capsys, code, "GiB is available")
+
+
+def test_memory_error_is_a_user_error(monkeypatch, model_files, tmp_path, capsys):
+    from ipguard_tf.methods import base
+
+    def boom(*a, **k):
+        raise MemoryError("Unable to allocate 1.2 TiB")
+
+    monkeypatch.setattr(base.FingerprintMethod, "initial_points", boom)
+    argv = ["-q", "extract", "--model", str(model_files / "target.keras"), "--init", "R", "--n", "3"]
+    _one_line_error(capsys, main([*argv, "--out", str(tmp_path / "fp.npz")]), "out of memory (Unable to allocate")

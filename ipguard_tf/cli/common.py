@@ -101,6 +101,13 @@ def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except KeyboardInterrupt:
         sys.stderr.write("ipguard: interrupted\n")
         return 130
+    except MemoryError as exc:  # an allocation the estimate did not foresee: the request was too large
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"ipguard: error: out of memory ({exc or 'allocation failed'}): use a smaller --n or --batch-size\n"
+        )
+        return EXIT_USER_ERROR
     except (IPGuardError, OSError) as exc:  # the user's mistake, or the file system's
         if args.debug:
             raise

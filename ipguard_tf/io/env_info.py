@@ -6,7 +6,7 @@ import datetime as _dt
 import os
 import platform
 import sys
-from typing import Dict
+from typing import Dict, Optional
 
 
 def versions() -> Dict[str, str]:
@@ -111,3 +111,19 @@ def platform_key() -> Dict[str, object]:
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; elsewhere the free physical pages),
+    or None when it cannot be told."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None

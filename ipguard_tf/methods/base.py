@@ -31,16 +31,19 @@ import numpy as np
 
 from ipguard_tf.core import registry
 from ipguard_tf.core.constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAGENET, LEARNING_RATE_SMALL, N_POINTS
-from ipguard_tf.core.errors import DataError, ModelError
+from ipguard_tf.core.errors import DataError, ModelError, ParameterError
 from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.io.checkpoint import SearchCheckpoint, content_key
-from ipguard_tf.io.env_info import utc_now, versions
+from ipguard_tf.io.env_info import available_memory, utc_now, versions
 from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.models.sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
 _N = registry.Param("n", int, N_POINTS, minimum=1)
+#: float32 copies of all n points, and of a searched batch, that an extraction holds (for the memory estimate)
+POINT_COPIES = 3
+SEARCH_COPIES = 6
 
 
 def default_learning_rate(input_shape) -> float:
@@ -218,6 +221,22 @@ class FingerprintMethod(ABC):
         tgt[same] = (src[same] + 1) % c
         return tgt.astype(np.int64)
 
+    def _check_memory(self, clf: Classifier, n: int, train_x: Optional[np.ndarray]) -> None:
+        """A :class:`ParameterError` with the estimate when ``n`` points cannot fit in the memory available: the
+        n points are held a few times over (:data:`POINT_COPIES`: starts, results, labels' logits) and a batch of
+        them :data:`SEARCH_COPIES` more times during the search (iterate, Adam's two moments, gradient, best)."""
+        shape = tuple(train_x.shape[1:]) if train_x is not None else tuple(clf.input_shape or ())
+        if not shape or not all(shape):
+            return
+        d = int(np.prod(shape))
+        need = 4 * d * (POINT_COPIES * n + SEARCH_COPIES * min(self.batch_size or n, n))
+        have = available_memory()
+        if have is not None and need > have:
+            raise ParameterError(
+                f"n = {n} points of shape {shape} need about {need / 2**30:.3g} GiB and {have / 2**30:.3g} GiB is "
+                "available: use a smaller --n (and --batch-size to search them a batch at a time)"
+            )
+
     def generate(
         self,
         model: Any,
@@ -245,6 +264,7 @@ class FingerprintMethod(ABC):
         clf = as_classifier(model)
         if self.spec.needs_logits and not clf.has_logits:
             raise ModelError(f"{self.name} needs a model with logits; {clf.name} only returns labels")
+        self._check_memory(clf, n, train_x)
         rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()
         x0 = self.initial_points(clf, n, train_x, rng, train_y)
