@@ -221,6 +221,9 @@ def test_calibrate_then_verify_gives_p_values_and_the_calibrated_verdict(calibra
     assert (
         "p-value (H0: independent)" in table and "calibrated at false-positive rate 0.01" in table and "95% CI" in table
     )
+    # issue 34: where the calibration came from, and what seed grinding would take (about 1/p fingerprints)
+    assert "this calibration came from inside the fingerprint file" in table
+    assert f"1/p = {1 / rows[0]['p_value']:.3g} fingerprints" in table and "publish a fingerprint's SHA-256" in table
 
 
 def test_calibrate_errors_are_one_line(calibrated, tmp_path, capsys):

@@ -234,6 +234,18 @@ def print_report(rep: Any, as_json: bool = False) -> None:
         )
         if cal is not None:
             print(cal.summary())
+            print(
+                "this calibration came from inside the fingerprint file: whoever made the file chose its negatives; "
+                "a judge re-calibrates with independent models of their own ('ipguard calibrate --negatives DIR')"
+            )
+            grind = [(r.p_value, r.suspect) for r in results if r.verdict == 1 and r.p_value]
+            if grind:
+                p, who = min(grind)
+                print(
+                    f"seed grinding: for an independent model to match as well as {who} does (p = {format_p(p)}), a "
+                    f"claimant would try about 1/p = {1 / p:.3g} fingerprints; publish a fingerprint's SHA-256 before "
+                    "examining any suspect so that the seed cannot have been chosen afterwards"
+                )
         elif stat.name == "matching_rate":
             print(
                 "not calibrated: no p-values and no stated false-positive rate; 'ipguard calibrate "

@@ -127,7 +127,12 @@ def ownership_html(
         if meta.get(k) is not None
     }
     facts = [
-        ("Fingerprint SHA-256", f"<code>{esc(str(fingerprint.sha256 or 'not read from a file'))}</code>"),
+        (
+            "Fingerprint SHA-256",
+            f"<code>{esc(str(fingerprint.sha256 or 'not read from a file'))}</code> (publish it, as a dated public "
+            "record, before any suspect is examined: a fingerprint fixed in advance cannot have been chosen, among "
+            "many seeds, to fit a suspect)",
+        ),
         ("Fingerprint created", esc(str(meta.get("created", "unknown")))),
         ("Fingerprint command", f"<code>{esc(str(meta.get('command', 'unknown')))}</code>"),
         ("Target model", esc(str(target.get("source") or target.get("name") or "unknown"))),
