@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ipguard_tf.cli.common import subparsers
+from ipguard_tf.cli.common import nonneg_int, number, positive_int, subparsers
+from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.data import LOADERS
 from ipguard_tf.io.files import format_table
 
@@ -36,6 +37,31 @@ def add_parser(sub: Any) -> None:
     )
     zb.add_argument("--data-dir", help="folder with the dataset files")
     zb.add_argument("--out", required=True, help="zoo folder (created; resumed if it exists)")
+    zb.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="build on Ray, one task per member: alone, a Ray started on this machine for the build; with ADDRESS "
+        "('auto', HOST:PORT, ray://HOST:10001), a running cluster (the zoo folder and --data-dir on a file system "
+        "every node shares). Needs pip install 'ray>=2.40,<3'",
+    )
+    zb.add_argument("--ray-cpus", type=positive_int, help="--ray alone: CPUs the local Ray may use (default: all)")
+    zb.add_argument(
+        "--ray-cpus-per-member",
+        type=number(0, strict=True),
+        default=1.0,
+        help="CPUs each member's task declares, and TensorFlow's threads in it (default 1)",
+    )
+    zb.add_argument(
+        "--ray-gpus-per-member", type=number(0), default=0.0, help="GPUs each member's task declares (default 0)"
+    )
+    zb.add_argument(
+        "--ray-retries",
+        type=nonneg_int,
+        default=3,
+        help="retries of a member whose Ray worker died (a member's exception is not retried; default 3)",
+    )
     zl = zsub.add_parser(
         "list",
         help="print a zoo's Table 2 (accuracies; a SAC zoo: every member with its "
@@ -51,25 +77,60 @@ def run(args: argparse.Namespace) -> int:
     from ipguard_tf.zoo.store import read_manifest, table2_rows
 
     if args.zoo_command == "build":
+        ray_flags = [
+            f"--ray-{name}"
+            for name, given in (
+                ("cpus", args.ray_cpus is not None),
+                ("cpus-per-member", args.ray_cpus_per_member != 1.0),
+                ("gpus-per-member", args.ray_gpus_per_member != 0.0),
+                ("retries", args.ray_retries != 3),
+            )
+            if given
+        ]
+        if ray_flags and args.ray is None:
+            raise ParameterError(f"{', '.join(ray_flags)} needs --ray")
+        if args.ray_cpus is not None and args.ray != "local":
+            raise ParameterError("--ray-cpus is for a local Ray (--ray alone); a cluster at an address has its own")
         if args.kind == "sac":
-            m = SACZooBuilder(
+            builder: Any = SACZooBuilder(
                 args.dataset,
                 args.out,
                 SAC_PROFILES[args.profile],
                 data_dir=args.data_dir,
                 verbose=0 if args.quiet else 1,
-            ).build()
-            print(f"zoo {args.out}: {len(m['models'])} models")
-            return 0
-        m = ZooBuilder(
-            args.dataset,
-            args.out,
-            PROFILES[args.profile],
-            data_dir=args.data_dir,
-            verbose=0 if args.quiet else 1,
-            weights=args.weights,
-        ).build()
-        print(f"zoo {args.out}: {len(m['models'])} models ({len(m.get('rejected', []))} pruning levels rejected)")
+            )
+        else:
+            builder = ZooBuilder(
+                args.dataset,
+                args.out,
+                PROFILES[args.profile],
+                data_dir=args.data_dir,
+                verbose=0 if args.quiet else 1,
+                weights=args.weights,
+            )
+        if args.ray is None:
+            m = builder.build()
+        else:
+            from ipguard_tf.zoo.parallel import RayOptions, build_on_ray
+
+            def done(rec: dict, timing: dict) -> None:
+                if not args.quiet:
+                    print(
+                        f"zoo {args.out}: {rec['name']} ({rec['family']}, accuracy {rec['test_accuracy']:.4f}, "
+                        f"{timing['seconds'].get(rec['name'], 0.0):.1f} s on {timing['host']})",
+                        flush=True,
+                    )
+
+            options = RayOptions(
+                address=None if args.ray == "local" else args.ray,
+                num_cpus=args.ray_cpus,
+                cpus_per_member=args.ray_cpus_per_member,
+                gpus_per_member=args.ray_gpus_per_member,
+                max_retries=args.ray_retries,
+            )
+            m = build_on_ray(builder, options, on_member=done)
+        rejected = f" ({len(m.get('rejected', []))} pruning levels rejected)" if args.kind != "sac" else ""
+        print(f"zoo {args.out}: {len(m['models'])} models{rejected}")
         return 0
     if read_manifest(args.zoo).get("kind") == "sac":
         print(

@@ -15,6 +15,11 @@ rebuild it from its record; a record holds exactly what its maker passes on: ``r
 ``params`` (the keyword arguments of the post-processing or forest function), ``seed``, ``weights`` (ImageNet).
 Manifests of schema ``ipguard_tf.zoo/1`` are upgraded on reading (:func:`upgrade_manifest`).
 
+What a zoo holds is its plan (:meth:`ZooBuilder.planned`: :class:`PlannedMember` records in build order, each
+naming the members it reads, e.g. the target); :meth:`ZooBuilder.build` makes them one after another in this
+process, :meth:`ZooBuilder.pending` lists those still to make and :meth:`ZooBuilder.build_member` makes one, which
+is what a parallel build (:mod:`ipguard_tf.zoo.parallel`, on Ray) runs in its workers.
+
 Models larger than ``repo_limit_mb`` (VGG16, random forests) are marked ``in_repo: false`` and listed in the
 folder's ``.gitignore``; :func:`load_member` rebuilds such a model on demand when its file is missing (training
 is deterministic, so the rebuilt file has the recorded SHA-256 on the same machine and library versions;
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -195,6 +200,24 @@ def _post_params(**extra: Any) -> Dict[str, Any]:
     return dict(extra, batch_size=128)
 
 
+@dataclass(frozen=True)
+class PlannedMember:
+    """One member of a zoo's plan (:meth:`ZooBuilder.planned`): what its maker reads (``info``, the record
+    without what building it measures), its file suffix, and what must be made before it."""
+
+    name: str
+    info: Dict[str, Any]
+    suffix: str = ".keras"
+    #: members its maker (or its record: a SAC member's agreement) reads, so made before it
+    needs: Tuple[str, ...] = ()
+    #: pruning levels ("WP", "FP"): made in plan order, none after the first whose accuracy loss exceeds 3 %
+    chain: Optional[str] = None
+    #: members made from one shared run (SAC's fine-pruning snapshots): one task of a parallel build
+    run: Optional[str] = None
+    #: an ImageNet negative taken as published: recorded from its weights, no file
+    pretrained: bool = False
+
+
 # -- the builder ----------------------------------------------------------------------------------------------------
 @dataclass
 class ZooBuilder:
@@ -211,6 +234,10 @@ class ZooBuilder:
     manifest: Dict[str, Any] = field(default_factory=dict)
     #: the target once loaded (the post-processings are pure: every positive is made from this one copy)
     _target: Any = field(default=None, repr=False)
+    #: a worker of a parallel build (:mod:`ipguard_tf.zoo.parallel`): makes and stores members, records them in
+    #: its copy of the manifest only; the driver alone writes ``manifest.json``
+    worker: bool = field(default=False, repr=False)
+    _plan: Optional[List[PlannedMember]] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -259,6 +286,17 @@ class ZooBuilder:
         """Fields a kind of zoo adds to its manifest (checked against an existing one first); none here."""
         return {}
 
+    def _write_manifest(self) -> None:
+        """Write the manifest (atomically), unless this builder is a worker of a parallel build."""
+        if not self.worker:
+            write_manifest(self.out, self.manifest)
+
+    def start(self) -> None:
+        """Read (or start) the manifest before building: what :meth:`build` and a parallel build do first."""
+        self._load_state()
+        if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
+            self.manifest["weights"] = self.weights
+
     def record(self, name: str) -> Optional[Dict[str, Any]]:
         return next((r for r in self.manifest["models"] if r["name"] == name), None)
 
@@ -302,7 +340,7 @@ class ZooBuilder:
             if earlier is not None and key in earlier:
                 rec[key] = earlier[key]
         self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name] + [rec]
-        write_manifest(self.out, self.manifest)
+        self._write_manifest()
         log.info(
             "zoo %s: %s (%s, acc %.4f, %.1f MB)",
             self.out,
@@ -352,147 +390,206 @@ class ZooBuilder:
 
     # -- the zoo ----------------------------------------------------------------------------------------------
     def build(self, only_target: bool = False) -> Dict[str, Any]:
-        """Build every missing member; return the manifest."""
+        """Build every missing member, in plan order; return the manifest."""
 
-        self._load_state()
-        if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
-            self.manifest["weights"] = self.weights
-            self._entry(
-                "target",
-                {"role": "target", "family": "target", "architecture": self.arch, "weights": self.weights, "seed": 0},
-            )
-        else:
-            self._entry(
-                "target",
-                {
-                    "role": "target",
-                    "family": "target",
-                    "architecture": self.arch,
-                    "recipe": get_recipe(self.dataset_name, self.arch).as_dict(),
-                    "seed": 0,
-                },
-            )
-        if only_target:
-            return self.manifest
-        target_acc = self.record("target")["test_accuracy"]
-        self._positives(target_acc)
-        self._negatives()
+        self.start()
+        stopped = set()
+        for member in self.planned():
+            if member.chain in stopped:
+                continue
+            if not self.build_member(member):
+                stopped.add(member.chain)
+            if only_target:
+                return self.manifest
         self.manifest["complete"] = True
-        write_manifest(self.out, self.manifest)
+        self._write_manifest()
         return self.manifest
 
-    def _positives(self, target_acc: float) -> None:
+    def planned(self) -> List[PlannedMember]:
+        """Every member this zoo may hold, in build order (pruning levels after the first rejected one are not
+        made); each with the members it needs (:meth:`needs`)."""
+        if self._plan is None:
+            self._plan = [replace(m, needs=self.needs(m)) for m in self._plan_members()]
+        return self._plan
 
-        for name, family, params in (
-            ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
-            ("ftal", "FTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_ALL)),
-            ("rtll", "RTLL", _post_params(epochs=P.RTLL_EPOCHS, learning_rate=P.FT_LR_LAST)),
-            ("rtal", "RTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
-        ):
-            self._entry(
+    def needs(self, member: PlannedMember) -> Tuple[str, ...]:
+        """The members ``member``'s maker reads: the target, for everything made from it (post-processed copies,
+        CAE's students); nothing for models trained or taken from scratch."""
+        if member.name == "target" or member.pretrained:
+            return ()
+        return () if maker_of(member.info, self.makers) in (_trained, _forest, _pretrained) else ("target",)
+
+    def pending(self) -> List[PlannedMember]:
+        """The planned members still to make, in build order: those not recorded with their file, less the
+        pruning levels from a rejected one on."""
+        out, stopped = [], set()
+        for member in self.planned():
+            if member.chain in stopped:
+                continue
+            if member.chain is not None and self._rejected(member.name):
+                stopped.add(member.chain)
+                continue
+            rec = self.record(member.name)
+            if rec is not None and (member.pretrained or (self.out / f"{member.name}{member.suffix}").exists()):
+                continue
+            out.append(member)
+        return out
+
+    def build_member(self, member: Any) -> bool:
+        """Make planned ``member`` (a :class:`PlannedMember` or its name) unless it is recorded, and store it;
+        False when it is a pruning level whose accuracy loss exceeds 3 % (now or in an earlier run)."""
+        if isinstance(member, str):
+            found = [m for m in self.planned() if m.name == member]
+            if not found:
+                raise ZooError(f"{self.out}: no member {member!r} in the plan of this zoo")
+            member = found[0]
+        if member.pretrained:
+            self._pretrained_negative(member)
+            return True
+        if member.chain is not None:
+            return self._level(member.name, member.info, self.record("target")["test_accuracy"])
+        self._entry(member.name, member.info, member.suffix)
+        return True
+
+    def _plan_members(self) -> List[PlannedMember]:
+        """The IPGuard paper's zoo: the target, its post-processed copies, then the negatives and CAE's ensemble."""
+        if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
+            target = {"role": "target", "family": "target", "architecture": self.arch, "weights": self.weights}
+        else:
+            target = {
+                "role": "target",
+                "family": "target",
+                "architecture": self.arch,
+                "recipe": get_recipe(self.dataset_name, self.arch).as_dict(),
+            }
+        return [PlannedMember("target", {**target, "seed": 0})] + self._positives() + self._negatives()
+
+    def _positives(self) -> List[PlannedMember]:
+
+        out = [
+            PlannedMember(
                 name, {"role": "positive", "family": family, "architecture": self.arch, "params": params, "seed": 0}
             )
+            for name, family, params in (
+                ("ftll", "FTLL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
+                ("ftal", "FTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_ALL)),
+                ("rtll", "RTLL", _post_params(epochs=P.RTLL_EPOCHS, learning_rate=P.FT_LR_LAST)),
+                ("rtal", "RTAL", _post_params(epochs=P.FT_EPOCHS, learning_rate=P.FT_LR_LAST)),
+            )
+        ]
+
+        def level(name: str, chain: str, fields: Dict[str, Any]) -> PlannedMember:
+            return PlannedMember(
+                name, {"role": "positive", "architecture": self.arch, "seed": 0, "family": chain, **fields}, chain=chain
+            )
+
         retrain = dict(epochs=P.PRUNE_RETRAIN_EPOCHS, learning_rate=P.PRUNE_RETRAIN_LR)
         # WP: p = 0.1, 0.2, ... until the accuracy loss exceeds 3 %
         for i in range(1, int(round(self.profile.max_wp / WP_STEP)) + 1):
             p = round(i * WP_STEP, 10)
-            if not self._level(
-                f"wp_p{p:.1f}",
-                {
-                    "family": "WP",
-                    "sparsity": p,
-                    "tool": "tfmot prune_low_magnitude",
-                    "params": _post_params(sparsity=p, architecture=self.arch, **retrain),
-                },
-                target_acc,
-            ):
-                break
+            out.append(
+                level(
+                    f"wp_p{p:.1f}",
+                    "WP",
+                    {
+                        "sparsity": p,
+                        "tool": "tfmot prune_low_magnitude",
+                        "params": _post_params(sparsity=p, architecture=self.arch, **retrain),
+                    },
+                )
+            )
         for j in range(1, self.profile.max_fp_sixteenths + 1):
-            if not self._level(
-                f"fp_c{j:02d}of16",
-                {
-                    "family": "FP",
-                    "fraction": j * FP_STEP,
-                    "sixteenths": j,
-                    "params": _post_params(fraction=j * FP_STEP, **retrain),
-                },
-                target_acc,
-            ):
-                break
+            out.append(
+                level(
+                    f"fp_c{j:02d}of16",
+                    "FP",
+                    {"fraction": j * FP_STEP, "sixteenths": j, "params": _post_params(fraction=j * FP_STEP, **retrain)},
+                )
+            )
         if self.dataset_name != "imagenet":  # Keras Applications models are taken as published, not converted
-            for name, rec in quantized_records(self.arch):
-                self._entry(name, rec, ".tflite")
+            out += [PlannedMember(name, rec, ".tflite") for name, rec in quantized_records(self.arch)]
+        return out
 
-    def _level(self, name: str, level: Dict[str, Any], target_acc: float) -> bool:
+    #: what a rejected pruning level's record keeps of its planned record (besides name, accuracy, reason)
+    _LEVEL_ONLY = ("role", "architecture", "seed", "params", "tool")
+
+    def _level(self, name: str, info: Dict[str, Any], target_acc: float) -> bool:
         """Build one pruning level; False when it (or an earlier run) found the accuracy loss above 3 %."""
         if self._rejected(name):
             return False
         rec = self.record(name)
         if rec is not None and (self.out / rec["file"]).exists():
             return True
-        info = {"role": "positive", "architecture": self.arch, "seed": 0, **level}
         model, extra = maker_of(info, self.makers)(self, info)
         acc = self._accuracy(model)
         if target_acc - acc > MAX_ACCURACY_LOSS:
             self.manifest.setdefault("rejected", []).append(
                 {
                     "name": name,
-                    **{k: v for k, v in level.items() if k not in ("params", "tool")},
+                    **{k: v for k, v in info.items() if k not in self._LEVEL_ONLY},
                     "test_accuracy": acc,
                     "reason": f"accuracy loss {target_acc - acc:.4f} > {MAX_ACCURACY_LOSS}",
                 }
             )
-            write_manifest(self.out, self.manifest)
+            self._write_manifest()
             log.info("zoo: %s rejected (accuracy %.4f, target %.4f)", name, acc, target_acc)
             return False
         self._store(name, model, {**info, **extra, "test_accuracy": acc})
         return True
 
-    def _pretrained_negatives(self) -> None:
-        """ImageNet: the best pretrained Keras model of each other family (paper Section 5.1.2); not stored,
-        built from the weights when loaded."""
+    def _pretrained_negative(self, member: PlannedMember) -> None:
+        """ImageNet: the best pretrained Keras model of another family (paper Section 5.1.2); not stored, built
+        from the weights when loaded."""
 
-        for name in SUSPECTS:
-            member = f"pretrained_{name}"
-            if self.record(member) is not None:
-                continue
-            acc = self._accuracy(pixel_model(name, self.weights))
-            rec = {
-                "name": member,
-                "role": "negative",
-                "family": name,
-                "architecture": f"imagenet:{name}",
-                "weights": self.weights,
-                "seed": None,
-                "test_accuracy": acc,
-                "file": None,
-                "sha256": None,
-                "size_bytes": 0,
-                "in_repo": False,
-                "created": utc_now(),
-            }
-            self.manifest["models"].append(rec)
-            write_manifest(self.out, self.manifest)
-            log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member, acc)
+        if self.record(member.name) is not None:
+            return
+        info = member.info
+        acc = self._accuracy(pixel_model(info["family"], self.weights))
+        rec = {
+            "name": member.name,
+            **info,
+            "test_accuracy": acc,
+            "file": None,
+            "sha256": None,
+            "size_bytes": 0,
+            "in_repo": False,
+            "created": utc_now(),
+        }
+        self.manifest["models"].append(rec)
+        self._write_manifest()
+        log.info("zoo %s: %s (pretrained, acc %.4f)", self.out, member.name, acc)
 
-    def _negatives(self) -> None:
+    def _negatives(self) -> List[PlannedMember]:
 
         if self.dataset_name == "imagenet":
-            self._pretrained_negatives()
-            return
+            return [
+                PlannedMember(
+                    f"pretrained_{name}",
+                    {
+                        "role": "negative",
+                        "family": name,
+                        "architecture": f"imagenet:{name}",
+                        "weights": self.weights,
+                        "seed": None,
+                    },
+                    pretrained=True,
+                )
+                for name in SUSPECTS
+            ]
 
-        def trained(family: str, arch: str, count: int) -> None:
+        def trained(family: str, arch: str, count: int) -> List[PlannedMember]:
             recipe = get_recipe(self.dataset_name, arch).as_dict()
-            for s in range(1, count + 1):
-                self._entry(
+            return [
+                PlannedMember(
                     f"{family}_seed{s:02d}",
                     {"role": "negative", "family": family, "architecture": arch, "recipe": recipe, "seed": s},
                 )
+                for s in range(1, count + 1)
+            ]
 
-        trained("same_arch", self.arch, self.profile.same_arch)
-        trained("lenet5", "lenet5", self.profile.lenet5)
-        for s in range(1, self.profile.forests + 1):
-            self._entry(
+        out = trained("same_arch", self.arch, self.profile.same_arch) + trained("lenet5", "lenet5", self.profile.lenet5)
+        out += [
+            PlannedMember(
                 f"rf_seed{s:02d}",
                 {
                     "role": "negative",
@@ -502,12 +599,14 @@ class ZooBuilder:
                     "params": {"n_estimators": N_TREES},
                     "seed": s,
                 },
-                suffix=".skops",
+                ".skops",
             )
-        trained("vgg16", VGG16_NEGATIVE.get(self.dataset_name, "vgg16"), self.profile.vgg16)  # slowest last
-        self._cae_ensemble()
+            for s in range(1, self.profile.forests + 1)
+        ]
+        out += trained("vgg16", VGG16_NEGATIVE.get(self.dataset_name, "vgg16"), self.profile.vgg16)  # slowest last
+        return out + self._cae_ensemble()
 
-    def _cae_ensemble(self) -> None:
+    def _cae_ensemble(self) -> List[PlannedMember]:
         """CAE's defender ensemble (roles ``surrogate`` and ``reference``, not suspects): surrogates are the
         target's architecture and recipe trained on the target's labels (:func:`_student`), references the same
         trained on the true labels, with seeds no negative uses (301, ...; surrogates 201, ...). The defender's
@@ -515,29 +614,35 @@ class ZooBuilder:
         CIFAR-10 training set for source, surrogates and references)."""
 
         recipe = get_recipe(self.dataset_name, self.arch).as_dict()
+        out = []
         for s in range(1, self.profile.cae_members + 1):
-            self._entry(
-                f"cae_surrogate_seed{s:02d}",
-                {
-                    "role": "surrogate",
-                    "family": "cae_surrogate",
-                    "maker": "student",
-                    "architecture": self.arch,
-                    "recipe": recipe,
-                    "seed": 200 + s,
-                },
+            out.append(
+                PlannedMember(
+                    f"cae_surrogate_seed{s:02d}",
+                    {
+                        "role": "surrogate",
+                        "family": "cae_surrogate",
+                        "maker": "student",
+                        "architecture": self.arch,
+                        "recipe": recipe,
+                        "seed": 200 + s,
+                    },
+                )
             )
-            self._entry(
-                f"cae_reference_seed{s:02d}",
-                {
-                    "role": "reference",
-                    "family": "cae_reference",
-                    "maker": "trained",
-                    "architecture": self.arch,
-                    "recipe": recipe,
-                    "seed": 300 + s,
-                },
+            out.append(
+                PlannedMember(
+                    f"cae_reference_seed{s:02d}",
+                    {
+                        "role": "reference",
+                        "family": "cae_reference",
+                        "maker": "trained",
+                        "architecture": self.arch,
+                        "recipe": recipe,
+                        "seed": 300 + s,
+                    },
+                )
             )
+        return out
 
     def rebuild(self, name: str) -> Any:
         """Rebuild one recorded member whose file is missing, with the maker and the parameters its record

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,9 +39,9 @@ from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.models.oracle import Oracle
 from ipguard_tf.zoo import stealing as S
 from ipguard_tf.zoo.architectures import build_architecture
-from ipguard_tf.zoo.builder import MAKERS, ZooBuilder, quantized_records
+from ipguard_tf.zoo.builder import MAKERS, PlannedMember, ZooBuilder, quantized_records
 from ipguard_tf.zoo.stealing import PGD_STEPS, conv_layers
-from ipguard_tf.zoo.store import ZooError, members, write_manifest
+from ipguard_tf.zoo.store import ZooError, members
 from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, deterministic, sgd_train
 
 log = logging.getLogger(__name__)
@@ -617,17 +617,32 @@ class SACZooBuilder(ZooBuilder):
             info["agreement"] = None
         return super()._store(name, model, info, suffix)
 
+    def _plan_members(self) -> List[PlannedMember]:
+        """:func:`plan`; the fine-pruning snapshots of one run are made together (one task of a parallel build)."""
+        return [
+            PlannedMember(
+                name, info, suffix, run=f"fine_prune_seed{info['seed']}" if info["family"] == "prune" else None
+            )
+            for name, info, suffix in plan(self.profile)
+        ]
+
+    def needs(self, member: PlannedMember) -> Tuple[str, ...]:
+        """Every member needs the source (its record holds its agreement with it); Extract-Adv its student too."""
+        if member.name == "target":
+            return ()
+        return ("target",) + ((member.info["params"]["student"],) if member.info["family"] == "extract_adv" else ())
+
     def build(self, only_target: bool = False) -> Dict[str, Any]:
         """Build every missing member in :func:`plan` order; return the manifest."""
-        self._load_state()
-        for name, info, suffix in plan(self.profile):
-            self._entry(name, info, suffix)
+        self.start()
+        for member in self.planned():
+            self.build_member(member)
             if only_target:
                 return self.manifest
-            if info["family"] != "prune":
+            if member.run is None:
                 self._runs.clear()  # a fine-pruning run is kept only while its snapshots are stored
         self.manifest["complete"] = True
-        write_manifest(self.out, self.manifest)
+        self._write_manifest()
         return self.manifest
 
 
