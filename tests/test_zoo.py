@@ -315,3 +315,30 @@ def test_last_layer_training_keeps_frozen_layers_frozen(fn, small_ds):
     np.testing.assert_array_equal(
         new.get_layer("pixel_preprocess").get_weights()[0], model.get_layer("pixel_preprocess").get_weights()[0]
     )
+
+
+def test_a_second_build_of_one_folder_stops_and_a_replaced_member_is_refused(tmp_path):
+    """Issue 34: two builds into one folder cannot both write it (the build lock), and a member file that no longer
+    matches its manifest record (bytes and content) is refused when loaded instead of being used."""
+    import keras
+
+    from ipguard_tf.zoo.builder import ZooBuilder
+    from ipguard_tf.zoo.store import ZooError, build_lock, file_sha256
+
+    with build_lock(tmp_path):
+        with pytest.raises(ZooError, match="another build is writing this zoo \\(pid"):
+            with build_lock(tmp_path):
+                pass
+    with build_lock(tmp_path):  # released: a later build proceeds
+        pass
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    m.save(tmp_path / "a.keras")
+    b = ZooBuilder.__new__(ZooBuilder)
+    rec = {"file": "a.keras", "sha256": file_sha256(tmp_path / "a.keras"), "content_sha256": "0" * 64}
+    b._check_member(rec, tmp_path / "a.keras", m)  # same bytes: fine
+    rec["sha256"] = "f" * 64
+    with pytest.raises(ZooError, match="does not match its manifest record"):
+        b._check_member(rec, tmp_path / "a.keras", m)
+    b._check_member(dict(rec, in_repo=False), tmp_path / "a.keras", m)  # rebuilt elsewhere: differs legitimately

@@ -49,6 +49,7 @@ from ipguard_tf.zoo.store import (
     MANIFEST,
     SCHEMA,
     ZooError,
+    build_lock,
     file_sha256,
     load_member_file,
     read_manifest,
@@ -378,7 +379,22 @@ class ZooBuilder:
         if not path.exists():
             log.info("%s missing: rebuilding it", path)
             return self.rebuild(name)
-        return load_member_file(path)
+        model = load_member_file(path)
+        self._check_member(rec, path, model)
+        return model
+
+    def _check_member(self, rec: Dict[str, Any], path: Path, model: Any) -> None:
+        """A member file whose bytes and content both differ from its manifest record is a :class:`ZooError` (two
+        builds that wrote one folder, or a file replaced by hand), except for a member the repository does not keep
+        (``in_repo`` false): rebuilt on another machine it legitimately differs, which its rebuild warned of."""
+        if rec.get("sha256") in (None, file_sha256(path)) or rec.get("in_repo") is False:
+            return
+        if rec.get("content_sha256") in (None, content_sha256(model)):
+            return
+        raise ZooError(
+            f"{path}: the file does not match its manifest record (SHA-256 {str(rec.get('sha256'))[:12]}); another "
+            "build wrote this zoo, or the file was replaced: delete the file to rebuild it, or rebuild the zoo"
+        )
 
     def _get(self, name: str) -> Any:
         """Load a recorded member (rebuilding it when its file is missing); the target is loaded once."""
@@ -390,8 +406,11 @@ class ZooBuilder:
 
     # -- the zoo ----------------------------------------------------------------------------------------------
     def build(self, only_target: bool = False) -> Dict[str, Any]:
-        """Build every missing member, in plan order; return the manifest."""
+        """Build every missing member, in plan order, holding the folder's build lock; return the manifest."""
+        with build_lock(self.out):
+            return self._build(only_target)
 
+    def _build(self, only_target: bool) -> Dict[str, Any]:
         self.start()
         stopped = set()
         for member in self.planned():

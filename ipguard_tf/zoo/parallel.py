@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from ipguard_tf.zoo.builder import PlannedMember, ZooBuilder
-from ipguard_tf.zoo.store import ZooError, file_sha256, write_manifest
+from ipguard_tf.zoo.store import ZooError, build_lock, file_sha256, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -239,12 +239,13 @@ class RayBuild:
 
     def run(self) -> Dict[str, Any]:
         ray = import_ray()
-        started = connect(ray, self.options)
-        try:
-            return self._run(ray)
-        finally:
-            if started:
-                ray.shutdown()
+        with build_lock(self.builder.out):  # the driver alone writes the manifest, and only one driver at a time
+            started = connect(ray, self.options)
+            try:
+                return self._run(ray)
+            finally:
+                if started:
+                    ray.shutdown()
 
     # -- inside a Ray session --------------------------------------------------------------------------------------
     def _run(self, ray: Any) -> Dict[str, Any]:

@@ -632,8 +632,8 @@ class SACZooBuilder(ZooBuilder):
             return ()
         return ("target",) + ((member.info["params"]["student"],) if member.info["family"] == "extract_adv" else ())
 
-    def build(self, only_target: bool = False) -> Dict[str, Any]:
-        """Build every missing member in :func:`plan` order; return the manifest."""
+    def _build(self, only_target: bool) -> Dict[str, Any]:
+        """Build every missing member in :func:`plan` order (under the lock :meth:`ZooBuilder.build` holds)."""
         self.start()
         for member in self.planned():
             self.build_member(member)

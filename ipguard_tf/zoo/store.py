@@ -6,10 +6,13 @@ absent, Table 2). Building and rebuilding members is the builders' (:mod:`ipguar
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import keras
 
@@ -36,6 +39,31 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: the file a build holds locked while it writes a zoo folder (git-ignored)
+LOCK_FILE = ".build.lock"
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Hold the zoo folder's build lock for the block: a second build of the same folder (this machine, or any
+    machine sharing the folder over a file system with POSIX locks) stops at once with a :class:`ZooError` instead
+    of writing members and manifest entries that disagree (issue 34). The lock dies with its process."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise ZooError(f"{folder}: another build is writing this zoo ({other}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def upgrade_manifest(manifest: Dict[str, Any]) -> Dict[str, Any]:
