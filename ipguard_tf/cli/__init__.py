@@ -1,6 +1,6 @@
-"""The ``ipguard`` command: one module per command (``fingerprint``, ``extract``, ``calibrate``, ``verify``, ``zoo``,
-``protect``, ``demo``), each with ``add_parser(sub)`` and ``run(args)``, and :mod:`.common` for what they share (the
-one-line-error rule: user mistakes exit 2, bugs exit 1, ``--debug`` shows tracebacks).
+"""The ``ipguard`` command: one module per command (``fingerprint``, ``extract``, ``calibrate``, ``verify``,
+``audit``, ``zoo``, ``protect``, ``demo``), each with ``add_parser(sub)`` and ``run(args)``, and :mod:`.common` for
+what they share (the one-line-error rule: user mistakes exit 2, bugs exit 1, ``--debug`` shows tracebacks).
 
 TensorFlow is imported only inside a command's ``run``, after the arguments have been parsed, so ``--help``
 and argument errors are immediate.
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ipguard_tf.cli import calibrate, demo, extract, fingerprint, protect, verify, zoo
+from ipguard_tf.cli import audit, calibrate, demo, extract, fingerprint, protect, verify, zoo
 from ipguard_tf.cli.common import EXIT_INTERNAL, EXIT_USER_ERROR, Parser, run_command, subparsers
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_USER_ERROR", "EXIT_INTERNAL"]
@@ -23,6 +23,7 @@ COMMANDS = {
     "fingerprint": fingerprint,
     "extract": extract,
     "verify": verify,
+    "audit": audit,
     "calibrate": calibrate,
     "zoo": zoo,
     "protect": protect,

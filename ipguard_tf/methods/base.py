@@ -16,10 +16,21 @@ threads at once, cannot mix state. The base concatenates the outputs and sums th
 Randomness: one ``numpy.random.Generator`` seeded with ``seed`` draws, in this fixed order, the training
 examples (T) or the uniform points (R), then the random target labels (R). The draws do not depend on the
 batch size, so a fingerprint is reproducible for a given seed.
+
+Replay (issue 34): the starts are never free input. :meth:`FingerprintMethod.derive_starts` is the one place
+that draws them, for :meth:`~FingerprintMethod.generate` and for :meth:`~FingerprintMethod.replay` alike, and
+the metadata records how (``starts``: the generator, ``kind`` ``uniform`` or ``data``, and for ``data`` the
+SHA-256 and length of the training array, :func:`array_sha256`) and where (``platform``: what must be equal for a
+replay to be bit-identical, :func:`~ipguard_tf.io.env_info.platform_key`, and the GPUs), so that anyone holding
+the target (and, for ``data``, the same training array) recomputes every start, source and target label from the
+seed and re-runs the search for any point (:meth:`~FingerprintMethod.replay`; :mod:`ipguard_tf.verification.audit`
+compares). A method that overrides :meth:`~FingerprintMethod.generate` (CAE, TAFA) records no ``starts``: its
+points depend on more than the target and the seed, and :meth:`FingerprintMethod.replayable` is False for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -34,7 +45,7 @@ from ipguard_tf.core.constants import IMAGENET_SIZE_MIN_SIDE, LEARNING_RATE_IMAG
 from ipguard_tf.core.errors import DataError, ModelError, ParameterError
 from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.io.checkpoint import SearchCheckpoint, content_key
-from ipguard_tf.io.env_info import available_memory, utc_now, versions
+from ipguard_tf.io.env_info import available_memory, machine, platform_key, utc_now, versions
 from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.models.sharding import run_sharded
 
@@ -44,6 +55,49 @@ _N = registry.Param("n", int, N_POINTS, minimum=1)
 #: float32 copies of all n points, and of a searched batch, that an extraction holds (for the memory estimate)
 POINT_COPIES = 3
 SEARCH_COPIES = 6
+
+
+#: what ``metadata['starts']['generator']`` says: the starts are drawn by this generator from the seed, nothing else
+STARTS_GENERATOR = "numpy PCG64 default_rng(seed)"
+
+
+def array_sha256(a: Any) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (C order): the identity of the training array the T starts
+    are drawn from (``metadata['starts']['data_sha256']``)."""
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.sha256()
+    h.update(str(a.dtype).encode())
+    h.update(str(a.shape).encode())
+    h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+@dataclass
+class Starts:
+    """The derived beginning of every point's search: ``x0`` the starts, ``scores0`` the target's scores there,
+    ``src`` its labels (i), ``tgt`` the target labels (j), and ``record`` how they were derived (the metadata's
+    ``starts``)."""
+
+    x0: np.ndarray
+    scores0: np.ndarray
+    src: np.ndarray
+    tgt: np.ndarray
+    record: Dict[str, Any]
+
+
+@dataclass
+class Replay:
+    """What :meth:`FingerprintMethod.replay` recomputes: the starts of all n points (:class:`Starts`) and, for the
+    points ``indices``, the search's results as :meth:`FingerprintMethod.generate` would store them (``x`` clipped to
+    [0, 1], a point whose search went non-finite put back at its start and flagged unconverged)."""
+
+    starts: Starts
+    indices: np.ndarray
+    x: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    objective: np.ndarray
+    nonfinite: np.ndarray
 
 
 def default_learning_rate(input_shape) -> float:
@@ -115,6 +169,14 @@ class FingerprintMethod(ABC):
     """
 
     name = "base"
+
+    @classmethod
+    def replayable(cls) -> bool:
+        """Whether :meth:`replay` reproduces this method's points from the target, the seed and (for data starts)
+        the training array alone: true for every method that keeps the base's :meth:`generate` (starts from
+        :meth:`derive_starts`, then :meth:`_search`, which depends on nothing else); false for one that overrides
+        it (CAE: surrogate and reference models; TAFA: its own probes)."""
+        return cls.generate is FingerprintMethod.generate
 
     def __init__(self, *, progress: bool = False, distribute: Any = None, **params: Any) -> None:
         for key, value in registry.get(self.name).check(params).items():
@@ -221,6 +283,133 @@ class FingerprintMethod(ABC):
         tgt[same] = (src[same] + 1) % c
         return tgt.astype(np.int64)
 
+    def starts_kind(self) -> str:
+        """``uniform`` when the starts are drawn uniformly (init R), else ``data``: drawn from the training array."""
+        return "uniform" if getattr(self, "init", None) == "R" else "data"
+
+    def derive_starts(
+        self,
+        clf: Classifier,
+        n: int,
+        train_x: Optional[np.ndarray],
+        train_y: Optional[np.ndarray] = None,
+        *,
+        scores: Optional[Any] = None,
+    ) -> Starts:
+        """The starts, source and target labels of n points, drawn from ``seed`` in the fixed order of the module
+        docstring: what :meth:`generate` searches from and :meth:`replay` recomputes. ``scores`` (default the
+        target's logits) gives the scores the labels are read from; a non-differentiable model's own scores order
+        the classes as its logits would."""
+        rng = np.random.default_rng(self.seed)
+        x0 = self.initial_points(clf, n, train_x, rng, train_y)
+        scores0 = np.asarray((scores or clf.predict_logits)(x0))
+        src = np.argmax(scores0, axis=1).astype(np.int64)
+        tgt = self.target_labels(scores0, src, rng)
+        record: Dict[str, Any] = {"generator": STARTS_GENERATOR, "kind": self.starts_kind()}
+        if record["kind"] == "data" and train_x is not None:
+            record.update(data_sha256=array_sha256(train_x), data_len=int(len(train_x)))
+            if train_y is not None:
+                record["labels_sha256"] = array_sha256(np.asarray(train_y).reshape(-1))
+        return Starts(x0=x0, scores0=scores0, src=src, tgt=tgt, record=record)
+
+    def _search_all(
+        self, clf: Classifier, plan: Any, x0: np.ndarray, src: np.ndarray, tgt: np.ndarray, ckpt: Any = None
+    ) -> SearchOutput:
+        """:meth:`_search` over the points in batches of ``batch_size`` (and shards under ``distribute``)."""
+        n = len(x0)
+        bs = self.batch_size or n
+        parts: List[SearchOutput] = []
+        for s in range(0, n, bs):
+            xb, sb, tb = x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]
+            parts += run_sharded(
+                self.distribute,
+                len(xb),
+                lambda idx, xb=xb, sb=sb, tb=tb: self._search(clf, plan, xb[idx], sb[idx], tb[idx], checkpoint=ckpt),
+            )
+        return SearchOutput.concat(parts)
+
+    @staticmethod
+    def _final_points(res: SearchOutput, x0: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points, converged, non-finite) as stored: a point whose search produced NaN or infinite values is put
+        back at its start and flagged unconverged; all are clipped to [0, 1]."""
+        n = len(x0)
+        x = res.x.astype(np.float32)
+        converged = res.converged.astype(bool)
+        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | np.asarray(res.nonfinite, bool)
+        x[bad] = x0[bad]
+        converged &= ~bad
+        return np.clip(x, 0.0, 1.0), converged, bad
+
+    def replay(
+        self,
+        model: Any,
+        n: int,
+        train_x: Optional[np.ndarray] = None,
+        *,
+        train_y: Optional[np.ndarray] = None,
+        indices: Optional[Sequence[int]] = None,
+        starts: Optional[Starts] = None,
+    ) -> Replay:
+        """Recompute the starts of a fingerprint of ``n`` points made by :meth:`generate` with these hyperparameters
+        (the same seed) and re-run the search for the points ``indices`` (default all), on ``model``.
+
+        Each point's search is independent of the others, so a subset gives each point's own trajectory; only the
+        floating-point rounding of batched kernels may differ from the run that made the fingerprint (a batch of
+        other size or composition, another machine), see :mod:`ipguard_tf.verification.audit`. A method that
+        overrides :meth:`generate` cannot be replayed (:class:`ModelError`). ``starts``: the result of
+        :meth:`derive_starts` for these arguments, when the caller has it already."""
+        if not self.replayable():
+            raise ModelError(f"{self.name} fingerprints cannot be replayed: its points depend on more than the target")
+        n = _N.check(n)
+        clf = as_classifier(model)
+        if starts is None:
+            starts = self.derive_starts(clf, n, train_x, train_y)
+        idx = np.arange(n) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ParameterError(f"replay indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+        x0 = starts.x0[idx]
+        if len(idx):
+            plan = self._prepare(clf, self.resolved_params(clf))
+            res = self._search_all(clf, plan, x0, starts.src[idx], starts.tgt[idx])
+        else:
+            res = SearchOutput(x0, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool))
+        x, converged, bad = self._final_points(res, x0)
+        return Replay(
+            starts=starts,
+            indices=idx,
+            x=x,
+            converged=converged,
+            iterations=np.asarray(res.iterations, np.int64),
+            objective=np.asarray(res.objective, np.float32),
+            nonfinite=bad,
+        )
+
+    # -- what an audit asks of a method (ipguard_tf.verification.audit); the base knows no goal and no claims ------
+    def goal_failures(self, scores: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Per point: whether the method's goal fails at a point where the target's logits are ``scores`` (source
+        label i, target label j), with float rounding allowed for; an audit asks it of the points a file flags
+        converged. The base has no goal to check: all False."""
+        return np.zeros(len(scores), bool)
+
+    def claim_failures(self, iterations: np.ndarray, converged: np.ndarray, nonfinite: np.ndarray) -> np.ndarray:
+        """Per point: whether a file's record of its search (iterations, converged, put back for non-finite
+        values) is impossible for this method; the base checks nothing: all False."""
+        return np.zeros(len(iterations), bool)
+
+    def claimed_search(
+        self,
+        clf: Classifier,
+        x0: np.ndarray,
+        src: np.ndarray,
+        tgt: np.ndarray,
+        iterations: np.ndarray,
+        converged: np.ndarray,
+    ) -> Optional[np.ndarray]:
+        """The points' searches run from ``x0`` as a file says they went (its recorded iterations and convergence),
+        for an audit to compare a point whose replay converged otherwise (rounding may move the moment of
+        convergence); None when the method cannot follow such a claim (the base)."""
+        return None
+
     def _check_memory(self, clf: Classifier, n: int, train_x: Optional[np.ndarray]) -> None:
         """A :class:`ParameterError` with the estimate when ``n`` points cannot fit in the memory available: the
         n points are held a few times over (:data:`POINT_COPIES`: starts, results, labels' logits) and a batch of
@@ -265,31 +454,17 @@ class FingerprintMethod(ABC):
         if self.spec.needs_logits and not clf.has_logits:
             raise ModelError(f"{self.name} needs a model with logits; {clf.name} only returns labels")
         self._check_memory(clf, n, train_x)
-        rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()
-        x0 = self.initial_points(clf, n, train_x, rng, train_y)
-        logits0 = clf.predict_logits(x0)
-        src = np.argmax(logits0, axis=1).astype(np.int64)
-        tgt = self.target_labels(logits0, src, rng)
+        starts = self.derive_starts(clf, n, train_x, train_y)
+        x0, logits0, src, tgt = starts.x0, starts.scores0, starts.src, starts.tgt
         params = self.resolved_params(clf)
         ckpt = None
         if checkpoint is not None:
             run_id = content_key(clf.weights_sha256 or clf.name, self.name, params, n, x0, src, tgt)
             ckpt = SearchCheckpoint(checkpoint, run_id, every=checkpoint_every)
         plan = self._prepare(clf, params)
-        bs = self.batch_size or n
-        parts: List[SearchOutput] = []
-        for s in range(0, n, bs):
-            xb, sb, tb = x0[s : s + bs], src[s : s + bs], tgt[s : s + bs]
-            parts += run_sharded(
-                self.distribute,
-                len(xb),
-                lambda idx, xb=xb, sb=sb, tb=tb: self._search(clf, plan, xb[idx], sb[idx], tb[idx], checkpoint=ckpt),
-            )
-        res = SearchOutput.concat(parts)
-        x = res.x.astype(np.float32)
-        converged = res.converged.astype(bool)
-        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1) | res.nonfinite.astype(bool)
+        res = self._search_all(clf, plan, x0, src, tgt, ckpt)
+        x, converged, bad = self._final_points(res, x0)
         for i in np.flatnonzero(bad):
             log.warning(
                 "%s: point %d: NaN or infinite values during the search (after %d iterations); it is put "
@@ -298,9 +473,6 @@ class FingerprintMethod(ABC):
                 i,
                 int(res.iterations[i]),
             )
-        x[bad] = x0[bad]
-        converged &= ~bad
-        x = np.clip(x, 0.0, 1.0)
         if self.spec.statistic.needs_scores:  # the target's logits at the points (needs_logits), and its labels
             outputs = clf.predict_scores(x)
             y = np.argmax(outputs, axis=1).astype(np.int64)
@@ -327,6 +499,8 @@ class FingerprintMethod(ABC):
             point_shape=x.shape[1:],
         )
         meta.update(
+            starts=starts.record,
+            platform=dict(platform_key(), gpus=machine()["gpus"]),
             stats=res.stats,
             segments=[list(s) for s in res.segments],
             nonfinite_points=[int(i) for i in np.flatnonzero(bad)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from ipguard_tf.methods.base import FingerprintMethod, SearchOutput
@@ -12,6 +13,9 @@ from ipguard_tf.methods.search import AdamSearch, SearchProblem
 from ipguard_tf.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
+
+#: an audit counts Eq. 5 as 0 up to this much, relative to the point's largest absolute logit (float rounding)
+GOAL_RTOL = 1e-5
 
 
 def _max_excluding(logits: tf.Tensor, *exclude: tf.Tensor) -> tf.Tensor:
@@ -105,6 +109,39 @@ class IPGuard(FingerprintMethod):
             stats=search_stats(r),
             segments=r.segments,
         )
+
+    # -- what an audit asks (ipguard_tf.verification.audit) ----------------------------------------------------
+    def goal_failures(self, scores: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Per point: Eq. 5 at k is not 0 under ``scores`` (the target's logits), up to :data:`GOAL_RTOL` of the
+        point's largest absolute logit (another machine's rounding)."""
+        scores = np.asarray(scores, np.float32)
+        obj = ipguard_objective(scores, source, target, self.k).numpy()
+        return ~(obj <= GOAL_RTOL * (1.0 + np.abs(scores).max(axis=1)))
+
+    def claim_failures(self, iterations: np.ndarray, converged: np.ndarray, nonfinite: np.ndarray) -> np.ndarray:
+        """Per point: flagged unconverged (and not put back for non-finite values) before the whole budget ran: a
+        search stops early only on success."""
+        return ~np.asarray(converged, bool) & ~np.asarray(nonfinite, bool) & (np.asarray(iterations) != self.max_iter)
+
+    def claimed_search(self, clf, x0, src, tgt, iterations, converged) -> np.ndarray:
+        """The searches as a file says they went: stopping at the recorded iteration count and freezing on success
+        for a point flagged converged; the whole budget without freezing for one that is not (points with the same
+        claim share one run; each point's search is independent of the others)."""
+        params = self.resolved_params(clf)
+        out = np.empty_like(x0)
+        iterations = np.asarray(iterations)
+        converged = np.asarray(converged, bool)
+        for t, c in sorted({(int(t), bool(c)) for t, c in zip(iterations, converged)}):
+            sel = np.flatnonzero((iterations == t) & (converged == c))
+            problem = IPGuardProblem(params["k"])
+            problem.stop_on_success = c
+            searcher = AdamSearch.from_params(clf.logits, problem, dict(params, max_iter=t))
+            r = searcher.run(x0[sel], {"src": src[sel], "tgt": tgt[sel], "x0": x0[sel]})
+            x = r.x.astype(np.float32)
+            bad = ~np.isfinite(x.reshape(len(sel), -1)).all(axis=1)
+            x[bad] = x0[sel][bad]
+            out[sel] = np.clip(x, 0.0, 1.0)
+        return out
 
 
 def search_stats(r) -> Dict[str, float]:
