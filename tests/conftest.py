@@ -32,6 +32,22 @@ def make_tiny_keras3(seed: int = 0, softmax: bool = False):
     return keras.Model(inp, out, name=f"tiny{seed}")
 
 
+def toy_zoo_dataset():
+    """A learnable 28x28x1 toy task for zoo builds (the class is which 7x7 cell is brightest), as a Dataset named
+    fashion_mnist so that the zoo's Fashion-MNIST recipes apply."""
+    from ipguard_tf.io.data import Dataset
+
+    rng = np.random.default_rng(0)
+    n_train, n_test = 768, 256
+    x = rng.random((n_train + n_test, 28, 28, 1), dtype=np.float32) * 0.3
+    y = rng.integers(0, 10, n_train + n_test)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 4)
+        x[i, r * 7 : (r + 1) * 7, col * 7 : (col + 1) * 7] += 0.7
+    x = np.clip(x, 0, 1)
+    return Dataset("fashion_mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
+
+
 def make_tiny_tf_keras(weights, softmax: bool = True):
     """The same architecture in Keras 2 (tf_keras), loaded with the given weights."""
     import tf_keras

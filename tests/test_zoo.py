@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from conftest import toy_zoo_dataset
 
-from ipguard_tf.io.data import Dataset
 from ipguard_tf.zoo import architectures as A
 from ipguard_tf.zoo import postprocess as P
 
@@ -14,16 +14,7 @@ SHAPE = (28, 28, 1)
 
 @pytest.fixture(scope="module")
 def small_ds():
-    rng = np.random.default_rng(0)
-    # a learnable toy task: the class is which 7x7 quadrant-cell is brightest
-    n_train, n_test = 768, 256
-    x = rng.random((n_train + n_test,) + SHAPE, dtype=np.float32) * 0.3
-    y = rng.integers(0, 10, n_train + n_test)
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 4)
-        x[i, r * 7 : (r + 1) * 7, col * 7 : (col + 1) * 7] += 0.7
-    x = np.clip(x, 0, 1)
-    return Dataset("fashion_mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
+    return toy_zoo_dataset()
 
 
 @pytest.fixture(scope="module")

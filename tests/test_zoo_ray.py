@@ -16,6 +16,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from conftest import toy_zoo_dataset  # noqa: E402
+
 from ipguard_tf.io.data import FASHION_MNIST_DEBIAN_DIR, Dataset  # noqa: E402
 from ipguard_tf.zoo.builder import MAKERS, Profile, ZooBuilder  # noqa: E402
 from ipguard_tf.zoo.parallel import RayBuild, build_on_ray, tasks_of  # noqa: E402
@@ -35,16 +37,8 @@ RECIPE_KEYS = ("role", "family", "architecture", "recipe", "params", "seed", "ma
 
 
 def toy_dataset() -> Dataset:
-    """tests/test_zoo.py's toy task: the class is which 7x7 cell is brightest."""
-    rng = np.random.default_rng(0)
-    n_train, n_test = 768, 256
-    x = rng.random((n_train + n_test,) + SHAPE, dtype=np.float32) * 0.3
-    y = rng.integers(0, 10, n_train + n_test)
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 4)
-        x[i, r * 7 : (r + 1) * 7, col * 7 : (col + 1) * 7] += 0.7
-    x = np.clip(x, 0, 1)
-    return Dataset("fashion_mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
+    """tests/test_zoo.py's toy task (conftest.toy_zoo_dataset)."""
+    return toy_zoo_dataset()
 
 
 @pytest.fixture(scope="module")

@@ -451,7 +451,9 @@ def _from_sklearn(est: Any, *, input_shape, name, source, batch_size) -> Classif
     )
 
 
-def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:
+def _numpy_outputs(model: Callable, input_scale: float, preprocess: Optional[Callable]) -> Callable:
+    """The outputs of a model run outside TensorFlow (TFLite, ONNX) on [0, 1] inputs scaled and preprocessed."""
+
     def output_fn(x):
         if input_scale != 1.0:
             x = x * input_scale
@@ -459,8 +461,12 @@ def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) ->
             x = np.asarray(preprocess(x))
         return model(x)
 
+    return output_fn
+
+
+def _from_tflite(model, *, name, source, input_scale, preprocess, batch_size) -> Classifier:
     return Classifier(
-        output_fn=output_fn,
+        output_fn=_numpy_outputs(model, input_scale, preprocess),
         output_kind=model.output_kind,
         input_shape=model.input_shape,
         num_classes=model.num_classes,
@@ -482,16 +488,8 @@ def _from_onnx(model, *, name, source, input_scale, preprocess, batch_size) -> C
         probe = np.random.default_rng(0).random(dims, dtype=np.float32) * input_scale
         if _probe_kind(np.asarray(model.raw(probe), np.float32).reshape(len(probe), -1)) == "probs":
             model.output_kind = "probabilities"
-
-    def output_fn(x):
-        if input_scale != 1.0:
-            x = x * input_scale
-        if preprocess is not None:
-            x = np.asarray(preprocess(x))
-        return model(x)
-
     return Classifier(
-        output_fn=output_fn,
+        output_fn=_numpy_outputs(model, input_scale, preprocess),
         output_kind=model.output_kind,
         input_shape=None,  # checked by the model itself, whose errors name the layout (model.input_shape: NHWC view)
         num_classes=model.num_classes,
