@@ -48,7 +48,7 @@ from ipguard_tf.models.classifier import _is_keras3_model, _is_tf_keras_model, a
 from ipguard_tf.owner.tune import Setting, Tuning, candidates, logit_scale, tune
 from ipguard_tf.verification.calibration import calibrate, negative_models
 from ipguard_tf.verification.suspects import choose_threshold, verify, zoo_summary
-from ipguard_tf.zoo.copies import Copy, cheap_copies
+from ipguard_tf.zoo.copies import Copy, accuracy_of, cheap_copies
 from ipguard_tf.zoo.negatives import EPOCHS, fresh_clone, recipe, target_accuracy, train_negatives
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _negatives(
     for name, clf in items:
         acc = None
         if ds is not None and ds.y_test is not None:
-            acc = float(np.mean(clf.predict_labels(ds.x_test) == ds.y_test))
+            acc = accuracy_of(clf, ds.x_test, ds.y_test)
         recs.append({"name": name, "accuracy": acc})
     return items, recs, str(spec)
 
@@ -178,6 +178,7 @@ def _extractor(
 ) -> Callable[[Setting], Any]:
     def extract(setting: Setting) -> Any:
         path = work / f"k{setting.k:g}{setting.strategy}.npz"
+        ckpt = path.with_suffix(".checkpoint.npz")
         mine = dict(key, setting=setting.params())
         if path.exists():
             try:
@@ -194,11 +195,11 @@ def _extractor(
             ds.x_train if ds is not None else None,
             train_y=ds.y_train if ds is not None else None,
             dataset=ds.name if ds is not None else None,
-            checkpoint=work / f"k{setting.k:g}{setting.strategy}.checkpoint.npz",
+            checkpoint=ckpt,
         )
         fp.metadata["tuning_key"] = mine
         save_fingerprint(fp, path)
-        (work / f"k{setting.k:g}{setting.strategy}.checkpoint.npz").unlink(missing_ok=True)
+        ckpt.unlink(missing_ok=True)
         return fp
 
     return extract
@@ -251,7 +252,7 @@ def fingerprint_owner_model(
     for c in copies:
         cc = as_classifier(c.model, input_scale=input_scale, name=c.name)
         if acc is not None:
-            c.accuracy = float(np.mean(cc.predict_labels(ds.x_test) == ds.y_test))
+            c.accuracy = accuracy_of(cc, ds.x_test, ds.y_test)
             if c.accuracy < acc - MAX_ACCURACY_LOSS:
                 c.accepted = False
                 c.note = f"accuracy {c.accuracy:.3f}, more than {MAX_ACCURACY_LOSS:g} below the target's {acc:.3f}"

@@ -122,6 +122,11 @@ class Trial:
         others = [w for w in (self.worst_negative, self.worst_random) if w is not None]
         return None if not others else self.worst_copy - max(others)
 
+    @property
+    def score(self) -> float:
+        """What the choice compares: the margin, or the worst copy's rate when there is nothing to compare with."""
+        return round(self.margin if self.margin is not None else self.worst_copy, 9)
+
     def record(self) -> Dict[str, Any]:
         fp = self.fingerprint
         return {
@@ -201,15 +206,12 @@ def choose(trials: Sequence[Trial]) -> Tuple[int, str]:
     if not trials:
         raise ParameterError("no candidate was tried")
 
-    def margin(t: Trial) -> float:
-        return round(t.margin if t.margin is not None else t.worst_copy, 9)
-
-    best = max(margin(t) for t in trials)
+    best = max(t.score for t in trials)
     if trials[0].negatives:
-        return next(i for i, t in enumerate(trials) if margin(t) == best), (
+        return next(i for i, t in enumerate(trials) if t.score == best), (
             "largest margin: worst copy minus worst negative or random-weight model"
         )
-    return next(i for i, t in enumerate(trials) if margin(t) >= best - TOLERANCE), (
+    return next(i for i, t in enumerate(trials) if t.score >= best - TOLERANCE), (
         f"smallest k within {TOLERANCE:g} of the largest margin (worst copy minus worst random-weight model; "
         "no negatives)"
     )
@@ -259,13 +261,10 @@ def _extension(trials: Sequence[Trial]) -> List[Setting]:
     """The next k (:data:`EXTEND_FACTOR` times the largest tried, every label strategy tried) when the best margin
     lies at the largest k and is larger there than at the k before it; else nothing."""
 
-    def margin(t: Trial) -> float:
-        return t.margin if t.margin is not None else t.worst_copy
-
     ks = sorted({t.setting.k for t in trials})
     if len(ks) < 2:
         return []
-    best_at = {k: max(margin(t) for t in trials if t.setting.k == k) for k in ks}
+    best_at = {k: max(t.score for t in trials if t.setting.k == k) for k in ks}
     if max(best_at.values()) > best_at[ks[-1]] or best_at[ks[-1]] <= best_at[ks[-2]]:
         return []
     last = [t.setting for t in trials if t.setting.k == ks[-1]]

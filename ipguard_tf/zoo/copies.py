@@ -65,7 +65,7 @@ class Copy:
 
 def accuracy_of(model: Any, x: np.ndarray, y: np.ndarray, input_scale: float = 1.0) -> float:
     """Accuracy on ``(x, y)`` (``x`` in [0, 1], times ``input_scale`` before the model) of any model that
-    :func:`as_classifier` takes."""
+    :func:`as_classifier` takes (a classifier is used as it is, with its own input scale)."""
     pred = as_classifier(model, input_scale=input_scale).predict_labels(x)
     return float(np.mean(pred == np.asarray(y).reshape(-1)))
 
