@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_tf"
 
 
 def test_the_methods_are_registered_in_report_order():
-    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w", "tafa"]
+    assert registry.names() == ["random", "fgsm", "igsm", "cw", "ipguard", "cae", "sac-m", "sac-w", "tafa", "akh"]
     assert [s.display for s in registry.specs()] == [
         "Random",
         "FGSM",
@@ -27,6 +27,7 @@ def test_the_methods_are_registered_in_report_order():
         "SAC-m",
         "SAC-w",
         "TAFA",
+        "AKH",
     ]
     assert {s.name: s.setting for s in registry.specs()} == {
         "random": None,
@@ -38,18 +39,20 @@ def test_the_methods_are_registered_in_report_order():
         "sac-m": None,
         "sac-w": None,
         "tafa": None,
+        "akh": None,
     }
     assert {s.name: s.statistic for s in registry.specs()} == {
         **{n: registry.MATCHING_RATE for n in ("random", "fgsm", "igsm", "cw", "ipguard", "cae")},
         "sac-m": registry.SAC_DISTANCE,
         "sac-w": registry.SAC_DISTANCE,
         "tafa": registry.OUTPUT_CORRELATION,
+        "akh": registry.MATCHING_RATE,
     }
     assert [s.name for s in registry.specs() if s.task_agnostic] == ["tafa"]
     assert registry.SAC_DISTANCE.higher_is_copy is False and registry.MATCHING_RATE.higher_is_copy is True
 
 
-@pytest.mark.parametrize("name", ["random", "fgsm", "igsm", "cw", "ipguard", "sac-m", "sac-w"])
+@pytest.mark.parametrize("name", ["random", "fgsm", "igsm", "cw", "ipguard", "sac-m", "sac-w", "akh"])
 def test_params_derive_from_the_declaration(name):
     spec = registry.get(name)
     method = registry.build(name)

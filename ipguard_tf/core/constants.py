@@ -90,6 +90,20 @@ SAC_PATCH: float = 0.2
 #: (``cut_mix.py``'s ``rand_bbox`` redraws while the centre is inside the band in either coordinate).
 SAC_CENTRE_BAND: tuple = (1.0 / 6.0, 5.0 / 6.0)
 
+# -- AKH (Godinot, Le Merrer, Penzo, Taiani, Tredan, "Queries, Representation & Detection: The Next 100 Model
+# Fingerprinting Schemes", AAAI 2025, arXiv 2412.13021; official code github grodino/QuRD, ``qurd/fingerprint/``) --
+#: QuRD's AKH does not refuse a model that misclassifies too few inputs: it fills the budget with CutMix copies of
+#: them and their horizontal and vertical flips (``queries.py``, ``RandomNegativeQueries(augment=True)``). Off here
+#: by default (our choice): the fingerprint is then only the model's own misclassified inputs, and too few is an
+#: error; ``augment=True`` (``--akh-augment``) does what QuRD does.
+AKH_AUGMENT: bool = False
+
+#: alpha of the Beta(alpha, alpha) draw of that CutMix's mixing ratio (QuRD: ``v2.CutMix(alpha=1.0)``).
+AKH_CUTMIX_ALPHA: float = 1.0
+
+#: the copies each CutMix round adds: the mixed images, flipped left-right and flipped upside down (QuRD).
+AKH_COPIES_PER_ROUND: int = 3
+
 # -- CAE (Lukas, Zhang, Kerschbaum, "Deep Neural Network Fingerprinting by Conferrable Adversarial Examples",
 # ICLR 2021). The paper's own hyperparameter table could not be read here (no internet); every value below is
 # taken from a named public implementation and the source is written beside it:

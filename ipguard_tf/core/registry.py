@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ipguard_tf.core.checks import check_number, range_text
 from ipguard_tf.core.constants import (
+    AKH_AUGMENT,
     CAE_ALPHA,
     CAE_BETA,
     CAE_DROPOUT,
@@ -635,5 +636,28 @@ register(
         task_agnostic=True,
         summary="reconstruction of TAFA (Pan et al. 2021): points on the target's linear-region boundaries, any "
         "ReLU network and task",
+    )
+)
+
+
+register(
+    MethodSpec(
+        "akh",
+        "AKH",
+        "ipguard_tf.methods.akh:AKH",
+        _SAC_COMMON
+        + (
+            Param(
+                "augment",
+                bool,
+                AKH_AUGMENT,
+                cli="--akh-augment",
+                help="when the model misclassifies fewer than n of the examples, fill up with CutMix and flipped "
+                "copies of them, as QuRD does (else an error)",
+            ),
+        ),
+        needs_logits=False,
+        summary="label agreement on examples the model misclassifies (AKH, Godinot et al. 2025, QuRD)",
+        sweep_strategies=("-",),
     )
 )
