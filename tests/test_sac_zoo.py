@@ -38,6 +38,9 @@ def _tiny_profile():
         subset=1024,
         cae_members=2,
         cae_architectures=("lenet5",),
+        irrelevant=1,
+        prune_finetune_epochs=1,
+        max_accuracy_drop=1.0,  # tiny students trained 2 epochs on 1,024 examples: no floor here (tested below)
     )
 
 
@@ -274,3 +277,64 @@ def test_cae_through_the_cli_takes_its_ensemble_from_the_zoo(sac_zoo, tmp_path, 
     names = [r["suspect"].rsplit("/", 1)[1] for r in result["suspects"]]
     assert not any(n.startswith("cae_") for n in names) and "extract_l_lenet5_s1" in names
     assert result["suspects"][names.index("target")]["matching_rate"] == 1.0
+
+
+@needs_fmnist
+def test_a_stolen_model_under_the_floor_is_rejected_not_counted(sac_zoo, tmp_path):
+    """A copy that no longer does its job (test accuracy more than the profile's drop below the source's) is
+    recorded in ``rejected`` with its accuracy, never stored nor counted, and not made again (issue 31)."""
+    import shutil
+    from dataclasses import replace
+
+    from ipguard_tf.zoo.architectures import build_architecture
+    from ipguard_tf.zoo.sac import SACZooBuilder
+    from ipguard_tf.zoo.store import read_manifest
+
+    out, manifest, _ = sac_zoo
+    zoo = tmp_path / "zoo"
+    shutil.copytree(out, zoo)
+    m = read_manifest(zoo)
+    assert m["accuracy_floor"]["max_drop"] == 1.0
+    m["models"] = [r for r in m["models"] if r["name"] != "prune_02of4"]
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    (zoo / "prune_02of4.keras").unlink()
+    b = SACZooBuilder("fashion_mnist", zoo, replace(_tiny_profile(), max_accuracy_drop=0.1), verbose=0)
+    b.start()
+    floor = b.accuracy_floor()
+    assert floor == pytest.approx(b.record("target")["test_accuracy"] - 0.1, abs=1e-4)
+    info = dict(role="positive", family="prune", architecture="fmnist_cnn", data="attacker", params={}, seed=0)
+    dead = build_architecture("fmnist_cnn", (28, 28, 1), 10)  # untrained: about chance
+    assert b._store("prune_02of4", dead, dict(info, pruned_fraction=0.5)) is None
+    on_disk = read_manifest(zoo)
+    rej = {r["name"]: r for r in on_disk["rejected"]}["prune_02of4"]
+    assert rej["test_accuracy"] < floor == rej["floor"] and "not a usable copy" in rej["reason"]
+    assert rej["pruned_fraction"] == 0.5 and rej["family"] == "prune"
+    assert "prune_02of4" not in {r["name"] for r in on_disk["models"]} and not (zoo / "prune_02of4.keras").exists()
+    assert "prune_02of4" not in [p.name for p in b.pending()] and b.build_member("prune_02of4") is False
+    # a negative is no stolen model: stored whatever its accuracy
+    assert b._store("irrelevant_dead", dead, dict(info, role="negative", family="irrelevant")) is not None
+
+
+@needs_fmnist
+def test_a_zoo_counting_a_copy_under_its_floor_is_refused(sac_zoo, tmp_path):
+    """The sweep and ``verify`` load a zoo's suspects through :func:`load_zoo_suspects`: a positive under the
+    zoo's recorded floor (a zoo built before the floor, or edited) stops it with the members named."""
+    import shutil
+
+    from ipguard_tf.evaluation.sweep import check_accuracy_floor, load_zoo_suspects
+    from ipguard_tf.zoo.store import ZooError, read_manifest
+
+    out, _, _ = sac_zoo
+    zoo = tmp_path / "zoo"
+    shutil.copytree(out, zoo)
+    check_accuracy_floor(zoo)  # the tiny zoo's floor (drop 1.0) holds
+    m = read_manifest(zoo)
+    m["accuracy_floor"] = {"max_drop": 0.1, "floor": 0.5}
+    for r in m["models"]:
+        if r["name"] == "prune_02of4":
+            r["test_accuracy"] = 0.1
+        elif r["role"] == "positive":
+            r["test_accuracy"] = max(r["test_accuracy"], 0.5)
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ZooError, match=r"1 stolen model\(s\) under the zoo's accuracy floor 0.5000.*prune_02of4"):
+        load_zoo_suspects(zoo)

@@ -256,6 +256,29 @@ def test_fine_pruning_snapshots_reach_their_fractions(victim, attack_x):
         S.fine_prune(victim, attack_x, y, max_fraction=1.0)
 
 
+def test_a_pruned_snapshot_is_fine_tuned_with_its_channels_held_at_zero(victim, attack_x):
+    """Fine-pruning's fine-tuning after pruning (issue 31): the copy trains (its weights change), its pruned
+    channels stay zero (kernel, and the batch norm's scale and shift where one follows), the snapshot is left as
+    it was."""
+    from ipguard_tf.zoo.train import SGDRecipe
+
+    y = np.argmax(victim.predict(attack_x, verbose=0), 1)
+    (_, snap), *_ = S.fine_prune(
+        victim, attack_x, y, max_fraction=0.5, snapshots=4, refresh=1, finetune_every=1, batch_size=32, progress=False
+    )
+    before = _weights(snap)
+    pruned = S.pruned_channel_masks(snap)
+    assert [int((1 - m).sum()) for _, _, m in pruned] == [1]
+    tuned = S.finetune_pruned(snap, attack_x, y, recipe=SGDRecipe(0.05, epochs=1, batch_size=32), progress=False)
+    assert _same(before, snap.get_weights()) and not _same(before, tuned.get_weights())
+    (conv, bn, mask), *_ = S.pruned_channel_masks(tuned)
+    np.testing.assert_array_equal(mask, pruned[0][2])
+    kernel = np.asarray(conv.kernel).reshape(-1, mask.size)
+    assert np.all(kernel[:, mask == 0] == 0) and np.any(kernel[:, mask == 1] != 0)
+    if bn is not None:
+        assert np.all(np.asarray(bn.gamma)[mask == 0] == 0) and np.all(np.asarray(bn.beta)[mask == 0] == 0)
+
+
 def test_sgd_recipes_train_through_train_model_repeatably():
     """The zoo rebuilds git-ignored members from recipe and seed: the SGD path (with augmentation) must give the
     same weights twice."""

@@ -30,7 +30,7 @@ from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
 from ipguard_tf.models.classifier import Classifier, as_classifier
 from ipguard_tf.verification.suspects import verify
 from ipguard_tf.zoo.members import load_member, method_inputs
-from ipguard_tf.zoo.store import members
+from ipguard_tf.zoo.store import ZooError, members, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,22 @@ def suspect_label(rec: Dict[str, Any]) -> str:
 SUSPECT_ROLES = ("positive", "negative")
 
 
+def check_accuracy_floor(folder: Path) -> None:
+    """Refuse a zoo that counts a stolen model under its accuracy floor (the SAC zoo's ``accuracy_floor``,
+    :data:`~ipguard_tf.core.constants.STOLEN_MAX_ACCURACY_DROP` below its source) as a positive: a copy that does
+    not do its job is no evidence of what a fingerprint detects (issue 31). Zoos without a floor pass."""
+    floor = (read_manifest(folder).get("accuracy_floor") or {}).get("floor")
+    if floor is None:
+        return
+    below = [r for r in members(folder) if r["role"] == "positive" and r["test_accuracy"] < floor]
+    if below:
+        listed = ", ".join(f"{r['name']} ({r['test_accuracy']:.4f})" for r in below)
+        raise ZooError(
+            f"{folder}: {len(below)} stolen model(s) under the zoo's accuracy floor {floor:.4f} counted as "
+            f"positives: {listed}; rebuild the zoo (ipguard zoo build) so that they are rejected"
+        )
+
+
 def load_zoo_suspects(
     folder: Any, data_dir: Optional[str] = None, names: Optional[Iterable[str]] = None, other_label_sets: bool = False
 ) -> List[Suspect]:
@@ -76,6 +92,7 @@ def load_zoo_suspects(
     label set, such as the SAC zoo's transfer models, only with ``other_label_sets``), loaded once and adapted."""
 
     wanted = set(names) if names is not None else None
+    check_accuracy_floor(Path(folder))
     out = []
     for rec in members(Path(folder)):
         if (

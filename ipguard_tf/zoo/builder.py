@@ -445,13 +445,14 @@ class ZooBuilder:
 
     def pending(self) -> List[PlannedMember]:
         """The planned members still to make, in build order: those not recorded with their file, less the
-        pruning levels from a rejected one on."""
+        rejected ones and the pruning levels after a rejected one."""
         out, stopped = [], set()
         for member in self.planned():
             if member.chain in stopped:
                 continue
-            if member.chain is not None and self._rejected(member.name):
-                stopped.add(member.chain)
+            if self._rejected(member.name):  # a pruning level past the accuracy cap, a SAC copy under its floor
+                if member.chain is not None:
+                    stopped.add(member.chain)
                 continue
             rec = self.record(member.name)
             if rec is not None and (member.pretrained or (self.out / f"{member.name}{member.suffix}").exists()):

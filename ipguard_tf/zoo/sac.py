@@ -13,13 +13,20 @@ students' SGD recipe (SAC publishes no training code for them): lr 0.05, momentu
 batch 512, so that students and irrelevant models differ only in their labels.
 
 **Members** (role, family): the source (target); Extract-L, Extract-P, Extract-Adv students of each student
-family (positive); Finetune-A, Finetune-L; fine-pruning snapshots (every 5 % of the conv channels up to 80 %);
+family (positive); Finetune-A, Finetune-L; fine-pruning snapshots (every 5 % of the conv channels up to 50 %, each
+fine-tuned after pruning: :func:`~ipguard_tf.zoo.stealing.finetune_pruned`);
 Transfer-A and Transfer-L to a coarse 4-class label set (:data:`COARSE_LABELS`, with ``labels`` recorded: a
 fingerprint of the 10 classes cannot be checked on them, so zoo verification skips them with a note);
 adversarial fine-tuning; TFLite float16 and int8 copies of the source; irrelevant models (negative) of each
 student family trained on the attacker half with true labels; and CAE's defender ensemble (roles ``surrogate`` and
 ``reference``, on the *defender* half, no suspects: :func:`cae_plan`). Every record holds the test accuracy, the
 agreement with the source on the test set and, for extraction, the queries the thief used.
+
+**Utility floor** (issue 31): a stolen model of any family whose test accuracy is more than
+:data:`~ipguard_tf.core.constants.STOLEN_MAX_ACCURACY_DROP` (10 points) below the source's is no copy a thief
+would deploy: it is recorded in the manifest's ``rejected`` with its accuracy and never stored nor counted
+(:meth:`SACZooBuilder.accuracy_floor`; the manifest's ``accuracy_floor``, which
+:func:`~ipguard_tf.evaluation.sweep.check_accuracy_floor` enforces when a zoo's suspects are loaded).
 
 Epochs are scaled to this machine per profile (:data:`SAC_PROFILES`; SAC: 200 for extraction, 30 for
 fine-tuning) and recorded in each member's parameters.
@@ -34,6 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ipguard_tf.core.constants import STOLEN_MAX_ACCURACY_DROP
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.models.oracle import Oracle
@@ -77,8 +85,18 @@ class SACProfile:
     transfer_epochs: int = 3
     adv_finetune_epochs: int = 1
     irrelevant_epochs: int = 10
+    #: irrelevant models (negatives), cycling through ``students`` (SAC's table has about as many as one attack's
+    #: stolen models; 10 gives an AUC of 10 pruned copies 100 comparisons)
+    irrelevant: int = 10
     prune_snapshots: int = 20
-    prune_max: float = 0.8
+    #: snapshots up to this fraction of the conv channels pruned: SAC's Pruning row takes them up to 50 %
+    #: (:data:`~ipguard_tf.evaluation.report.SAC_PRUNING_MAX_FRACTION`); its code prunes on to 80 %
+    prune_max: float = 0.5
+    #: epochs of fine-tuning each snapshot after pruning (:func:`~ipguard_tf.zoo.stealing.finetune_pruned`;
+    #: 0: none, the snapshot as SAC's code saves it); the profile's fine-tuning epochs
+    prune_finetune_epochs: int = 5
+    #: a stolen model more than this below the source's test accuracy is rejected (:meth:`SACZooBuilder.accuracy_floor`)
+    max_accuracy_drop: float = STOLEN_MAX_ACCURACY_DROP
     #: PGD steps of Extract-Adv and adversarial fine-tuning (SAC: 30, ``stealing.PGD_STEPS``)
     pgd_steps: int = field(default_factory=lambda: _pgd_steps())
     #: CAE's defender ensemble (Lukas et al., ICLR 2021): this many surrogates (Extract-L students of the source
@@ -109,6 +127,8 @@ SAC_PROFILES: Dict[str, SACProfile] = {
         transfer_epochs=10,
         adv_finetune_epochs=2,
         irrelevant_epochs=200,
+        irrelevant=20,
+        prune_finetune_epochs=30,
         cae_members=18,
         cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
     ),
@@ -293,14 +313,19 @@ def make_prune(b, rec: Dict[str, Any]):
 
     p = dict(rec["params"])
     index = p.pop("snapshot")
+    after = p.pop("finetune_after", None)
     key = ("prune", rec["seed"], tuple(sorted(p.items())))
+    a = b.split().attacker
     if key not in b._runs:
-        a = b.split().attacker
         b._runs[key] = S.fine_prune(b._get("target"), a.x, a.y, seed=rec["seed"], progress=b.verbose > 0, **p)
     snaps = b._runs[key]
     if index >= len(snaps):
         raise ParameterError(f"fine-pruning made {len(snaps)} snapshots; no snapshot {index}")
     fraction, model = snaps[index]
+    if after is not None:
+        model = S.finetune_pruned(
+            model, a.x, a.y, recipe=SGDRecipe(**after), seed=rec["seed"] + index, progress=b.verbose > 0
+        )
     return model, {"pruned_fraction": fraction}
 
 
@@ -416,6 +441,11 @@ def plan(profile: SACProfile) -> list:
             )
         )
     refresh, finetune_every = S.scaled_prune_intervals(_conv_channels(profile.source))
+    after = (
+        {"finetune_after": _recipe_spec(S.FINETUNE, profile.prune_finetune_epochs)}
+        if profile.prune_finetune_epochs
+        else {}
+    )
     prune = dict(
         max_fraction=profile.prune_max,
         snapshots=profile.prune_snapshots,
@@ -435,7 +465,7 @@ def plan(profile: SACProfile) -> list:
                     family="prune",
                     architecture=profile.source,
                     data="attacker",
-                    params=dict(prune, snapshot=j),
+                    params=dict(prune, snapshot=j, **after),
                     seed=0,
                 ),
                 ".keras",
@@ -474,24 +504,24 @@ def plan(profile: SACProfile) -> list:
 
     for name, rec in quantized_records(profile.source):
         out.append((name, dict(rec, data="attacker"), ".tflite"))
-    for arch in profile.students:
-        short = arch.replace("sac_", "")
-        for s in range(1, profile.seeds + 1):
-            out.append(
-                (
-                    f"irrelevant_{short}_s{s}",
-                    dict(
-                        role="negative",
-                        family="irrelevant",
-                        maker="sac_trained",
-                        architecture=arch,
-                        data="attacker",
-                        params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
-                        seed=100 + s,
-                    ),
-                    ".keras",
-                )
+    for i in range(profile.irrelevant):
+        arch = profile.students[i % len(profile.students)]
+        short, s = arch.replace("sac_", ""), i // len(profile.students) + 1
+        out.append(
+            (
+                f"irrelevant_{short}_s{s}",
+                dict(
+                    role="negative",
+                    family="irrelevant",
+                    maker="sac_trained",
+                    architecture=arch,
+                    data="attacker",
+                    params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
+                    seed=100 + s,
+                ),
+                ".keras",
             )
+        )
     out += cae_plan(profile)
     return out
 
@@ -600,12 +630,46 @@ class SACZooBuilder(ZooBuilder):
 
         return as_classifier(model).predict_labels(self.split().test.x, 512)
 
-    def _store(self, name: str, model: Any, info: Dict[str, Any], suffix: str = ".keras") -> Dict[str, Any]:
-        """Record test accuracy (on the coarse labels for a transfer model) and agreement with the source."""
+    def accuracy_floor(self) -> Optional[float]:
+        """The test accuracy a stolen model must keep to count (the profile's ``max_accuracy_drop``, by default
+        :data:`STOLEN_MAX_ACCURACY_DROP`, below the source's); None before the source is built."""
+        target = self.record("target")
+        return None if target is None else round(target["test_accuracy"] - self.profile.max_accuracy_drop, 4)
+
+    def build_member(self, member: Any) -> bool:
+        """As :meth:`ZooBuilder.build_member`; False for a stolen model rejected (now or earlier) under the
+        accuracy floor (:meth:`accuracy_floor`)."""
+        if self._rejected(member if isinstance(member, str) else member.name):
+            return False
+        return (
+            super().build_member(member) and self._rejected(member if isinstance(member, str) else member.name) is None
+        )
+
+    def _store(self, name: str, model: Any, info: Dict[str, Any], suffix: str = ".keras") -> Optional[Dict[str, Any]]:
+        """Record test accuracy (on the coarse labels for a transfer model) and agreement with the source; a
+        stolen model (role ``positive``) below :meth:`accuracy_floor` is recorded in ``rejected`` with its
+        accuracy, not stored (a transfer model's accuracy is on its own 4 classes, measured against the same
+        floor)."""
         test = self.split().test
         pred = self._labels(model)
         coarse = info.get("labels") == COARSE_NAME
         info = dict(info, test_accuracy=float(np.mean(pred == (COARSE_LABELS[test.y] if coarse else test.y))))
+        floor = self.accuracy_floor()
+        if info.get("role") == "positive" and floor is not None and info["test_accuracy"] < floor:
+            self.manifest.setdefault("rejected", []).append(
+                {
+                    "name": name,
+                    **{k: info[k] for k in ("role", "family", "architecture", "params", "seed") if k in info},
+                    **({"pruned_fraction": info["pruned_fraction"]} if "pruned_fraction" in info else {}),
+                    "test_accuracy": round(info["test_accuracy"], 4),
+                    "floor": floor,
+                    "reason": f"test accuracy {info['test_accuracy']:.4f} < floor {floor:.4f} (source - "
+                    f"{self.profile.max_accuracy_drop:.2f}): not a usable copy",
+                }
+            )
+            self._write_manifest()
+            log.info("zoo: %s rejected (accuracy %.4f < floor %.4f)", name, info["test_accuracy"], floor)
+            return None
         if name == "target":
             self._source_test_labels = pred
             info["agreement"] = 1.0
@@ -615,7 +679,14 @@ class SACZooBuilder(ZooBuilder):
             info["agreement"] = float(np.mean(pred == self._source_test_labels))
         else:
             info["agreement"] = None
-        return super()._store(name, model, info, suffix)
+        rec = super()._store(name, model, info, suffix)
+        if name == "target" or "accuracy_floor" not in self.manifest:
+            self.manifest["accuracy_floor"] = {
+                "max_drop": self.profile.max_accuracy_drop,
+                "floor": self.accuracy_floor(),
+            }
+            self._write_manifest()
+        return rec
 
     def _plan_members(self) -> List[PlannedMember]:
         """:func:`plan`; the fine-pruning snapshots of one run are made together (one task of a parallel build)."""

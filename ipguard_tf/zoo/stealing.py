@@ -28,7 +28,10 @@ paper's official code (github guanjiyang/SAC; Guan, Liang, He, NeurIPS 2022, app
   following batch norm removes, so the first layer's 8 channels ranked lowest); pruning zeroes the channel's
   kernel and its batch norm's scale and shift, so it outputs 0 as a removed channel does (the official mask on
   ``weight`` alone leaves ``beta - gamma * mean / std``); and the batch norms use PyTorch's running-statistics
-  momentum while pruning (:data:`FINE_PRUNE_BN_MOMENTUM`), as SAC's fine-tuning steps do.
+  momentum while pruning (:data:`FINE_PRUNE_BN_MOMENTUM`), as SAC's fine-tuning steps do. Even so the
+  width-reduced network is at chance from 40 % pruned with SAC's small in-loop steps alone, so the SAC zoo
+  fine-tunes each snapshot after pruning (:func:`finetune_pruned`, the "fine" of Liu et al.'s fine-pruning),
+  its pruned channels held at zero.
 * :func:`transfer` (Transfer-A / Transfer-L, SAC Table 5): the source given a new head for another label set and
   trained on it, all layers or the head only.
 * :func:`adversarial_finetune`: the source trained a few epochs on ``CE(x) + CE(PGD(x))`` with true labels
@@ -389,6 +392,61 @@ def _same_width_bn(model, conv) -> Optional[Any]:
         return None
     bn = model.get_layer(name)
     return bn if int(bn.gamma.shape[0]) == int(conv.kernel.shape[-1]) and bn.scale and bn.center else None
+
+
+def pruned_channel_masks(model) -> List[Tuple[Any, Optional[Any], np.ndarray]]:
+    """``(conv, its batch norm or None, mask)`` for every conv layer of ``model`` with pruned channels: a channel
+    is pruned when its kernel is all zero (as :func:`fine_prune` leaves it; a trained channel is never exactly
+    zero)."""
+    out = []
+    for conv in conv_layers(model):
+        kernel = np.asarray(conv.kernel)
+        mask = (np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0) > 0).astype(np.float32)
+        if not mask.all():
+            out.append((conv, _same_width_bn(model, conv), mask))
+    return out
+
+
+def finetune_pruned(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe: SGDRecipe = FINETUNE,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """A fine-pruning snapshot fine-tuned *after* pruning (Liu et al. 2018, the "fine" of fine-pruning): a copy of
+    ``model`` trained on (``x``, ``y``), the attacker's data with its true labels, with its pruned channels
+    (:func:`pruned_channel_masks`) held at zero after every step, so that the copy stays as small as the snapshot.
+    SAC's ``pruning.py`` fine-tunes only in small steps while pruning (one pass over 2,056 examples every 50
+    prunings), which keeps a full-width VGG16 usable but not the width-reduced one of the SAC zoo (chance
+    accuracy from 40 % pruned); a thief deploys a pruned model after fine-tuning it back to use. The recipe is
+    SAC's own fine-tuning (``fine_tune.py``: :data:`FINETUNE`), at the zoo profile's epochs; chosen before any
+    measurement."""
+    deterministic(seed)  # first: a copy's dropout layers draw their seeds when made
+    new = copy_model(model)
+    pruned = pruned_channel_masks(new)
+
+    def hold() -> None:
+        for conv, bn, mask in pruned:
+            conv.kernel.assign(conv.kernel * mask)
+            if bn is not None:
+                bn.gamma.assign(bn.gamma * mask)
+                bn.beta.assign(bn.beta * mask)
+
+    sgd_train(
+        new,
+        x,
+        np.asarray(y, np.int64),
+        _ce_loss,
+        recipe,
+        seed=seed,
+        desc="fine-tuning a pruned copy",
+        progress=progress,
+        after_step=hold,
+    )
+    return new
 
 
 def fine_prune(
