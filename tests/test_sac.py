@@ -30,6 +30,51 @@ def test_distance_is_zero_on_itself_symmetric_and_bounded():
         sac_distance(a, b[:10])
 
 
+def _official_distance(a, b):
+    """SAC's ``correlation_wrong.py`` written out term by term (issue 31): rows divided by max(norm, 1e-12)
+    (torch's ``F.normalize``), ``C_ij = (1 - u_i . u_j) / 2``, the sum of ``|C_a - C_b|`` over all N x N entries
+    (the diagonal included) divided by N * N."""
+
+    def corr(o):
+        n = len(o)
+        u = [row / max(float(np.sqrt(np.sum(row * row))), 1e-12) for row in np.asarray(o, np.float64)]
+        return [[(1.0 - float(np.dot(u[i], u[j]))) / 2.0 for j in range(n)] for i in range(n)]
+
+    ca, cb = corr(a), corr(b)
+    n = len(ca)
+    return sum(abs(ca[i][j] - cb[i][j]) for i in range(n) for j in range(n)) / (n * n)
+
+
+def test_distance_is_the_official_definition_on_logits_of_any_width():
+    """The distance is the official one entry by entry (a zero row correlates 0.5 with every row, its own
+    included), on outputs of different widths (a transfer copy's 4 logits against the source's 10)."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(12, 10)).astype(np.float32), rng.normal(size=(12, 4)).astype(np.float32)
+    a[3] = 0.0
+    assert correlation_matrix(a)[3, 3] == 0.5 and np.all(correlation_matrix(a)[3] == 0.5)
+    assert sac_distance(a, b) == pytest.approx(_official_distance(a, b), abs=1e-12)
+    assert sac_distance(a, a * rng.uniform(0.5, 2.0, size=(12, 1))) == pytest.approx(0.0, abs=1e-12)  # per-row scale
+
+
+def test_cutmix_pastes_one_corner_box_from_a_permutation_of_the_unmixed_images():
+    """As ``cut_mix.py``: every sample differs from its image only inside one box, the same for all, filled from
+    the *unmixed* image a permutation assigns it (an image may draw itself)."""
+    imgs = np.random.default_rng(8).random((100, 28, 28, 1), dtype=np.float32)
+    for seed in range(5):
+        out = cutmix_samples(imgs, 0.2, np.random.default_rng(seed))
+        changed = np.any(out != imgs, axis=(0, 3))
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert changed[top:bottom, left:right].all() and changed.sum() == (bottom - top) * (right - left)
+        assert bottom - top <= 4 and right - left <= 4
+        box = (slice(top, bottom), slice(left, right))
+        donors = [
+            int(np.flatnonzero(np.all(imgs[(slice(None),) + box] == out[(i,) + box], axis=(1, 2, 3)))[0])
+            for i in range(len(imgs))
+        ]
+        assert sorted(donors) == list(range(len(imgs)))  # a permutation of the originals
+
+
 def test_cutmix_box_lies_in_a_corner_and_samples_are_deterministic(owner_data):
     for seed in range(20):
         top, bottom, left, right = cutmix_box(28, 28, 0.2, np.random.default_rng(seed))

@@ -4,17 +4,22 @@ fingerprints by the *correlation* of a model's outputs on a set of samples, veri
 :func:`~ipguard_tf.core.statistics.sac_distance` (lower = more likely a copy;
 :data:`~ipguard_tf.core.statistics.SAC_DISTANCE`).
 
-**SAC-m** (``cut_mix.py``): N = 100 owner images (drawn with the seed from the data given to ``generate``, the
-owner's own), mixed by CutMix: one patch, the same for all N, of side ``int(0.2 W)`` (clipped at the border),
-centred at a point drawn uniformly until it lies outside the middle band (W/6, 5W/6) in both coordinates (a
-corner zone), is pasted into every image from another image of the set (a random permutation). The official
-script also *transposes* H and W when it converts its NCHW batch to the NHWC file (``imgs.transpose(1, 3)``
-instead of a permutation to (0, 2, 3, 1)), so its models see mirrored-about-the-diagonal images; that is an
-artefact of the conversion, not part of the method, so ``transpose=False`` is the default and
-``transpose=True`` reproduces the official samples.
+**SAC-m** (``cut_mix.py``): N = 100 images (drawn with the seed from the data given to ``generate``), mixed by
+CutMix: one patch, the same for all N, of side ``int(0.2 W)`` (clipped at the border), centred at a point drawn
+uniformly until it lies outside the middle band (W/6, 5W/6) in both coordinates (a corner zone), is pasted into
+every image from another image of the set (a random permutation of the unmixed images). Which images are mixed
+is the caller's choice: the official script mixes the first batch of 100 CIFAR-10 *test* images (``cut_mix.py``
+lines 17-18 and 63-82), held out from every model it compares. The official script also *transposes* H and W
+when it converts its NCHW batch to the NHWC file (``imgs.transpose(1, 3)`` instead of a permutation to
+(0, 2, 3, 1)), so its models see mirrored-about-the-diagonal images; ``transpose=False`` is the default and
+``transpose=True`` reproduces the official samples (``correlation_wrong.py`` lines 132-138 name a SAC-m file
+"with flip" and one "without flip"; which one the paper's numbers come from is not stated).
 
-**SAC-w** (the official ``source_wrong`` samples): N owner examples the target misclassifies (needs their
-labels: ``generate(..., train_y=...)``), drawn with the seed.
+**SAC-w**: N owner examples the target misclassifies (needs their labels: ``generate(..., train_y=...)``), drawn
+with the seed. The official ``correlation_wrong.py`` loads its SAC-w samples from ``dataset_common.h5`` (lines
+128-130), a data file not in its repository, and lists the source's wrong samples (``source_wrong_final.h5``)
+separately as "SAC-source" (lines 144-146); what ``dataset_common.h5`` holds is not in the code, so SAC-w here
+is the source's misclassified examples, not a copy of that file.
 
 The fingerprint file holds the samples, the target's labels and the target's logits at them (``outputs``):
 verification correlates the suspect's outputs with those (logits with logits; probabilities with the target's
