@@ -398,3 +398,28 @@ def test_bad_files_are_one_line_user_errors(files, tmp_path, capsys, what):
     code = main(["-q", "audit", "--fingerprint", str(files / "genuine.npz"), "--model", str(tmp_path / "no.keras")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
+
+
+@pytest.mark.parametrize("method", ["akh", "random"])
+def test_genuine_fingerprint_of_a_tflite_exported_target_passes(files, tmp_path, capsys, method):
+    """Item 3: a target exported to TFLite. Its file gives outputs, not gradients, so a search cannot run on it
+    (above: IPGuard's points are audited with the Keras file); the methods that need no gradient (AKH: examples
+    the target misclassifies; random points) are made on the ``.tflite`` file itself by ``ipguard extract`` and
+    replay on it: the audit passes, on the file's own content hash. Another model's file fails on the hash."""
+    from ipguard_tf.models import tflite
+
+    a, _ = _models(files)
+    tflite.save(tflite.convert(a), tmp_path / "a.tflite")
+    rng = np.random.default_rng(8)
+    x = rng.random((80,) + SHAPE, dtype=np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=rng.integers(0, 4, 80))  # labels A mostly gets wrong: AKH has its pick
+    fp = tmp_path / f"{method}.npz"
+    args = ["--method", method, "--n", "5", "--seed", "4", "--data", str(tmp_path / "data.npz")]
+    assert main(["-q", "extract", "--model", str(tmp_path / "a.tflite"), *args, "--out", str(fp)]) == 0
+    capsys.readouterr()
+    audit_args = ["-q", "audit", "--fingerprint", str(fp), "--data", str(tmp_path / "data.npz")]
+    code = main(audit_args + ["--model", str(tmp_path / "a.tflite"), "--strict"])
+    out = capsys.readouterr().out
+    assert code == 0 and "verdict: PASS" in out and "5 of 5" in out, out
+    assert main(audit_args + ["--model", str(files / "b.keras")]) == 3
+    assert "it is not the fingerprint's model" in capsys.readouterr().out

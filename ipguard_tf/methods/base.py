@@ -455,7 +455,8 @@ class FingerprintMethod(ABC):
             raise ModelError(f"{self.name} needs a model with logits; {clf.name} only returns labels")
         self._check_memory(clf, n, train_x)
         t0 = time.perf_counter()
-        starts = self.derive_starts(clf, n, train_x, train_y)
+        # a method that needs no gradient (random points, AKH) runs on a TFLite/ONNX file's own outputs too
+        starts = self.derive_starts(clf, n, train_x, train_y, scores=None if clf.has_logits else clf.predict_scores)
         x0, logits0, src, tgt = starts.x0, starts.scores0, starts.src, starts.tgt
         params = self.resolved_params(clf)
         ckpt = None

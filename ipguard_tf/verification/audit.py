@@ -23,7 +23,9 @@ the seed determine, so that a judge holding A can tell such a file from A's own 
 The verdict passes only when all of it holds for every audited point; :attr:`AuditReport.exit_code` is 0 then and
 3 otherwise (the command's exit status; 2 stays the one-line user error). A fingerprint that records no starts (made
 before they were recorded), a method whose points depend on more than A (CAE's surrogates, TAFA's probes) or a
-non-differentiable A (TFLite, ONNX: the search cannot run; labels are still checked) never passes.
+non-differentiable A (TFLite, ONNX) for a method that searches with A's gradient (the search cannot run; labels
+are still checked) never passes. Methods that need no gradient (random points, AKH) are made on such a file and
+replay on it.
 
 **The tolerance, measured.** On one machine a replay of all points in their original batches is bit-identical,
 also in another process (Fashion-MNIST target, 60 points, TR/TL at k = 1 and 10: 240 of 240 points identical; the
@@ -502,7 +504,7 @@ def audit(
     # 5. the replay
     chosen = choose_points(n, points, sample_seed)
     pts: Dict[int, PointAudit] = {}
-    if not clf.has_logits:
+    if spec.needs_logits and not clf.has_logits:
         problems.insert(
             0,
             f"incomplete: {clf.name} is not differentiable (a TFLite or ONNX file), so the search cannot be replayed "
@@ -550,7 +552,7 @@ def audit(
         p.reasons = reasons + p.reasons
         p.status = "inconsistent"
     ordered = [pts[i] for i in sorted(pts)]
-    if not clf.has_logits:
+    if spec.needs_logits and not clf.has_logits:
         verdict = "incomplete"
     elif model_problems or problems or any(not p.consistent for p in ordered):
         verdict = "fail"
