@@ -338,3 +338,28 @@ def test_a_zoo_counting_a_copy_under_its_floor_is_refused(sac_zoo, tmp_path):
     (zoo / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ZooError, match=r"1 stolen model\(s\) under the zoo's accuracy floor 0.5000.*prune_02of4"):
         load_zoo_suspects(zoo)
+
+
+@needs_fmnist
+def test_full_profile_has_sacbench_counts_and_a_cost_printed_before_it_starts(tmp_path, capsys):
+    """Issue 32: the ``full`` profile is SACBench's zoo (30 irrelevant, 10 fine-tuned, 10 fine-pruned, 20 transfer,
+    20 of each extraction); a SAC build says how many members it will make and about how long before it starts."""
+    from collections import Counter
+
+    from ipguard_tf.cli.zoo import sac_cost_line
+    from ipguard_tf.zoo.sac import SAC_PROFILES, SACZooBuilder, estimate_seconds, plan
+
+    recs = [r for _, r, _ in plan(SAC_PROFILES["full"])]
+    fams = Counter(r["family"] for r in recs)
+    assert fams["irrelevant"] == 30 and fams["prune"] == 10
+    assert fams["finetune_a"] + fams["finetune_l"] == 10 and fams["transfer_a"] + fams["transfer_l"] == 20
+    assert fams["extract_l"] == fams["extract_p"] == fams["extract_adv"] == 20
+    assert len({r["architecture"] for r in recs if r["family"] == "irrelevant"}) == 4
+    names = [n for n, _, _ in plan(SAC_PROFILES["full"])]
+    assert len(names) == len(set(names)) and "finetune_a_s5" in names and "transfer_l_s10" in names
+    assert [n for n, _, _ in plan(SAC_PROFILES["quick"])].count("finetune_a") == 1  # the committed zoo's names
+    full, quick = estimate_seconds(SAC_PROFILES["full"]), estimate_seconds(SAC_PROFILES["quick"])
+    assert 50 * quick < full  # SAC's 200 extraction epochs, 4 families x 5 seeds
+    line = sac_cost_line(SACZooBuilder("fashion_mnist", tmp_path / "z", _tiny_profile(), verbose=0))
+    n = len(plan(_tiny_profile()))
+    assert f"profile tiny: {n} members, {n} to build; about " in line and "CPU-hours" in line

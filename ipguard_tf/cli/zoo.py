@@ -31,9 +31,11 @@ def add_parser(sub: Any) -> None:
     zb.add_argument(
         "--profile",
         default="quick",
-        choices=["quick", "paper"],
+        choices=["quick", "paper", "full"],
         help="ipguard quick: 10 same-architecture negatives, 3 LeNet-5, 3 VGG16, 10 forests; paper: "
-        "50/10/10/10. sac quick: 3 student families, 1 seed, epochs scaled; paper: SAC's counts",
+        "50/10/10/10. sac quick: 3 student families, 1 seed, 10 irrelevant models, epochs scaled; paper: SAC's "
+        "counts; full: SACBench's counts (30 irrelevant, 10 fine-tuned, 10 fine-pruned, 20 transfer, 20 of each "
+        "extraction) at SAC's epochs, for a cluster or GPU machine (the cost is printed before it starts)",
     )
     zb.add_argument("--data-dir", help="folder with the dataset files")
     zb.add_argument("--out", required=True, help="zoo folder (created; resumed if it exists)")
@@ -70,6 +72,20 @@ def add_parser(sub: Any) -> None:
     zl.add_argument("zoo", help="zoo folder")
 
 
+def sac_cost_line(builder: Any) -> str:
+    """What a SAC zoo build will make and about how long it takes (printed before it starts, issue 32)."""
+    from ipguard_tf.zoo.sac import estimate_seconds
+
+    builder.start()
+    todo = builder.pending()
+    hours = estimate_seconds(builder.profile, [(m.name, m.info, m.suffix) for m in todo]) / 3600
+    return (
+        f"SAC zoo, profile {builder.profile.name}: {len(builder.planned())} members, {len(todo)} to build; about "
+        f"{hours:.1f} CPU-hours on the project's 2-core CPU (estimate from per-epoch timings, within a factor of 2 "
+        "there; a GPU or a Ray cluster divides it)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     # TensorFlow and the layers that need it are imported here, not at the top: --help stays instant
     from ipguard_tf.zoo.builder import PROFILES, ZooBuilder
@@ -91,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             raise ParameterError(f"{', '.join(ray_flags)} needs --ray")
         if args.ray_cpus is not None and args.ray != "local":
             raise ParameterError("--ray-cpus is for a local Ray (--ray alone); a cluster at an address has its own")
+        if args.kind != "sac" and args.profile not in PROFILES:
+            raise ParameterError(f"--profile {args.profile} is a SAC zoo profile (--kind sac)")
         if args.kind == "sac":
             builder: Any = SACZooBuilder(
                 args.dataset,
@@ -108,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
                 verbose=0 if args.quiet else 1,
                 weights=args.weights,
             )
+        if args.kind == "sac" and not args.quiet:
+            print(sac_cost_line(builder), flush=True)
         if args.ray is None:
             m = builder.build()
         else:
@@ -129,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
                 max_retries=args.ray_retries,
             )
             m = build_on_ray(builder, options, on_member=done)
-        rejected = f" ({len(m.get('rejected', []))} pruning levels rejected)" if args.kind != "sac" else ""
+        what = "pruning levels rejected" if args.kind != "sac" else "stolen models rejected under the accuracy floor"
+        rejected = f" ({len(m.get('rejected', []))} {what})" if m.get("rejected") or args.kind != "sac" else ""
         print(f"zoo {args.out}: {len(m['models'])} models{rejected}")
         return 0
     if read_manifest(args.zoo).get("kind") == "sac":

@@ -82,7 +82,11 @@ class SACProfile:
     #: examples per epoch of the PGD trainings (Extract-Adv, adversarial fine-tuning); None: all (SAC)
     adv_examples: Optional[int] = 10000
     finetune_epochs: int = 5
+    #: Finetune-A and Finetune-L models each (seeds 1..n, named ``finetune_a_s1``...; one: ``finetune_a``, seed 0)
+    finetune_seeds: int = 1
     transfer_epochs: int = 3
+    #: Transfer-A and Transfer-L models each (as ``finetune_seeds``)
+    transfer_seeds: int = 1
     adv_finetune_epochs: int = 1
     irrelevant_epochs: int = 10
     #: irrelevant models (negatives), cycling through ``students`` (SAC's table has about as many as one attack's
@@ -115,6 +119,29 @@ class SACProfile:
 #: ``architectures.SAC_ARCHITECTURES``; the measured time is in the results); paper: SAC's counts and epochs
 SAC_PROFILES: Dict[str, SACProfile] = {
     "quick": SACProfile("quick"),
+    # SACBench (the benchmark QuRD and later work evaluate on): 30 irrelevant models, 10 fine-tuned, 10 fine-pruned,
+    # 20 transfer-learned and 20 each of label, probability and adversarial extraction (4 student families x 5
+    # seeds), at SAC's epochs: a cluster's or a GPU machine's work (`ipguard zoo build --kind sac --profile full
+    # --ray ADDRESS`); the estimate printed before it starts is in CPU-hours of the 2-core reference machine
+    "full": SACProfile(
+        "full",
+        students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+        seeds=5,
+        source_epochs=30,
+        extract_epochs=200,
+        adv_epochs=2,
+        adv_examples=None,
+        finetune_epochs=30,
+        finetune_seeds=5,
+        transfer_epochs=10,
+        transfer_seeds=10,
+        adv_finetune_epochs=2,
+        irrelevant_epochs=200,
+        irrelevant=30,
+        prune_finetune_epochs=30,
+        cae_members=18,
+        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+    ),
     "paper": SACProfile(
         "paper",
         students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
@@ -355,6 +382,53 @@ def _recipe_spec(base, epochs: int) -> dict:
     return dict(base.as_dict(), epochs=epochs)
 
 
+def _seeded(family: str, count: int) -> List[Tuple[str, int]]:
+    """(name, seed) of ``count`` models of a family made from the source: one is ``family`` with seed 0 (the
+    quick zoo's names), several are ``family_s1``... with seeds 1...``count``."""
+    return [(family, 0)] if count == 1 else [(f"{family}_s{s}", s) for s in range(1, count + 1)]
+
+
+#: seconds per epoch of 30,000 images on the project's 2-core CPU (architectures.SAC_ARCHITECTURES' timings): what
+#: :func:`estimate_seconds` multiplies
+SAC_EPOCH_SECONDS: Dict[str, float] = {
+    "sac_vgg16": 25.0,
+    "sac_vgg13": 29.0,
+    "sac_resnet18": 51.0,
+    "sac_mobilenet_v2": 51.0,
+    "sac_densenet": 131.0,
+}
+
+
+def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None) -> float:
+    """About how long a serial build of ``profile``'s members (default all of :func:`plan`) takes on the
+    project's 2-core CPU: each member's epochs over the attacker half times its architecture's time per epoch
+    (:data:`SAC_EPOCH_SECONDS`), a PGD epoch (Extract-Adv, adversarial fine-tuning) 1 + PGD steps times an
+    ordinary one, fine-pruning its in-loop fine-tuning passes plus the snapshots' fine-tuning. A guide for sizing a
+    cluster, not a measurement: against the quick zoo's recorded build times (2-core AMD EPYC) it gives 0.54 to
+    1.4 times the time each member took; other CPUs differ more (a 2-core Intel Xeon rebuilt Extract-Adv students
+    in a seventh of the estimate)."""
+    out = 0.0
+    for _, rec, _ in plan(profile) if members_ is None else members_:
+        epoch = SAC_EPOCH_SECONDS.get(rec["architecture"], SAC_EPOCH_SECONDS["sac_vgg16"])
+        p, fam = rec.get("params") or {}, rec["family"]
+        if fam == "quantized":
+            continue
+        if fam == "prune":  # the run once (its first snapshot), then each snapshot's fine-tuning
+            if p["snapshot"] == 0:
+                channels = _conv_channels(rec["architecture"])
+                passes = profile.prune_max * channels / p["finetune_every"]
+                out += passes * p["finetune_examples"] / 30000 * epoch
+            out += (p.get("finetune_after") or {}).get("epochs", 0) * epoch
+            continue
+        epochs = p["recipe"]["epochs"]
+        if fam in ("extract_adv", "adv_finetune"):
+            share = 1.0 if p.get("max_examples") is None else min(1.0, p["max_examples"] / 30000)
+            out += epochs * epoch * (1 + p["steps"]) * share
+        else:
+            out += epochs * epoch
+    return out
+
+
 def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
 
@@ -426,20 +500,21 @@ def plan(profile: SACProfile) -> list:
                 )
             )
     for fam in ("finetune_a", "finetune_l"):
-        out.append(
-            (
-                fam,
-                dict(
-                    role="positive",
-                    family=fam,
-                    architecture=profile.source,
-                    data="attacker",
-                    params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)},
-                    seed=0,
-                ),
-                ".keras",
+        for name, seed in _seeded(fam, profile.finetune_seeds):
+            out.append(
+                (
+                    name,
+                    dict(
+                        role="positive",
+                        family=fam,
+                        architecture=profile.source,
+                        data="attacker",
+                        params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)},
+                        seed=seed,
+                    ),
+                    ".keras",
+                )
             )
-        )
     refresh, finetune_every = S.scaled_prune_intervals(_conv_channels(profile.source))
     after = (
         {"finetune_after": _recipe_spec(S.FINETUNE, profile.prune_finetune_epochs)}
@@ -472,21 +547,22 @@ def plan(profile: SACProfile) -> list:
             )
         )
     for fam in ("transfer_a", "transfer_l"):
-        out.append(
-            (
-                fam,
-                dict(
-                    role="positive",
-                    family=fam,
-                    architecture=profile.source,
-                    data="attacker",
-                    labels=COARSE_NAME,
-                    params={"recipe": _recipe_spec(S.TRANSFER, profile.transfer_epochs)},
-                    seed=0,
-                ),
-                ".keras",
+        for name, seed in _seeded(fam, profile.transfer_seeds):
+            out.append(
+                (
+                    name,
+                    dict(
+                        role="positive",
+                        family=fam,
+                        architecture=profile.source,
+                        data="attacker",
+                        labels=COARSE_NAME,
+                        params={"recipe": _recipe_spec(S.TRANSFER, profile.transfer_epochs)},
+                        seed=seed,
+                    ),
+                    ".keras",
+                )
             )
-        )
     out.append(
         (
             "adv_finetune",
