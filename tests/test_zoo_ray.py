@@ -316,3 +316,42 @@ def test_package_and_cli_without_ray(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and "pip install 'ray>=2.40,<3'" in lines[-1], r.stderr[-2000:]
+
+
+def test_a_sweep_on_ray_caches_what_a_serial_sweep_computes(serial_zoo, ds, local_ray, tmp_path):
+    """Sweeps on Ray (``experiments/reproduce.py --ray``): one task per point, each writing its fingerprint and
+    rates into the sweep's cache; the serial sweep afterwards finds them cached and reports them. Random points
+    and a one-step FGSM are bit-identical to a serial sweep's; IPGuard's 40-step Adam search runs TensorFlow on
+    the worker's one thread (a serial sweep on all cores), so its points may differ by rounding: the same points
+    are made (count, labels' agreement with the target) and each rate is within 0.2 of the serial sweep's. A
+    second run does nothing; a failing point is one line naming it."""
+    from ipguard_tf.evaluation.parallel import run_on_ray
+    from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, run_key
+    from ipguard_tf.zoo.members import load_member
+
+    out, _ = serial_zoo
+    suspects = load_zoo_suspects(out)
+    target = load_member(out, "target")
+    points = [("random", "RR", None, 0), ("fgsm", "TR", 0.1, 0), ("ipguard", "TL", 1.0, 0)]
+    params = {"ipguard": {"max_iter": 40}}
+
+    def sweep(name):
+        return Sweep(
+            tmp_path / name, target, ds.x_train, suspects, n=8, method_params=params, progress=False, train_y=ds.y_train
+        )
+
+    serial, on_ray = sweep("serial"), sweep("ray")
+    got = run_on_ray(on_ray, out, points)
+    assert set(got) == {run_key(*p) for p in points}
+    assert all(on_ray.is_cached(*p) for p in points)
+    for p in points:
+        a, b = serial.run(*p), on_ray.run(*p)
+        assert b["rates"] == got[b["key"]]["rates"] and set(a["rates"]) == set(b["rates"])
+        if p[0] != "ipguard":
+            assert a["rates"] == b["rates"] and a["n_converged"] == b["n_converged"], p
+        else:
+            assert a["n"] == b["n"] == 8
+            assert all(abs(a["rates"][k] - b["rates"][k]) <= 0.2 for k in a["rates"]), (a["rates"], b["rates"])
+    assert run_on_ray(on_ray, out, points) == {}
+    with pytest.raises(ZooError, match=r"sweep point fgsm_TR_-1_seed0 failed: .*epsilon"):
+        run_on_ray(on_ray, out, [("fgsm", "TR", -1.0, 0)])

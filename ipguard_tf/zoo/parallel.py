@@ -89,7 +89,7 @@ _WORKER_BUILDERS: Dict[str, ZooBuilder] = {}
 _WORKER_THREADS: Dict[str, int] = {}
 
 
-def _limit_threads(cpus: float) -> None:
+def limit_threads(cpus: float) -> None:
     """TensorFlow in a worker: as many threads as its task's CPUs (possible before its first op only)."""
     n = max(1, int(round(cpus)))
     if _WORKER_THREADS.get("intra") is None:
@@ -130,7 +130,7 @@ def make_members(
     started = time.time()
     out: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "members": []}
     try:
-        _limit_threads(cpus)
+        limit_threads(cpus)
         builder = _worker_builder(cls, kwargs, dataset, manifest)
     except Exception as exc:
         out["members"].append({"name": names[0], "error": one_line(exc), "traceback": traceback.format_exc()})
