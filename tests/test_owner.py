@@ -233,6 +233,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     m = str(tmp_path / "m.keras")
     _one_line(capsys, main(["-q", "fingerprint", "--model", m, "--out", out, "--data", "nope.npz"]), "no such file")
     _one_line(capsys, main(["-q", "fingerprint", "--model", m, "--out", out, "--negatives", "3"]), "labelled data")
+    _one_line(capsys, main(["-q", "fingerprint", "--model", m, "--out", out, "--ray"]), "give --negatives N")
+    _one_line(capsys, main(["-q", "fingerprint", "--model", m, "--out", out, "--ray-cpus", "2"]), "needs --ray")
     with pytest.raises(SystemExit) as exc:  # argparse's own check
         main(["-q", "fingerprint", "--model", m, "--out", out, "--k", "-1"])
     _one_line(capsys, exc.value.code, "--k")

@@ -355,3 +355,37 @@ def test_a_sweep_on_ray_caches_what_a_serial_sweep_computes(serial_zoo, ds, loca
     assert run_on_ray(on_ray, out, points) == {}
     with pytest.raises(ZooError, match=r"sweep point fgsm_TR_-1_seed0 failed: .*epsilon"):
         run_on_ray(on_ray, out, [("fgsm", "TR", -1.0, 0)])
+
+
+def test_owner_negatives_train_on_ray(ds, local_ray, tmp_path):
+    """``ipguard fingerprint --negatives N --ray``: one Ray task per missing negative, each writing its file; the
+    same names, recipe and seeds as a serial run, accuracies within 0.1 of it (one thread in the worker against
+    all here: rounding grows through training); a second run reuses them; a model given in memory is refused."""
+    from conftest import make_tiny_keras3
+
+    from ipguard_tf.core.errors import ParameterError
+    from ipguard_tf.io.data import Dataset
+    from ipguard_tf.zoo.negatives import train_negatives
+    from ipguard_tf.zoo.parallel import RayOptions
+
+    model = make_tiny_keras3(0)
+    model.save(tmp_path / "t.keras")
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 1), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64) + 2 * (x[:, 0, 0, 0] > 0.5)
+    data = Dataset("mine", x[:64], y[:64], x[64:], y[64:], 4)
+    said = []
+    serial = train_negatives(model, data, 2, tmp_path / "serial", epochs=2, progress=said.append)
+    on_ray = train_negatives(
+        model, data, 2, tmp_path / "ray", epochs=2, progress=said.append, ray=RayOptions(),
+        model_file=str(tmp_path / "t.keras"),
+    )  # fmt: skip
+    assert [n for n, _, _ in on_ray] == [n for n, _, _ in serial] == ["negative-1.keras", "negative-2.keras"]
+    assert all(abs(a - b) <= 0.1 for (_, _, a), (_, _, b) in zip(serial, on_ray))
+    assert (tmp_path / "ray" / "recipe.json").read_text() == (tmp_path / "serial" / "recipe.json").read_text()
+    assert sum("trained on Ray" in s for s in said) == 2
+    said.clear()
+    train_negatives(model, data, 2, tmp_path / "ray", epochs=2, progress=said.append, ray=RayOptions())
+    assert sum("reused" in s for s in said) == 2
+    with pytest.raises(ParameterError, match="needs the model as a file"):
+        train_negatives(model, data, 3, tmp_path / "ray", epochs=2, ray=RayOptions())

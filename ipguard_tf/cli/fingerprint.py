@@ -9,6 +9,7 @@ from typing import Any, Union
 
 from ipguard_tf.cli.common import check_out_file, command_line, nonneg_int, notice, number, positive_int
 from ipguard_tf.core import constants as C
+from ipguard_tf.core.errors import ParameterError
 
 
 def _k(s: str) -> Union[str, float]:
@@ -78,6 +79,28 @@ def add_parser(sub: Any) -> None:
     )
     f.add_argument("--report", default=None, help="ownership report (.html; default OUT with .html when negatives)")
     f.add_argument("--unsafe", action="store_true", help="allow model files whose loading runs code (Lambda layers)")
+    f.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="train --negatives N on Ray, one task per negative (alone: a Ray on this machine; ADDRESS: a running "
+        "cluster sharing this folder). Needs pip install 'ray>=2.40,<3'",
+    )
+    f.add_argument("--ray-cpus", type=int, help="--ray alone: CPUs the local Ray may use (default: all)")
+
+
+def _ray_options(args: argparse.Namespace):
+    """RayOptions for ``--ray``, or None."""
+    if args.ray is None:
+        if args.ray_cpus is not None:
+            raise ParameterError("--ray-cpus needs --ray")
+        return None
+    if not (isinstance(args.negatives, int) or str(args.negatives).isdigit()):
+        raise ParameterError("--ray trains negatives: give --negatives N")
+    from ipguard_tf.zoo.parallel import RayOptions
+
+    return RayOptions(address=None if args.ray == "local" else args.ray, num_cpus=args.ray_cpus)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         notice=notice,
         command=command_line(args),
+        ray=_ray_options(args),
     )
     print(result.summary())
     fp = result.fingerprint

@@ -151,13 +151,25 @@ def _negatives(
     data_dir: Optional[str],
     unsafe: bool,
     notice: Callable[[str], None],
+    ray: Any = None,
+    model_file: Optional[str] = None,
 ) -> Tuple[List[Tuple[str, Any]], List[Dict[str, Any]], str]:
     """(name, classifier) of each negative, their records, and where they came from."""
     if spec is None:
         return [], [], ""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         folder = out.with_name(out.stem + ".negatives")
-        trained = train_negatives(raw, ds, int(spec), folder, epochs=epochs, input_scale=input_scale, progress=notice)
+        trained = train_negatives(
+            raw,
+            ds,
+            int(spec),
+            folder,
+            epochs=epochs,
+            input_scale=input_scale,
+            progress=notice,
+            ray=ray,
+            model_file=model_file,
+        )
         items = [(name, as_classifier(m, input_scale=input_scale, name=name)) for name, m, _ in trained]
         recs = [{"name": name, "accuracy": acc} for name, _, acc in trained]
         return items, recs, f"{folder} (trained: {json.dumps(recipe(epochs), sort_keys=True)})"
@@ -223,11 +235,13 @@ def fingerprint_owner_model(
     progress: bool = True,
     notice: Callable[[str], None] = log.warning,
     command: str = "",
+    ray: Any = None,
 ) -> OwnerResult:
     """Fingerprint the owner's ``model`` (a Keras model or its file) and write it to ``out``; see the module docstring.
 
     ``report`` defaults to ``out`` with the suffix ``.html`` when there are negatives (no report without them: it
-    would have nothing to compare the copies with). Problems are one-line package errors."""
+    would have nothing to compare the copies with). ``ray``: a :class:`~ipguard_tf.zoo.parallel.RayOptions` to train
+    ``--negatives N`` as Ray tasks (issue 32). Problems are one-line package errors."""
     out = Path(out)
     raw = _keras_target(model, unsafe)
     name = Path(model).name if isinstance(model, (str, Path)) else getattr(raw, "name", "model")
@@ -263,7 +277,7 @@ def fingerprint_owner_model(
 
     neg_items, neg_recs, neg_source = _negatives(
         negatives, raw, ds, out, epochs=negative_epochs, input_scale=input_scale, data_dir=data_dir, unsafe=unsafe,
-        notice=notice,
+        notice=notice, ray=ray, model_file=str(model) if isinstance(model, (str, Path)) else None,
     )  # fmt: skip
 
     random = [(f"random-{s}", as_classifier(fresh_clone(raw, s), input_scale=input_scale)) for s in RANDOM_SEEDS]

@@ -70,6 +70,98 @@ def _save(model: Any, path: Path) -> None:
             model.save(str(tmp))
 
 
+def train_negative(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    path: Path,
+    *,
+    epochs: int = EPOCHS,
+    input_scale: float = 1.0,
+) -> Any:
+    """Negative ``seed``: a fresh clone of ``model`` trained with :func:`recipe` on (``x``, ``y``), saved
+    atomically at ``path``; returned."""
+    K = _keras_module_of(model)
+    softmax = keras_logits_model(model)[1] != "no softmax head"
+    neg = fresh_clone(model, seed)
+    neg.compile(
+        optimizer=K.optimizers.Adam(LEARNING_RATE),
+        loss=K.losses.SparseCategoricalCrossentropy(from_logits=not softmax),
+    )
+    with contextlib.redirect_stdout(sys.stderr):
+        neg.fit(x * np.float32(input_scale), y, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
+    _save(neg, path)
+    return neg
+
+
+def _negative_task(model_file: str, data: list, seed: int, path: str, epochs: int, input_scale: float, cpus: float):
+    """One Ray task: negative ``seed`` of the model in ``model_file``, written to ``path``; (seed, seconds)."""
+    import time
+
+    import ray as ray_module
+
+    from ipguard_tf.zoo.parallel import limit_threads
+
+    t0 = time.time()
+    limit_threads(cpus)
+    x, y = ray_module.get(data[0])
+    train_negative(load_model_file(model_file), x, y, seed, Path(path), epochs=epochs, input_scale=input_scale)
+    return seed, time.time() - t0
+
+
+def _train_on_ray(
+    model_file: Optional[str],
+    data: Any,
+    seeds: List[int],
+    folder: Path,
+    suffix: str,
+    epochs: int,
+    input_scale: float,
+    options: Any,
+    progress: Callable[[str], None],
+) -> None:
+    """Train negatives ``seeds`` as Ray tasks (one each, with the options' resources), each writing its file."""
+    from ipguard_tf.zoo.parallel import connect, import_ray, one_line
+
+    if not seeds:
+        return
+    if model_file is None:
+        raise ParameterError("training negatives on Ray needs the model as a file (workers load it)")
+    ray = import_ray()
+    started = connect(ray, options)
+    try:
+        opts = dict(num_cpus=options.cpus_per_member, max_retries=options.max_retries)
+        if options.gpus_per_member:
+            opts["num_gpus"] = options.gpus_per_member
+        remote = ray.remote(_negative_task).options(**opts)
+        data_ref = [ray.put((data.x_train, data.y_train))]
+        refs = [
+            remote.remote(
+                str(Path(model_file).resolve()),
+                data_ref,
+                s,
+                str((folder / f"negative-{s}{suffix}").resolve()),
+                epochs,
+                input_scale,
+                options.cpus_per_member,
+            )
+            for s in seeds
+        ]
+        errors = []
+        for ref in refs:
+            try:
+                seed, seconds = ray.get(ref)
+                progress(f"negative {seed}: trained on Ray in {seconds:.0f} s")
+            except Exception as exc:
+                errors.append(one_line(exc))
+    finally:
+        if started:
+            ray.shutdown()
+    if errors:
+        raise ParameterError(f"training negatives on Ray: {len(errors)} failed: {errors[0]}")
+
+
 def train_negatives(
     model: Any,
     data: Any,
@@ -79,10 +171,14 @@ def train_negatives(
     epochs: int = EPOCHS,
     input_scale: float = 1.0,
     progress: Callable[[str], None] = log.info,
+    ray: Any = None,
+    model_file: Optional[str] = None,
 ) -> List[Tuple[str, Any, float]]:
     """``count`` negatives (seeds 1..count) trained on ``data`` (a :class:`~ipguard_tf.io.data.Dataset` with labels),
     saved in ``folder``; returns (name, model, test accuracy) each. Negatives already in ``folder`` with the same
-    recipe are loaded, not retrained."""
+    recipe are loaded, not retrained. ``ray``: a :class:`~ipguard_tf.zoo.parallel.RayOptions` to train the missing
+    ones as Ray tasks first, one per negative (issue 32; workers load ``model_file``, the target's file); the same
+    recipe and seeds, so the same negatives up to the rounding of another number of threads."""
     if data is None or data.y_train is None:
         raise ParameterError("--negatives N trains negatives on labelled data: give --data with labels")
     if count < 1:
@@ -95,9 +191,9 @@ def train_negatives(
         raise ParameterError(f"{folder} holds negatives trained with another recipe; remove it or choose --out anew")
     atomic_write_bytes(record_path, json.dumps(want, indent=1, sort_keys=True).encode())
     suffix = ".h5" if _is_tf_keras_model(model) else ".keras"
-    K = _keras_module_of(model)
-    softmax = keras_logits_model(model)[1] != "no softmax head"
-    scale = np.float32(input_scale)
+    if ray is not None:  # the missing ones trained on Ray first; the loop below finds their files
+        todo = [s for s in range(1, count + 1) if not (folder / f"negative-{s}{suffix}").exists()]
+        _train_on_ray(model_file, data, todo, folder, suffix, epochs, input_scale, ray, progress)
     out = []
     for seed in range(1, count + 1):
         path = folder / f"negative-{seed}{suffix}"
@@ -105,14 +201,7 @@ def train_negatives(
             neg = load_model_file(path)
             progress(f"negative {seed}/{count}: reused {path.name}")
         else:
-            neg = fresh_clone(model, seed)
-            neg.compile(
-                optimizer=K.optimizers.Adam(LEARNING_RATE),
-                loss=K.losses.SparseCategoricalCrossentropy(from_logits=not softmax),
-            )
-            with contextlib.redirect_stdout(sys.stderr):
-                neg.fit(data.x_train * scale, data.y_train, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
-            _save(neg, path)
+            neg = train_negative(model, data.x_train, data.y_train, seed, path, epochs=epochs, input_scale=input_scale)
         acc = accuracy_of(neg, data.x_test, data.y_test, input_scale) if data.y_test is not None else float("nan")
         progress(f"negative {seed}/{count}: test accuracy {acc:.3f}")
         out.append((path.name, neg, float(acc)))
