@@ -69,11 +69,16 @@ def main(argv=None) -> int:
     # models of another label set (SAC's transfer rows) are compared only by statistics that can (SAC-m)
     suspects = load_zoo_suspects(zoo, args.data_dir, cfg.get("suspects"), other_label_sets=True)
     train_y = None
+    method_data = {}
     if cfg.get("zoo_kind") == "sac":  # the owner's own data: the defender half of the SAC split
         from ipguard_tf.zoo.sac import sac_split
 
-        defender = sac_split(ds).defender
-        train_x, train_y = defender.x, defender.y
+        split = sac_split(ds)
+        train_x, train_y = split.defender.x, split.defender.y
+        # methods that draw from held-out images, as the official code's SAC-m mixes test images
+        method_data = {
+            m: (split.test.x, split.test.y) for m, part in cfg.get("method_data", {}).items() if part == "test"
+        }
     else:
         train_x, train_y = ds.x_train, ds.y_train
     sweep = Sweep(
@@ -85,6 +90,7 @@ def main(argv=None) -> int:
         dataset=cfg["dataset"],
         method_params=cfg.get("method_params"),
         train_y=train_y,
+        method_data=method_data,
     )
     points = [
         (method, strategy, setting, cfg["seed"])

@@ -152,3 +152,22 @@ def test_table2_names_the_zoo_dataset(tmp_path, dataset, title):
     report._table2(tmp_path / "out", zoo)
     text = (tmp_path / "out" / "table2.md").read_text()
     assert text.splitlines()[0] == f"# Table 2: test accuracies ({title})"
+
+
+def test_a_method_draws_from_its_own_data_when_the_sweep_gives_it(suspects, tiny_data, tmp_path):
+    """``method_data`` (the SAC benchmark's SAC-m and AKH draw from held-out images, as the official code and QuRD
+    do): that method's starts come from its own array, every other method's from the owner's training data."""
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
+
+    target, sus = suspects
+    held_out = np.random.default_rng(9).random((40,) + tiny_data.shape[1:], dtype=np.float32)
+    sw = Sweep(tmp_path, target, tiny_data, sus, n=6, progress=False, method_data={"random": (held_out, None)})
+    sw.run("random", "TR", None, 0)
+    sw.run("fgsm", "TR", 0.0, 0)  # epsilon 0: the points are the training-image starts
+    rand = load_fingerprint(tmp_path / "fp" / "random_TR_none_seed0.npz")
+    fgsm = load_fingerprint(tmp_path / "fp" / "fgsm_TR_0_seed0.npz")
+
+    def rows_of(x, pool):
+        return all(any(np.array_equal(p, q) for q in pool) for p in x)
+
+    assert rows_of(rand.x, held_out) and rows_of(fgsm.x, tiny_data) and not rows_of(rand.x, tiny_data)

@@ -52,7 +52,7 @@ def _worker_sweep(spec: Dict[str, Any], data: Any) -> Sweep:
         import ray
 
         _WORKER_SWEEPS.clear()
-        train_x, train_y = ray.get(data[0])
+        train_x, train_y, method_data = ray.get(data[0])
         zoo = Path(spec["zoo"])
         suspects = load_zoo_suspects(zoo, spec["data_dir"], spec["suspects"], other_label_sets=True)
         sweep = Sweep(
@@ -65,6 +65,7 @@ def _worker_sweep(spec: Dict[str, Any], data: Any) -> Sweep:
             method_params=spec["method_params"],
             progress=False,
             train_y=train_y,
+            method_data=method_data,
         )
         _WORKER_SWEEPS[key] = sweep
     return sweep
@@ -122,7 +123,7 @@ def run_on_ray(
                 num_gpus=options.gpus_per_member, runtime_env={"env_vars": {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}}
             )
         remote = ray.remote(run_point).options(**opts)
-        data = [ray.put((sweep.train_x, sweep.train_y))]
+        data = [ray.put((sweep.train_x, sweep.train_y, sweep.method_data))]
         refs = {remote.remote(spec, data, p, options.cpus_per_member): p for p in todo}
         results: Dict[str, Dict[str, Any]] = {}
         errors: List[Tuple[str, str]] = []

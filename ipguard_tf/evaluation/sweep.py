@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -181,8 +181,12 @@ class Sweep:
         method_params: Optional[Dict[str, Dict[str, Any]]] = None,
         progress: bool = True,
         train_y: Optional[np.ndarray] = None,
+        method_data: Optional[Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]] = None,
     ) -> None:
         self.folder = Path(folder)
+        #: per method, the (inputs, labels) it draws its samples from instead of ``train_x`` (SAC-m: held-out images,
+        #: as the official code mixes test images)
+        self.method_data = dict(method_data or {})
         self.target = as_classifier(target)
         self.train_x = train_x
         #: labels of ``train_x`` (SAC-w picks the examples the target misclassifies)
@@ -208,10 +212,15 @@ class Sweep:
             return load_fingerprint(path)
         m = self.method(method, strategy, setting, seed, progress=self.progress)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
-        fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y, dataset=self.dataset, checkpoint=ckpt)
+        x, y = self.data_for(method)
+        fp = m.generate(self.target, self.n, x, train_y=y, dataset=self.dataset, checkpoint=ckpt)
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
+
+    def data_for(self, method: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The (inputs, labels) ``method`` draws from: its own (:attr:`method_data`), else the owner's training data."""
+        return self.method_data.get(method, (self.train_x, self.train_y))
 
     def method(self, method: str, strategy: str, setting: Optional[float], seed: int, progress: bool = False):
         """The method of one sweep point: the config's parameters for it, the strategy (for methods that have the
@@ -306,7 +315,8 @@ class Sweep:
         for method, r in best.items():
             m = self.method(method, r["strategy"], r["setting"], r["seed"])
             t0 = time.perf_counter()
-            fp = m.generate(self.target, self.n, self.train_x, train_y=self.train_y)
+            x, y = self.data_for(method)
+            fp = m.generate(self.target, self.n, x, train_y=y)
             out[r["key"]] = time.perf_counter() - t0
             cached = self.folder / "fp" / f"{r['key']}.npz"
             same = points_sha256(fp) == points_sha256(load_fingerprint(cached)) if cached.exists() else None
