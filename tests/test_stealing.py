@@ -308,3 +308,26 @@ def test_sgd_recipes_train_through_train_model_repeatably():
     assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     c = train_model(ds, r, seed=4, verbose=0)
     assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+def test_finetune_last_only_updates_the_batch_norm_statistics_as_torch_train_mode(attack_x):
+    """SAC's ``fine_tune.py`` puts the model in train() and optimises the head only: the feature layers' weights
+    stay, their batch norms' running statistics move (a frozen Keras layer would keep them)."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(keras.layers.ReLU()(x)))  # the head: after the pooling
+    m = keras.Model(inp, keras.layers.Dense(CLASSES, name="head")(x))
+    y = np.random.default_rng(0).integers(0, CLASSES, len(attack_x))
+    tuned = S.finetune(
+        m, attack_x, y, last_only=True, recipe=S.SGDRecipe(0.05, epochs=1, batch_size=64), progress=False
+    )
+    old, new = m.get_layer("bn"), tuned.get_layer("bn")
+    assert _same(m.get_layer("conv").get_weights(), tuned.get_layer("conv").get_weights())
+    assert np.array_equal(np.asarray(old.gamma), np.asarray(new.gamma))
+    assert np.array_equal(np.asarray(old.beta), np.asarray(new.beta))
+    assert not np.array_equal(np.asarray(old.moving_mean), np.asarray(new.moving_mean))
+    assert not _same(m.get_layer("head").get_weights(), tuned.get_layer("head").get_weights())

@@ -267,14 +267,11 @@ def head_layers(model) -> List[Any]:
 def _train_copy(model, x, y, recipe, *, last_only: bool, seed: int, desc: str, progress: bool, **train):
     deterministic(seed)
     new = copy_model(model)
-    if last_only:
-        head = set(id(l) for l in head_layers(new))
-        for layer in new.layers:
-            layer.trainable = id(layer) in head
+    if last_only:  # SAC's fine_tune.py: model.train(), an optimiser over the head's parameters only, so the
+        # feature layers' batch norms keep updating their statistics (a frozen Keras layer would not)
+        train["variables"] = [v for layer in head_layers(new) for v in layer.trainable_variables]
     train.setdefault("loss_fn", _ce_loss)
     sgd_train(new, x, y, recipe=recipe, seed=seed, desc=desc, progress=progress, **train)
-    for layer, src in zip(new.layers, model.layers):
-        layer.trainable = src.trainable
     return new
 
 

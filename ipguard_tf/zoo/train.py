@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -349,6 +349,7 @@ def sgd_train(
     after_step: Optional[Callable[[], None]] = None,
     max_examples: Optional[int] = None,
     augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None,
+    variables: Optional[List[Any]] = None,
 ) -> None:
     """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
     ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
@@ -357,8 +358,10 @@ def sgd_train(
     short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded).
 
     The update is PyTorch's SGD: weight decay added to the gradient (coupled L2), ``buf = momentum * buf + g``,
-    and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``."""
-    variables = list(model.trainable_variables)
+    and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``. ``variables``: the ones updated
+    (default all trainable ones); the model runs in training mode either way, so its batch norms' statistics move
+    as in PyTorch's ``model.train()`` with an optimiser over part of the parameters."""
+    variables = list(model.trainable_variables) if variables is None else list(variables)
     if not variables:
         raise ParameterError(f"model {model.name} has no trainable variables")
     buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
