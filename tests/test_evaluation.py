@@ -171,3 +171,28 @@ def test_a_method_draws_from_its_own_data_when_the_sweep_gives_it(suspects, tiny
         return all(any(np.array_equal(p, q) for q in pool) for p in x)
 
     assert rows_of(rand.x, held_out) and rows_of(fgsm.x, tiny_data) and not rows_of(rand.x, tiny_data)
+
+
+def test_sac_rows_compare_copies_with_negatives_of_their_label_set():
+    """SAC compares transfer copies with models trained on the transfer task (``correlation_wrong.py``): the
+    transfer rows take the zoo's negatives of that label set, the Table 3 rows the source's; a zoo without
+    transfer-task negatives compares the transfer copies with all of them (the earlier rule)."""
+    from types import SimpleNamespace
+
+    def s(name, role, family, labels=None):
+        return SimpleNamespace(name=name, role=role, family=family, record={"labels": labels} if labels else {})
+
+    coarse = "fashion_mnist_coarse4"
+    sus = [
+        s("ft", "positive", "finetune_a"),
+        s("tr", "positive", "transfer_l", coarse),
+        s("irr", "negative", "irrelevant"),
+        s("irr_t", "negative", "irrelevant_transfer", coarse),
+    ]
+    stats = {"ft": 0.01, "tr": 0.02, "irr": 0.5, "irr_t": 0.01}  # SAC distances: lower = copy
+    rows = {r["attack"]: r for r in report.attack_rows(stats, sus, higher_is_copy=False)}
+    assert rows["Finetune-A"]["n_negative"] == 1 and rows["Finetune-A"]["auc"] == 1.0  # against irr only
+    assert rows["Transfer-L"]["n_negative"] == 1 and rows["Transfer-L"]["auc"] == 0.0  # against irr_t only
+    del stats["irr_t"]
+    rows = {r["attack"]: r for r in report.attack_rows(stats, sus[:3], higher_is_copy=False)}
+    assert rows["Transfer-L"]["n_negative"] == 1 and rows["Transfer-L"]["auc"] == 1.0

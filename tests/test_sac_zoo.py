@@ -39,6 +39,7 @@ def _tiny_profile():
         cae_members=2,
         cae_architectures=("lenet5",),
         irrelevant=1,
+        irrelevant_transfer=1,
         prune_finetune_epochs=1,
         max_accuracy_drop=1.0,  # tiny students trained 2 epochs on 1,024 examples: no floor here (tested below)
     )
@@ -105,6 +106,7 @@ def test_every_planned_member_is_recorded(sac_zoo):
         "adv_finetune",
         "quantized",
         "irrelevant",
+        "irrelevant_transfer",
         "cae_surrogate",
         "cae_reference",
     }
@@ -114,7 +116,7 @@ def test_every_planned_member_is_recorded(sac_zoo):
     assert recs["target"]["agreement"] == 1.0 and recs["target"]["test_accuracy"] > 0.3  # chance: 0.1
     for r in manifest["models"]:
         assert 0.0 <= r["test_accuracy"] <= 1.0
-        if r["family"].startswith("transfer"):
+        if r["family"].startswith("transfer") or r["family"] == "irrelevant_transfer":
             assert r["agreement"] is None and r["labels"] == "fashion_mnist_coarse4"
         else:
             assert 0.0 <= r["agreement"] <= 1.0

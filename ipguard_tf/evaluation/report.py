@@ -557,27 +557,39 @@ def _counts_for(attack: str, suspect) -> bool:
 
 def attack_rows(stats: Dict[str, float], suspects, higher_is_copy: bool = True) -> List[Dict[str, Any]]:
     """SAC Table 3's layout: per attack, the AUC (scikit-learn ROC AUC, as SAC computes it) and ARUC of the
-    attack's stolen models (positives) against all negatives (SAC's irrelevant models), on a statistic whose
+    attack's stolen models (positives) against the negatives of their label set (SAC's irrelevant models; for the
+    transfer rows the zoo's models trained on the transfer task, where it has them), on a statistic whose
     direction is ``higher_is_copy``; then the average of SAC's six attacks (when all six are present), SAC
     Table 5's transfer rows (where ``stats`` has the transfer models: a statistic that can compare another label
     set) and this zoo's further attacks. The Pruning row takes fine-pruning snapshots up to
     :data:`SAC_PRUNING_MAX_FRACTION`, as SAC's code does."""
-    neg = [stats[s.name] for s in suspects if s.role == "negative" and s.name in stats]
+
+    def labels(s) -> Any:
+        return (getattr(s, "record", None) or {}).get("labels")
+
+    negatives = [s for s in suspects if s.role == "negative" and s.name in stats]
+    neg = [stats[s.name] for s in negatives if labels(s) is None]
 
     def row(attack: str, fams: Tuple[str, ...], table: int) -> Optional[Dict[str, Any]]:
-        pos = [
-            stats[s.name]
+        chosen = [
+            s
             for s in suspects
             if s.role == "positive" and s.family in fams and s.name in stats and _counts_for(attack, s)
         ]
-        if not pos or not neg:
+        pos = [stats[s.name] for s in chosen]
+        # SAC compares copies of another task with models trained on that task (correlation_wrong.py): the
+        # negatives of the positives' label set where the zoo has them, else (older zoos) all negatives
+        sets = {labels(s) for s in chosen}
+        same = [stats[s.name] for s in negatives if labels(s) in sets]
+        against = same if sets != {None} and same else (neg if sets == {None} else [stats[s.name] for s in negatives])
+        if not pos or not against:
             return None
         return {
             "attack": attack,
             "n_positive": len(pos),
-            "n_negative": len(neg),
-            "auc": metrics.roc_auc(pos, neg, higher_is_copy),
-            "aruc": metrics.aruc(pos, neg, higher_is_copy=higher_is_copy),
+            "n_negative": len(against),
+            "auc": metrics.roc_auc(pos, against, higher_is_copy),
+            "aruc": metrics.aruc(pos, against, higher_is_copy=higher_is_copy),
             "in_sac": table == 3,
             "sac_table": table,
         }

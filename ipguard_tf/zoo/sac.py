@@ -18,7 +18,8 @@ fine-tuned after pruning: :func:`~ipguard_tf.zoo.stealing.finetune_pruned`);
 Transfer-A and Transfer-L to a coarse 4-class label set (:data:`COARSE_LABELS`, with ``labels`` recorded: a
 fingerprint of the 10 classes cannot be checked on them, so zoo verification skips them with a note);
 adversarial fine-tuning; TFLite float16 and int8 copies of the source; irrelevant models (negative) of each
-student family trained on the attacker half with true labels; and CAE's defender ensemble (roles ``surrogate`` and
+student family trained on the attacker half with true labels, and irrelevant models of the transfer task
+(``irrelevant_transfer``: the same on the coarse labels, what SAC compares its transfer copies with); and CAE's defender ensemble (roles ``surrogate`` and
 ``reference``, on the *defender* half, no suspects: :func:`cae_plan`). Every record holds the test accuracy, the
 agreement with the source on the test set and, for extraction, the queries the thief used.
 
@@ -92,6 +93,10 @@ class SACProfile:
     #: irrelevant models (negatives), cycling through ``students`` (SAC's table has about as many as one attack's
     #: stolen models; 10 gives an AUC of 10 pruned copies 100 comparisons)
     irrelevant: int = 10
+    #: irrelevant models of the transfer task (SAC compares its transfer copies with models trained on the new
+    #: task, ``correlation_wrong.py``): architectures cycling through ``students``, trained from seed on the
+    #: attacker half's coarse labels with the irrelevant models' recipe (family ``irrelevant_transfer``)
+    irrelevant_transfer: int = 3
     prune_snapshots: int = 20
     #: snapshots up to this fraction of the conv channels pruned: SAC's Pruning row takes them up to 50 %
     #: (:data:`~ipguard_tf.evaluation.report.SAC_PRUNING_MAX_FRACTION`); its code prunes on to 80 %
@@ -138,6 +143,7 @@ SAC_PROFILES: Dict[str, SACProfile] = {
         adv_finetune_epochs=2,
         irrelevant_epochs=200,
         irrelevant=30,
+        irrelevant_transfer=10,
         prune_finetune_epochs=30,
         cae_members=18,
         cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
@@ -155,6 +161,7 @@ SAC_PROFILES: Dict[str, SACProfile] = {
         adv_finetune_epochs=2,
         irrelevant_epochs=200,
         irrelevant=20,
+        irrelevant_transfer=4,
         prune_finetune_epochs=30,
         cae_members=18,
         cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
@@ -211,22 +218,24 @@ def _recipe(rec: Dict[str, Any]):
     return SGDRecipe(**rec["params"]["recipe"])
 
 
-def _arch(b, name: str):
+def _arch(b, name: str, num_classes: Optional[int] = None):
 
     ds = b._data()
-    return lambda: build_architecture(name, ds.input_shape, ds.num_classes)
+    return lambda: build_architecture(name, ds.input_shape, num_classes or ds.num_classes)
 
 
 def make_trained(b, rec: Dict[str, Any]):
-    """Source and irrelevant models: ``architecture`` trained from seed on a part's true labels."""
+    """Source and irrelevant models: ``architecture`` trained from seed on a part's true labels (the coarse ones
+    for a record whose ``labels`` are :data:`COARSE_NAME`)."""
 
     part = b.split().part(rec["data"])
+    coarse = rec.get("labels") == COARSE_NAME
     deterministic(rec["seed"])
-    model = _arch(b, rec["architecture"])()
+    model = _arch(b, rec["architecture"], int(COARSE_LABELS.max()) + 1 if coarse else None)()
     sgd_train(
         model,
         part.x,
-        part.y.astype(np.int64),
+        (COARSE_LABELS[part.y] if coarse else part.y).astype(np.int64),
         _ce_loss,
         _recipe(rec),
         seed=rec["seed"],
@@ -594,6 +603,25 @@ def plan(profile: SACProfile) -> list:
                     data="attacker",
                     params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
                     seed=100 + s,
+                ),
+                ".keras",
+            )
+        )
+    for i in range(profile.irrelevant_transfer):
+        arch = profile.students[i % len(profile.students)]
+        short, s = arch.replace("sac_", ""), i // len(profile.students) + 1
+        out.append(
+            (
+                f"irrelevant_transfer_{short}_s{s}",
+                dict(
+                    role="negative",
+                    family="irrelevant_transfer",
+                    maker="sac_trained",
+                    architecture=arch,
+                    data="attacker",
+                    labels=COARSE_NAME,
+                    params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
+                    seed=110 + s,
                 ),
                 ".keras",
             )
