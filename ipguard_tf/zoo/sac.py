@@ -20,8 +20,9 @@ fingerprint of the 10 classes cannot be checked on them, so zoo verification ski
 adversarial fine-tuning; TFLite float16 and int8 copies of the source; irrelevant models (negative) of each
 student family trained on the attacker half with true labels, and irrelevant models of the transfer task
 (``irrelevant_transfer``: the same on the coarse labels, what SAC compares its transfer copies with); and CAE's
-defender ensemble (roles ``surrogate`` and ``reference``, on the *defender* half, no suspects: :func:`cae_plan`). Every record holds the test accuracy, the
-agreement with the source on the test set and, for extraction, the queries the thief used.
+defender ensemble (roles ``surrogate`` and ``reference``, on the *defender* half, no suspects: :func:`cae_plan`).
+Every record holds the test accuracy, the agreement with the source on the test set and, for extraction, the
+queries the thief used.
 
 **Utility floor** (issue 31): a stolen model of any family whose test accuracy is more than
 :data:`~ipguard_tf.core.constants.STOLEN_MAX_ACCURACY_DROP` (10 points) below the source's is no copy a thief
