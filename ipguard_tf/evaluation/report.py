@@ -75,6 +75,7 @@ def write_all(
     write_csv(out / "sweep.csv", runs, cols)
     best = best_runs(runs)
     if cfg.get("zoo_kind") == "sac":  # SAC's benchmark: its Table 3 layout; the IPGuard paper's tables do not apply
+        _sac_zoo(out, zoo)
         _matching_rates(out, best, suspects)
         _sac(out, best, suspects, published)
         _readme(out, cfg, published)
@@ -88,6 +89,32 @@ def write_all(
     _calibration(out, runs, best, suspects)
     _sac(out, best, suspects, published)
     _readme(out, cfg, published)
+
+
+def _sac_zoo(out: Path, zoo: Optional[Path]) -> None:
+    """The SAC zoo's members (accuracy, agreement with the source) and the stolen models rejected under its
+    accuracy floor, with their accuracies (issue 31: a copy that does not do its job is not counted)."""
+    if zoo is None or not is_zoo(zoo):
+        return
+    m = read_manifest(zoo)
+    floor = (m.get("accuracy_floor") or {}).get("floor")
+    rows = [
+        [r["name"], r["role"], r["family"], r["architecture"], f"{r['test_accuracy']:.4f}", r.get("agreement")]
+        for r in m["models"]
+    ]
+    head = ["member", "role", "family", "architecture", "test accuracy", "agreement with the source"]
+    text = "# The SAC zoo's members\n\n" + _md(rows, head)
+    if floor is not None:
+        rej = [
+            [r["name"], r["family"], r.get("pruned_fraction"), f"{r['test_accuracy']:.4f}"]
+            for r in m.get("rejected", [])
+        ]
+        text += (
+            f"\n\nAccuracy floor: {floor:.4f} (the source's test accuracy less "
+            f"{m['accuracy_floor']['max_drop']:.2f}); {len(rej)} stolen models under it, rejected and not counted"
+        )
+        text += ":\n\n" + _md(rej, ["member", "family", "pruned fraction", "test accuracy"]) if rej else "."
+    atomic_write_bytes(out / "zoo.md", (text + "\n").encode())
 
 
 def _table2(out: Path, zoo: Optional[Path]) -> None:
@@ -714,7 +741,7 @@ def _readme(out: Path, cfg: Dict[str, Any], published: Dict[str, Any]) -> None:
             "**Incomplete sweep.** These runs were not computed yet, so every table, figure and claim "
             "below covers only the runs that were: " + ", ".join(cfg["missing_runs"]) + ".\n"
         )
-    for f in ("claims.md", "calibration.md", "table4.md", "matching_rates.md", "sac_table3.md", "table2.md"):
+    for f in ("claims.md", "calibration.md", "table4.md", "matching_rates.md", "sac_table3.md", "table2.md", "zoo.md"):
         p = out / f
         if p.exists():
             parts.append(p.read_text().replace("# ", "## ", 1))
