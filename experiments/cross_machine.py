@@ -33,12 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ipguard_tf.evaluation.sweep import Sweep, load_zoo_suspects, run_key  # noqa: E402
+from ipguard_tf.evaluation.sweep import SUSPECT_ROLES, Sweep, load_zoo_suspects, run_key  # noqa: E402
 from ipguard_tf.io.data import load_dataset  # noqa: E402
 from ipguard_tf.io.env_info import platform_key  # noqa: E402
 from ipguard_tf.io.files import atomic_write_bytes, markdown_table, run_record, write_csv, write_json  # noqa: E402
 from ipguard_tf.zoo.members import load_member
 from ipguard_tf.zoo.store import members  # noqa: E402
+
+
+def _reference_suspects(ref: Path, cfg: dict, methods) -> dict:
+    """Suspect name -> the content SHA-256 the reference sweep measured it with (from its first cached run)."""
+    for path in sorted((ref / "cache" / "rates").glob("*.json")):
+        if path.name.split("_")[0] in methods:
+            return json.loads(path.read_text()).get("suspect_sha256", {})
+    return {}
 
 
 def main(argv=None) -> int:
@@ -54,7 +62,18 @@ def main(argv=None) -> int:
     ref = Path(args.reference)
     ref_machine = json.loads((ref / "run.json").read_text())["machine"]
     zoo = Path(cfg["zoo"])
-    stored = [r["name"] for r in members(zoo) if r["role"] != "target" and r.get("file") and (zoo / r["file"]).exists()]
+    # the suspects present here with the weights the reference measured (the content SHA-256 its rates cache
+    # records): the ones stored in the repository, and members rebuilt here bit for bit; CAE's own models are no
+    # suspects
+    ref_sha = _reference_suspects(ref, cfg, args.methods)
+    recs = [
+        r
+        for r in members(zoo)
+        if r["role"] in SUSPECT_ROLES and r.get("file") and (zoo / r["file"]).exists()
+        and r.get("content_sha256") == ref_sha.get(r["name"])
+    ]  # fmt: skip
+    stored = [r["name"] for r in recs]
+    in_repo = sum(bool(r.get("in_repo", True)) for r in recs)
     suspects = load_zoo_suspects(zoo, args.data_dir, stored)
     ds = load_dataset(cfg["dataset"], args.data_dir)
     out = Path(args.out)
@@ -114,7 +133,7 @@ def main(argv=None) -> int:
             "mean_abs_difference",
         ],
     )
-    summary = {"reference_machine": ref_machine, "suspects": stored, "per_method": {}}
+    summary = {"reference_machine": ref_machine, "suspects": stored, "suspects_in_repo": in_repo, "per_method": {}}
     for method in args.methods:
         a = np.abs([x["difference"] for x in deltas if x["method"] == method])
         rs = [x for x in runs if x["method"] == method]
@@ -165,7 +184,10 @@ def _readme(out: Path, summary: dict, runs: list, ref_machine: dict) -> None:
         f"versions, machine, platform). Here: {platform_key()['cpu']}; reference: {ref_machine.get('cpu')} "
         "(the committed Fashion-MNIST sweep). Suspects: the "
         + str(len(summary["suspects"]))
-        + " models stored in the repository (the same bytes on both machines).\n\n"
+        + " zoo members present on both machines with the same content SHA-256 ("
+        + f"{summary['suspects_in_repo']} stored in the repository, "
+        + f"{len(summary['suspects']) - summary['suspects_in_repo']} rebuilt from their records bit for bit), so "
+        "every difference comes from the points.\n\n"
         + markdown_table(
             rows,
             [
