@@ -365,3 +365,22 @@ def test_full_profile_has_sacbench_counts_and_a_cost_printed_before_it_starts(tm
     line = sac_cost_line(SACZooBuilder("fashion_mnist", tmp_path / "z", _tiny_profile(), verbose=0))
     n = len(plan(_tiny_profile()))
     assert f"profile tiny: {n} members, {n} to build; about " in line and "CPU-hours" in line
+
+
+def test_the_committed_sac_zoo_counts_no_copy_under_its_floor():
+    """pretrained/sac_fashion_mnist: built with the floor (10 points below the source), every positive above it
+    (a transfer model on its own 4 classes), the rejected ones recorded with their accuracies; at least 10
+    irrelevant models of the three student families."""
+    from ipguard_tf.core.constants import STOLEN_MAX_ACCURACY_DROP
+    from ipguard_tf.evaluation.sweep import check_accuracy_floor
+    from ipguard_tf.zoo.store import read_manifest
+
+    zoo = Path(__file__).resolve().parents[1] / "pretrained" / "sac_fashion_mnist"
+    m = read_manifest(zoo)
+    recs = {r["name"]: r for r in m["models"]}
+    assert m["accuracy_floor"]["max_drop"] == STOLEN_MAX_ACCURACY_DROP
+    assert m["accuracy_floor"]["floor"] == pytest.approx(recs["target"]["test_accuracy"] - STOLEN_MAX_ACCURACY_DROP)
+    check_accuracy_floor(zoo)
+    assert all(r["test_accuracy"] < m["accuracy_floor"]["floor"] for r in m["rejected"])
+    irrelevant = [r for r in m["models"] if r["family"] == "irrelevant"]
+    assert len(irrelevant) >= 10 and len({r["architecture"] for r in irrelevant}) == 3
