@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -29,6 +30,7 @@ from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.files import atomic_path, atomic_write_bytes
 from ipguard_tf.models.classifier import _is_tf_keras_model, _keras_module_of, keras_logits_model, load_model_file
 from ipguard_tf.zoo.copies import accuracy_of
+from ipguard_tf.zoo.parallel import connect, import_ray, limit_threads, one_line
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +99,7 @@ def train_negative(
 
 def _negative_task(model_file: str, data: list, seed: int, path: str, epochs: int, input_scale: float, cpus: float):
     """One Ray task: negative ``seed`` of the model in ``model_file``, written to ``path``; (seed, seconds)."""
-    import time
-
     import ray as ray_module
-
-    from ipguard_tf.zoo.parallel import limit_threads
 
     t0 = time.time()
     limit_threads(cpus)
@@ -122,8 +120,6 @@ def _train_on_ray(
     progress: Callable[[str], None],
 ) -> None:
     """Train negatives ``seeds`` as Ray tasks (one each, with the options' resources), each writing its file."""
-    from ipguard_tf.zoo.parallel import connect, import_ray, one_line
-
     if not seeds:
         return
     if model_file is None:
