@@ -439,6 +439,27 @@ def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None
     return out
 
 
+def _irrelevant(profile: SACProfile, count: int, family: str, seed_base: int, extra: Dict[str, Any]) -> list:
+    """``count`` irrelevant models (negatives) of ``family``: the student architectures in turn, trained from seed
+    ``seed_base + s`` on the attacker half with the irrelevant models' recipe (``extra``: e.g. the label set)."""
+    out = []
+    for i in range(count):
+        arch = profile.students[i % len(profile.students)]
+        short, s = arch.replace("sac_", ""), i // len(profile.students) + 1
+        rec = dict(
+            role="negative",
+            family=family,
+            maker="sac_trained",
+            architecture=arch,
+            data="attacker",
+            **extra,
+            params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
+            seed=seed_base + s,
+        )
+        out.append((f"{family}_{short}_s{s}", rec, ".keras"))
+    return out
+
+
 def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
 
@@ -590,43 +611,8 @@ def plan(profile: SACProfile) -> list:
 
     for name, rec in quantized_records(profile.source):
         out.append((name, dict(rec, data="attacker"), ".tflite"))
-    for i in range(profile.irrelevant):
-        arch = profile.students[i % len(profile.students)]
-        short, s = arch.replace("sac_", ""), i // len(profile.students) + 1
-        out.append(
-            (
-                f"irrelevant_{short}_s{s}",
-                dict(
-                    role="negative",
-                    family="irrelevant",
-                    maker="sac_trained",
-                    architecture=arch,
-                    data="attacker",
-                    params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
-                    seed=100 + s,
-                ),
-                ".keras",
-            )
-        )
-    for i in range(profile.irrelevant_transfer):
-        arch = profile.students[i % len(profile.students)]
-        short, s = arch.replace("sac_", ""), i // len(profile.students) + 1
-        out.append(
-            (
-                f"irrelevant_transfer_{short}_s{s}",
-                dict(
-                    role="negative",
-                    family="irrelevant_transfer",
-                    maker="sac_trained",
-                    architecture=arch,
-                    data="attacker",
-                    labels=COARSE_NAME,
-                    params={"recipe": _recipe_spec(S.EXTRACT_L, profile.irrelevant_epochs)},
-                    seed=110 + s,
-                ),
-                ".keras",
-            )
-        )
+    out += _irrelevant(profile, profile.irrelevant, "irrelevant", 100, {})
+    out += _irrelevant(profile, profile.irrelevant_transfer, "irrelevant_transfer", 110, {"labels": COARSE_NAME})
     out += cae_plan(profile)
     return out
 

@@ -391,6 +391,16 @@ def _same_width_bn(model, conv) -> Optional[Any]:
     return bn if int(bn.gamma.shape[0]) == int(conv.kernel.shape[-1]) and bn.scale and bn.center else None
 
 
+def zero_channels(pruned: List[Tuple[Any, Optional[Any], np.ndarray]]) -> None:
+    """Set the pruned channels (mask 0) of each ``(conv, its batch norm or None, mask)`` to output 0: the conv's
+    kernel and the batch norm's scale and shift."""
+    for conv, bn, mask in pruned:
+        conv.kernel.assign(conv.kernel * mask)
+        if bn is not None:
+            bn.gamma.assign(bn.gamma * mask)
+            bn.beta.assign(bn.beta * mask)
+
+
 def pruned_channel_masks(model) -> List[Tuple[Any, Optional[Any], np.ndarray]]:
     """``(conv, its batch norm or None, mask)`` for every conv layer of ``model`` with pruned channels: a channel
     is pruned when its kernel is all zero (as :func:`fine_prune` leaves it; a trained channel is never exactly
@@ -426,11 +436,7 @@ def finetune_pruned(
     pruned = pruned_channel_masks(new)
 
     def hold() -> None:
-        for conv, bn, mask in pruned:
-            conv.kernel.assign(conv.kernel * mask)
-            if bn is not None:
-                bn.gamma.assign(bn.gamma * mask)
-                bn.beta.assign(bn.beta * mask)
+        zero_channels(pruned)
 
     sgd_train(
         new,
@@ -492,12 +498,7 @@ def fine_prune(
     post = [b is not None for b in bns]
 
     def apply_masks() -> None:
-        for c, bn, m in zip(convs, bns, masks):
-            if not m.all():
-                c.kernel.assign(c.kernel * m)
-                if bn is not None:
-                    bn.gamma.assign(bn.gamma * m)
-                    bn.beta.assign(bn.beta * m)
+        zero_channels([(c, bn, m) for c, bn, m in zip(convs, bns, masks) if not m.all()])
 
     rng = np.random.default_rng(seed)
     y = np.asarray(y, np.int64)
