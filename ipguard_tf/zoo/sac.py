@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -121,52 +121,36 @@ class SACProfile:
         return asdict(self)
 
 
-#: quick: about 2 hours on this 2-core machine (estimated from the per-epoch timings in
-#: ``architectures.SAC_ARCHITECTURES``; the measured time is in the results); paper: SAC's counts and epochs
+#: SAC's counts and epochs (4 student families x 5 seeds, 200 extraction epochs)
+_PAPER = SACProfile(
+    "paper",
+    students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+    seeds=5,
+    source_epochs=30,
+    extract_epochs=200,
+    adv_epochs=2,
+    adv_examples=None,
+    finetune_epochs=30,
+    transfer_epochs=10,
+    adv_finetune_epochs=2,
+    irrelevant_epochs=200,
+    irrelevant=20,
+    irrelevant_transfer=4,
+    prune_finetune_epochs=30,
+    cae_members=18,
+    cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
+)
+
+#: quick: what CI and this 2-core machine use (about 4 CPU-hours by :func:`estimate_seconds`; each member's measured
+#: build time is in the zoo's manifest); full: SACBench's counts; paper: SAC's counts and epochs
 SAC_PROFILES: Dict[str, SACProfile] = {
     "quick": SACProfile("quick"),
     # SACBench (the benchmark QuRD and later work evaluate on): 30 irrelevant models, 10 fine-tuned, 10 fine-pruned,
     # 20 transfer-learned and 20 each of label, probability and adversarial extraction (4 student families x 5
     # seeds), at SAC's epochs: a cluster's or a GPU machine's work (`ipguard zoo build --kind sac --profile full
     # --ray ADDRESS`); the estimate printed before it starts is in CPU-hours of the 2-core reference machine
-    "full": SACProfile(
-        "full",
-        students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
-        seeds=5,
-        source_epochs=30,
-        extract_epochs=200,
-        adv_epochs=2,
-        adv_examples=None,
-        finetune_epochs=30,
-        finetune_seeds=5,
-        transfer_epochs=10,
-        transfer_seeds=10,
-        adv_finetune_epochs=2,
-        irrelevant_epochs=200,
-        irrelevant=30,
-        irrelevant_transfer=10,
-        prune_finetune_epochs=30,
-        cae_members=18,
-        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
-    ),
-    "paper": SACProfile(
-        "paper",
-        students=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
-        seeds=5,
-        source_epochs=30,
-        extract_epochs=200,
-        adv_epochs=2,
-        adv_examples=None,
-        finetune_epochs=30,
-        transfer_epochs=10,
-        adv_finetune_epochs=2,
-        irrelevant_epochs=200,
-        irrelevant=20,
-        irrelevant_transfer=4,
-        prune_finetune_epochs=30,
-        cae_members=18,
-        cae_architectures=("sac_vgg13", "sac_resnet18", "sac_densenet", "sac_mobilenet_v2"),
-    ),
+    "full": replace(_PAPER, name="full", finetune_seeds=5, transfer_seeds=10, irrelevant=30, irrelevant_transfer=10),
+    "paper": _PAPER,
 }
 
 
