@@ -73,10 +73,11 @@ def check_accuracy_floor(folder: Path) -> None:
     """Refuse a zoo that counts a stolen model under its accuracy floor (the SAC zoo's ``accuracy_floor``,
     :data:`~ipguard_tf.core.constants.STOLEN_MAX_ACCURACY_DROP` below its source) as a positive: a copy that does
     not do its job is no evidence of what a fingerprint detects (issue 31). Zoos without a floor pass."""
-    floor = (read_manifest(folder).get("accuracy_floor") or {}).get("floor")
+    manifest = read_manifest(folder)
+    floor = (manifest.get("accuracy_floor") or {}).get("floor")
     if floor is None:
         return
-    below = [r for r in members(folder) if r["role"] == "positive" and r["test_accuracy"] < floor]
+    below = [r for r in manifest["models"] if r["role"] == "positive" and r["test_accuracy"] < floor]
     if below:
         listed = ", ".join(f"{r['name']} ({r['test_accuracy']:.4f})" for r in below)
         raise ZooError(
