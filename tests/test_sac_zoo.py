@@ -121,7 +121,10 @@ def test_every_planned_member_is_recorded(sac_zoo):
         else:
             assert 0.0 <= r["agreement"] <= 1.0
         if r["family"] in ("extract_l", "extract_p", "extract_adv"):
-            assert r["queries"] == 1024  # one query per attacker example
+            # SAC's thief asks the victim about every augmented batch: epochs x examples per epoch
+            per_epoch = min(1024, r["params"].get("max_examples") or 1024)
+            assert r["params"]["augment"] == "crop4zero+flip"
+            assert r["queries"] == r["params"]["recipe"]["epochs"] * per_epoch
         assert (out / r["file"]).exists()
     assert [recs[n]["pruned_fraction"] for n in ("prune_01of4", "prune_02of4")] == [0.25, 0.5]
     assert recs["tflite_int8"]["file"].endswith(".tflite")

@@ -40,6 +40,12 @@ def add_parser(sub: Any) -> None:
     zb.add_argument("--data-dir", help="folder with the dataset files")
     zb.add_argument("--out", required=True, help="zoo folder (created; resumed if it exists)")
     zb.add_argument(
+        "--rebuild-stale",
+        action="store_true",
+        help="rebuild the members recorded with other parameters than the profile plans now (a recipe changed "
+        "since they were built) and those made from them; without it such a zoo is an error",
+    )
+    zb.add_argument(
         "--ray",
         nargs="?",
         const="local",
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 SAC_PROFILES[args.profile],
                 data_dir=args.data_dir,
                 verbose=0 if args.quiet else 1,
+                rebuild_stale=args.rebuild_stale,
             )
         else:
             builder = ZooBuilder(
@@ -125,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 verbose=0 if args.quiet else 1,
                 weights=args.weights,
+                rebuild_stale=args.rebuild_stale,
             )
         if args.kind == "sac" and not args.quiet:
             print(sac_cost_line(builder), flush=True)

@@ -28,6 +28,7 @@ a mismatch is logged).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -220,6 +221,11 @@ class PlannedMember:
 
 
 # -- the builder ----------------------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    """``value`` as its manifest record holds it (tuples as lists, NumPy scalars as numbers), for comparing."""
+    return json.loads(json.dumps(value, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
 @dataclass
 class ZooBuilder:
     """Builds the zoo of one dataset into ``out``; call :meth:`build`. See the module docstring."""
@@ -238,6 +244,8 @@ class ZooBuilder:
     #: a worker of a parallel build (:mod:`ipguard_tf.zoo.parallel`): makes and stores members, records them in
     #: its copy of the manifest only; the driver alone writes ``manifest.json``
     worker: bool = field(default=False, repr=False)
+    #: rebuild members recorded with other parameters than the plan's (:meth:`stale`); else such a zoo is an error
+    rebuild_stale: bool = False
     _plan: Optional[List[PlannedMember]] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -293,10 +301,46 @@ class ZooBuilder:
             write_manifest(self.out, self.manifest)
 
     def start(self) -> None:
-        """Read (or start) the manifest before building: what :meth:`build` and a parallel build do first."""
+        """Read (or start) the manifest before building: what :meth:`build` and a parallel build do first. Members
+        recorded with other parameters than the plan's (:meth:`stale`) are a :class:`ZooError`, or, with
+        ``rebuild_stale``, dropped (record and file) to be built again."""
         self._load_state()
         if self.dataset_name == "imagenet":  # the pretrained Keras ResNet50 (paper Section 5.1.1)
             self.manifest["weights"] = self.weights
+        stale = self.stale()
+        if stale and not self.rebuild_stale:
+            name, why = next(iter(stale.items()))
+            raise ZooError(
+                f"zoo {self.out}: {len(stale)} members were made otherwise than profile {self.profile.name} plans "
+                f"(first: {name}, {why}); rebuild them with --rebuild-stale, or build into another folder"
+            )
+        for name, why in stale.items():
+            log.warning("zoo %s: rebuilding %s (%s)", self.out, name, why)
+            for rec in [r for r in self.manifest["models"] if r["name"] == name]:
+                if rec.get("file"):
+                    (self.out / rec["file"]).unlink(missing_ok=True)
+            self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name]
+            self.manifest["rejected"] = [r for r in self.manifest.get("rejected", []) if r["name"] != name]
+
+    def stale(self) -> Dict[str, str]:
+        """Recorded (or rejected) members whose record differs from what the plan would make now, in a field of
+        the plan's record (a recipe or augmentation changed since they were built), and the members that need one
+        of them (an Extract-Adv student of a stale Extract-L student): ``{name: why}``, in plan order."""
+        out: Dict[str, str] = {}
+        for member in self.planned():
+            rec, rejected = self.record(member.name), self._rejected(member.name)
+            if rec is None and rejected is None:
+                continue
+            differ = [
+                k
+                for k, v in member.info.items()
+                if (rejected is None or k in rejected) and _jsonable((rec or rejected).get(k)) != _jsonable(v)  # type: ignore[union-attr]
+            ]
+            if differ:
+                out[member.name] = f"its {', '.join(differ)} differ from the plan's"
+            elif any(n in out for n in member.needs):
+                out[member.name] = f"made from {next(n for n in member.needs if n in out)}, which is rebuilt"
+        return out
 
     def record(self, name: str) -> Optional[Dict[str, Any]]:
         return next((r for r in self.manifest["models"] if r["name"] == name), None)

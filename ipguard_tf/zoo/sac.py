@@ -52,7 +52,7 @@ from ipguard_tf.zoo.architectures import build_architecture
 from ipguard_tf.zoo.builder import MAKERS, PlannedMember, ZooBuilder, quantized_records
 from ipguard_tf.zoo.stealing import PGD_STEPS, conv_layers
 from ipguard_tf.zoo.store import ZooError, members
-from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, deterministic, sgd_train
+from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, augmentation, deterministic, sgd_train
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,12 @@ class SACProfile:
     #: ``cae_architectures``; not suspects (roles ``surrogate`` / ``reference``). See :func:`plan`.
     cae_members: int = 3
     cae_architectures: Tuple[str, ...] = ("sac_vgg13",)
+    #: the attacker's batch augmentation (:data:`~ipguard_tf.zoo.train.AUGMENTATIONS`): SAC's attacker loaders crop
+    #: with zero padding 4 and flip (``dataset.py``), and its thieves ask the victim about every augmented batch;
+    #: used by the extraction attacks, fine-tuning, fine-pruning and CAE's surrogates (which copy the thief's
+    #: Extract-L), not by the attacks SAC publishes no code for (transfer, adversarial fine-tuning) nor by the
+    #: models trained from seed. None: none (the zoo as built before issue 31's last fix)
+    attacker_augment: Optional[str] = "crop4zero+flip"
     #: tests: use only this many examples of each part (None: all)
     subset: Optional[int] = None
 
@@ -242,7 +248,13 @@ def make_extract(b, rec: Dict[str, Any]):
     x = b.split().part(rec["data"]).x
     if rec["family"] in ("extract_l", "cae_surrogate"):
         model, info = S.extract_labels(
-            _oracle(b), x, _arch(b, rec["architecture"]), recipe=_recipe(rec), seed=rec["seed"], progress=b.verbose > 0
+            _oracle(b),
+            x,
+            _arch(b, rec["architecture"]),
+            recipe=_recipe(rec),
+            augment=rec["params"].get("augment"),
+            seed=rec["seed"],
+            progress=b.verbose > 0,
         )
     else:
         p = rec["params"]
@@ -253,6 +265,7 @@ def make_extract(b, rec: Dict[str, Any]):
             recipe=_recipe(rec),
             temperature=p["temperature"],
             alpha=p["alpha"],
+            augment=p.get("augment"),
             seed=rec["seed"],
             progress=b.verbose > 0,
         )
@@ -260,14 +273,16 @@ def make_extract(b, rec: Dict[str, Any]):
 
 
 def make_extract_adv(b, rec: Dict[str, Any]):
-    """Extract-Adv: the recorded Extract-L student trained further on PGD examples; the thief reuses the labels
-    that student was trained on (asked again of the source here, the same answers; counted as that student's)."""
+    """Extract-Adv: the recorded Extract-L student trained further on PGD examples; without augmentation the thief
+    reuses the labels that student was trained on (asked again of the source here, the same answers; counted as
+    that student's), with it the victim labels each augmented batch (SAC ``model_extract_adv.py``)."""
 
     p = rec["params"]
     x = b.split().attacker.x
-    labels = _oracle(b).labels(x)
-    model, _ = S.extract_adversarial(
-        _oracle(b),
+    labels = None if p.get("augment") else _oracle(b).labels(x)
+    oracle = _oracle(b)
+    model, info = S.extract_adversarial(
+        oracle,
         x,
         b._get(p["student"]),
         labels=labels,
@@ -276,10 +291,11 @@ def make_extract_adv(b, rec: Dict[str, Any]):
         step=p["step"],
         steps=p["steps"],
         max_examples=p.get("max_examples"),
+        augment=p.get("augment"),
         seed=rec["seed"],
         progress=b.verbose > 0,
     )
-    return model, {"queries": len(x)}
+    return model, {"queries": len(x) if labels is not None else info["queries"]}
 
 
 def make_finetune(b, rec: Dict[str, Any]):
@@ -291,6 +307,7 @@ def make_finetune(b, rec: Dict[str, Any]):
         a.y,
         last_only=rec["family"] == "finetune_l",
         recipe=_recipe(rec),
+        augment=rec["params"].get("augment"),
         seed=rec["seed"],
         progress=b.verbose > 0,
     ), {}
@@ -345,7 +362,13 @@ def make_prune(b, rec: Dict[str, Any]):
     fraction, model = snaps[index]
     if after is not None:
         model = S.finetune_pruned(
-            model, a.x, a.y, recipe=SGDRecipe(**after), seed=rec["seed"] + index, progress=b.verbose > 0
+            model,
+            a.x,
+            a.y,
+            recipe=SGDRecipe(**after),
+            augment=p.get("augment"),
+            seed=rec["seed"] + index,
+            progress=b.verbose > 0,
         )
     return model, {"pruned_fraction": fraction}
 
@@ -423,6 +446,11 @@ def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None
     return out
 
 
+def _augment(profile: SACProfile) -> Dict[str, str]:
+    """The ``augment`` parameter of a record trained on the thief's pipeline (none without augmentation)."""
+    return {} if augmentation(profile.attacker_augment) is None else {"augment": str(profile.attacker_augment)}
+
+
 def _irrelevant(profile: SACProfile, count: int, family: str, seed_base: int, extra: Dict[str, Any]) -> list:
     """``count`` irrelevant models (negatives) of ``family``: the student architectures in turn, trained from seed
     ``seed_base + s`` on the attacker half with the irrelevant models' recipe (``extra``: e.g. the label set)."""
@@ -448,6 +476,7 @@ def plan(profile: SACProfile) -> list:
     """The members of a SAC zoo in build order: ``(name, record without name, file suffix)``."""
 
     pgd = dict(epsilon=S.PGD_EPSILON, step=S.PGD_STEP, steps=profile.pgd_steps, max_examples=profile.adv_examples)
+    aug = _augment(profile)
     sgd = _recipe_spec(S.EXTRACT_L, profile.source_epochs)
     out = [
         (
@@ -476,7 +505,7 @@ def plan(profile: SACProfile) -> list:
                         family="extract_l",
                         architecture=arch,
                         data="attacker",
-                        params={"recipe": _recipe_spec(S.EXTRACT_L, profile.extract_epochs)},
+                        params={"recipe": _recipe_spec(S.EXTRACT_L, profile.extract_epochs), **aug},
                         seed=s,
                     ),
                     ".keras",
@@ -494,6 +523,7 @@ def plan(profile: SACProfile) -> list:
                             "recipe": _recipe_spec(S.EXTRACT_P, profile.extract_epochs),
                             "temperature": S.EXTRACT_P_TEMPERATURE,
                             "alpha": S.EXTRACT_P_ALPHA,
+                            **aug,
                         },
                         seed=s,
                     ),
@@ -508,7 +538,12 @@ def plan(profile: SACProfile) -> list:
                         family="extract_adv",
                         architecture=arch,
                         data="attacker",
-                        params={"recipe": _recipe_spec(S.EXTRACT_ADV, profile.adv_epochs), "student": l_name, **pgd},
+                        params={
+                            "recipe": _recipe_spec(S.EXTRACT_ADV, profile.adv_epochs),
+                            "student": l_name,
+                            **pgd,
+                            **aug,
+                        },
                         seed=s,
                     ),
                     ".keras",
@@ -524,7 +559,7 @@ def plan(profile: SACProfile) -> list:
                         family=fam,
                         architecture=profile.source,
                         data="attacker",
-                        params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs)},
+                        params={"recipe": _recipe_spec(S.FINETUNE, profile.finetune_epochs), **aug},
                         seed=seed,
                     ),
                     ".keras",
@@ -544,6 +579,7 @@ def plan(profile: SACProfile) -> list:
         finetune_examples=S.FINE_PRUNE_FINETUNE_EXAMPLES,
         learning_rate=S.FINE_PRUNE_LR,
         batch_size=S.FINE_PRUNE_BATCH,
+        **aug,
     )
     n_snaps = int(np.floor(profile.prune_max * profile.prune_snapshots + 1e-9))
     for j in range(n_snaps):
@@ -624,7 +660,7 @@ def cae_plan(profile: SACProfile) -> list:
                     family="cae_surrogate",
                     architecture=arch,
                     data="defender",
-                    params={"recipe": epochs},
+                    params={"recipe": epochs, **_augment(profile)},
                     seed=200 + s,
                 ),
                 ".keras",

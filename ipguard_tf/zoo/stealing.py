@@ -43,9 +43,14 @@ oscillates every 400 iterations); here the cosine anneals once over the whole tr
 PGD runs the student in training mode (batch-norm statistics updated by the 30 attack passes); here PGD
 runs in inference mode. Weight decay is added to the gradient before momentum (torch's SGD), not decoupled.
 
-The victim's answers are asked for once per attacker example and reused every epoch (a thief pays per query;
-there is no augmentation on Fashion-MNIST, so the same points would be asked again); ``Oracle.queries``
-counts them. Every function seeds its randomness (batch order, initial weights) from ``seed``.
+Without ``augment`` the victim's answers are asked for once per attacker example and reused every epoch. With
+``augment`` (a name of :data:`~ipguard_tf.zoo.train.AUGMENTATIONS`; SAC's attacker loaders, ``dataset.py``, crop
+with zero padding 4 and flip: ``"crop4zero+flip"``) every batch is augmented afresh and the extraction attacks
+ask the victim about each augmented batch, every epoch, as SAC's thieves do (``model_extract_l.py``,
+``model_extract_p.py``, ``model_extract_adv.py``); ``Oracle.queries`` counts every point asked (epochs x
+examples). Fine-tuning and fine-pruning take the same augmentation with the attacker's true labels
+(``fine_tune.py``, ``pruning.py``). Every function seeds its randomness (batch order, augmentation, initial
+weights) from ``seed``.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from ipguard_tf.core.checks import check_number
 from ipguard_tf.core.errors import ParameterError
 from ipguard_tf.io.progress import progress_bar
 from ipguard_tf.zoo.postprocess import _following_bn, copy_model
-from ipguard_tf.zoo.train import SGDRecipe, _ce, _ce_loss, deterministic, sgd_train
+from ipguard_tf.zoo.train import SGDRecipe, _ce, _ce_loss, augmentation, deterministic, sgd_train
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +151,16 @@ def extract_labels(
     make_student: Callable[[], Any],
     *,
     recipe: SGDRecipe = EXTRACT_L,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Tuple[Any, Dict]:
     """Extract-L: a new student (``make_student()``, a Keras model giving logits) trained on the victim's labels
-    of ``x_attack``. Returns ``(student, info)``; ``info["queries"]`` is the number of points the oracle
-    answered."""
+    of ``x_attack`` (with ``augment``: of each augmented batch, see the module docstring). Returns ``(student,
+    info)``; ``info["queries"]`` is the number of points the oracle answered."""
     before = oracle.queries
-    y = oracle.labels(x_attack)
+    aug = augmentation(augment)
+    y = oracle.labels(x_attack) if aug is None else None
     student = _student(make_student, seed)
     sgd_train(
         student,
@@ -164,8 +171,10 @@ def extract_labels(
         seed=seed,
         desc="Extract-L",
         progress=progress,
+        augment=aug,
+        targets_fn=None if aug is None else oracle.labels,
     )
-    return student, _info(oracle, before, recipe)
+    return student, _info(oracle, before, recipe, augment=augment)
 
 
 def extract_probabilities(
@@ -176,6 +185,7 @@ def extract_probabilities(
     recipe: SGDRecipe = EXTRACT_P,
     temperature: float = EXTRACT_P_TEMPERATURE,
     alpha: float = EXTRACT_P_ALPHA,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Tuple[Any, Dict]:
@@ -184,11 +194,15 @@ def extract_probabilities(
     if not temperature > 0 or not 0 <= alpha <= 1:
         raise ParameterError(f"temperature must be positive and alpha lie in [0, 1], got {temperature}, {alpha}")
     before = oracle.queries
-    p = oracle.probabilities(x_attack)
-    log_p = np.log(np.maximum(p, 1e-30)).astype(np.float32)
-    soft = tf.nn.softmax(log_p / temperature).numpy()
-    targets = np.concatenate([soft, np.argmax(p, axis=1)[:, None].astype(np.float32)], axis=1)
     t, a = float(temperature), float(alpha)
+
+    def targets_of(xb: np.ndarray) -> np.ndarray:  # the softened probabilities, then the arg-max label
+        p = oracle.probabilities(xb)
+        soft = tf.nn.softmax(np.log(np.maximum(p, 1e-30)).astype(np.float32) / t).numpy()
+        return np.concatenate([soft, np.argmax(p, axis=1)[:, None].astype(np.float32)], axis=1)
+
+    aug = augmentation(augment)
+    targets = targets_of(x_attack) if aug is None else None
 
     def loss(m, xb, tb):
         s = m(xb, training=True)
@@ -198,8 +212,19 @@ def extract_probabilities(
         return kl * (a * t * t) + _ce(lab, s) * (1.0 - a)
 
     student = _student(make_student, seed)
-    sgd_train(student, x_attack, targets, loss, recipe, seed=seed, desc="Extract-P", progress=progress)
-    return student, _info(oracle, before, recipe, temperature=t, alpha=a)
+    sgd_train(
+        student,
+        x_attack,
+        targets,
+        loss,
+        recipe,
+        seed=seed,
+        desc="Extract-P",
+        progress=progress,
+        augment=aug,
+        targets_fn=None if aug is None else targets_of,
+    )
+    return student, _info(oracle, before, recipe, temperature=t, alpha=a, augment=augment)
 
 
 def _pgd_pair(epsilon: float, step: float, steps: int) -> Dict[str, Callable]:
@@ -225,15 +250,21 @@ def extract_adversarial(
     step: float = PGD_STEP,
     steps: int = PGD_STEPS,
     max_examples: Optional[int] = None,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Tuple[Any, Dict]:
     """Extract-Adv: a copy of an Extract-L ``student`` trained further on clean plus PGD examples (against the
     copy itself) with the victim's labels of ``x_attack`` (``labels`` if the thief kept them from Extract-L,
-    else asked again). ``max_examples`` caps each epoch at that many (random) examples, where 30 PGD steps per
-    example cost too much. The student passed in is not modified."""
+    else asked again; with ``augment``, the victim's labels of each augmented batch, ``labels`` unused, as SAC's
+    ``model_extract_adv.py``). ``max_examples`` caps each epoch at that many (random) examples, where 30 PGD
+    steps per example cost too much. The student passed in is not modified."""
     before = oracle.queries
-    y = oracle.labels(x_attack) if labels is None else np.asarray(labels, np.int64)
+    aug = augmentation(augment)
+    if aug is not None:
+        y = None
+    else:
+        y = oracle.labels(x_attack) if labels is None else np.asarray(labels, np.int64)
     deterministic(seed)
     new = copy_model(student)
     sgd_train(
@@ -245,9 +276,12 @@ def extract_adversarial(
         desc="Extract-Adv",
         progress=progress,
         max_examples=max_examples,
+        augment=aug,
+        targets_fn=None if aug is None else oracle.labels,
         **_pgd_pair(epsilon, step, steps),
     )
-    return new, _info(oracle, before, recipe, epsilon=epsilon, step=step, steps=steps, max_examples=max_examples)
+    info = dict(epsilon=epsilon, step=step, steps=steps, max_examples=max_examples, augment=augment)
+    return new, _info(oracle, before, recipe, **info)
 
 
 # -- the source, post-processed with the attacker's data ---------------------------------------------------------------
@@ -282,11 +316,13 @@ def finetune(
     *,
     last_only: bool = False,
     recipe: SGDRecipe = FINETUNE,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ):
     """Finetune-A (all layers) or Finetune-L (``last_only``: the classifier head, :func:`head_layers`) of a copy
-    of ``model`` on (``x``, ``y``), the attacker's data with its true labels (SAC ``fine_tune.py``)."""
+    of ``model`` on (``x``, ``y``), the attacker's data with its true labels (SAC ``fine_tune.py``), each batch
+    augmented by ``augment`` (see the module docstring)."""
     return _train_copy(
         model,
         x,
@@ -296,6 +332,7 @@ def finetune(
         seed=seed,
         desc="Finetune-L" if last_only else "Finetune-A",
         progress=progress,
+        augment=augmentation(augment),
     )
 
 
@@ -420,6 +457,7 @@ def finetune_pruned(
     y: np.ndarray,
     *,
     recipe: SGDRecipe = FINETUNE,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ):
@@ -430,7 +468,8 @@ def finetune_pruned(
     prunings), which keeps a full-width VGG16 usable but not the width-reduced one of the SAC zoo (chance
     accuracy from 40 % pruned); a thief deploys a pruned model after fine-tuning it back to use. The recipe is
     SAC's own fine-tuning (``fine_tune.py``: :data:`FINETUNE`), at the zoo profile's epochs; chosen before any
-    measurement."""
+    measurement. ``augment``: as :func:`finetune`."""
+    aug = augmentation(augment)
     deterministic(seed)  # first: a copy's dropout layers draw their seeds when made
     new = copy_model(model)
     pruned = pruned_channel_masks(new)
@@ -448,6 +487,7 @@ def finetune_pruned(
         desc="fine-tuning a pruned copy",
         progress=progress,
         after_step=hold,
+        augment=aug,
     )
     return new
 
@@ -464,12 +504,15 @@ def fine_prune(
     finetune_examples: int = FINE_PRUNE_FINETUNE_EXAMPLES,
     learning_rate: float = FINE_PRUNE_LR,
     batch_size: int = FINE_PRUNE_BATCH,
+    augment: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
 ) -> List[Tuple[float, Any]]:
     """Fine-pruning as SAC's ``pruning.py`` (see the module docstring). Returns ``[(pruned fraction, model)]``,
     a copy each time another ``1/snapshots`` of all conv channels is pruned, up to ``max_fraction``; the input
-    model is not modified."""
+    model is not modified. ``augment``: every batch drawn (the activity batches and the fine-tuning passes') is
+    augmented, as SAC's attacker loader does."""
+    aug = augmentation(augment)
     check_number(max_fraction, "max_fraction", 0.0, 1.0, low_open=True, high_open=True)
     for name, v in (
         ("snapshots", snapshots),
@@ -514,6 +557,7 @@ def fine_prune(
         for i in range(n_prune):
             if i % refresh == 0:  # one attacker batch's mean |activation| per channel
                 batch = x[rng.choice(len(x), size=min(batch_size, len(x)), replace=False)]
+                batch = batch if aug is None else aug(batch, rng)
                 acts = probe(tf.constant(batch), training=False)
                 acts = acts if isinstance(acts, (list, tuple)) else [acts]
                 activity = np.concatenate(
@@ -538,6 +582,7 @@ def fine_prune(
                     progress=False,
                     after_step=apply_masks,
                     max_examples=finetune_examples,
+                    augment=aug,
                 )
             if i + 1 in marks:
                 out.append((round((i + 1) / total, 4), copy_model(new)))

@@ -27,6 +27,46 @@ from ipguard_tf.zoo.architectures import build_architecture
 log = logging.getLogger(__name__)
 
 
+def crop_flip(x: np.ndarray, rng: np.random.Generator, *, padding: int = 4, mode: str = "reflect") -> np.ndarray:
+    """A random crop of each image, padded by ``padding`` pixels (NumPy pad ``mode``: "reflect", or "constant" for
+    zeros), back to its size, then a horizontal flip with probability 1/2; seeded by ``rng``."""
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=mode)
+    oy, ox = rng.integers(0, 2 * padding + 1, n), rng.integers(0, 2 * padding + 1, n)
+    out = np.stack([padded[i, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def _augment_crop_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return crop_flip(x, rng)
+
+
+def _augment_crop_flip_zero(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return crop_flip(x, rng, mode="constant")
+
+
+#: batch augmentations by name: "crop4+flip" pads by reflection (the CIFAR recipes here); "crop4zero+flip" with
+#: zeros, as torchvision's ``RandomCrop(size, padding=4)`` + ``RandomHorizontalFlip()`` in SAC's attacker loaders
+#: (guanjiyang/SAC ``dataset.py``)
+AUGMENTATIONS: Dict[str, Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
+    "none": None,
+    "crop4+flip": _augment_crop_flip,
+    "crop4zero+flip": _augment_crop_flip_zero,
+}
+
+
+def augmentation(name: Optional[str]) -> Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
+    """The batch augmentation called ``name`` (:data:`AUGMENTATIONS`; None: none); a :class:`ParameterError`
+    names the known ones."""
+    if name is None:
+        return None
+    if name not in AUGMENTATIONS:
+        raise ParameterError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {name!r}")
+    return AUGMENTATIONS[name]
+
+
 @dataclass(frozen=True, kw_only=True)
 class _SGDSettings:
     """The SGD settings a training recipe shares with the SGD loop's recipe (keyword-only, after each recipe's
@@ -124,8 +164,7 @@ class Recipe(_SGDSettings):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         if self.optimizer not in ("adam", "sgd"):
             raise ParameterError(f"unknown optimizer {self.optimizer!r}")
-        if self.augmentation not in ("none", "crop4+flip"):
-            raise ParameterError(f"augmentation must be none or crop4+flip, got {self.augmentation!r}")
+        augmentation(self.augmentation)  # validates the name
         if self.optimizer == "sgd":
             self.sgd()  # validates the SGD fields
         elif (self.schedule, self.weight_decay, self.milestones, self.nesterov) != ("constant", 0.0, (), False):
@@ -251,19 +290,6 @@ def compile_for_training(model: keras.Model, recipe: Recipe, learning_rate: Opti
     )
 
 
-def _augment_crop_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
-    oy, ox = rng.integers(0, 9, n), rng.integers(0, 9, n)
-    out = np.stack([padded[i, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
-    flip = rng.random(n) < 0.5
-    out[flip] = out[flip, :, ::-1]
-    return out
-
-
-AUGMENTATIONS = {"none": None, "crop4+flip": _augment_crop_flip}
-
-
 def deterministic(seed: int) -> None:
     """Seed everything and make TensorFlow's ops deterministic."""
 
@@ -338,7 +364,7 @@ LossFn = Callable[..., tf.Tensor]  # (model, x batch, target batch[, prepared]) 
 def sgd_train(
     model,
     x: np.ndarray,
-    targets: np.ndarray,
+    targets: Optional[np.ndarray],
     loss_fn: LossFn,
     recipe: SGDRecipe,
     *,
@@ -350,17 +376,23 @@ def sgd_train(
     max_examples: Optional[int] = None,
     augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None,
     variables: Optional[List[Any]] = None,
+    targets_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> None:
     """Train ``model`` in place with ``recipe`` on (``x``, ``targets``): shuffled batches (seeded), a
     ``tf.function`` step. ``prepare(model, xb, tb)`` computes something per batch outside the gradient tape
     (PGD examples), passed to ``loss_fn`` as a fourth argument; ``after_step`` runs after every step (e.g.
     re-applying pruning masks); ``max_examples`` stops each epoch after that many examples (fine-pruning's
-    short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded).
+    short fine-tuning); ``augment(batch, rng)`` transforms each batch (data augmentation, seeded);
+    ``targets_fn(batch)`` gives each batch's targets from the batch as trained on, after augmentation (a thief
+    asking the victim about every augmented batch, SAC ``model_extract_l.py``), in place of ``targets``
+    (then None).
 
     The update is PyTorch's SGD: weight decay added to the gradient (coupled L2), ``buf = momentum * buf + g``,
     and ``w -= lr * buf`` or, with Nesterov, ``w -= lr * (g + momentum * buf)``. ``variables``: the ones updated
     (default all trainable ones); the model runs in training mode either way, so its batch norms' statistics move
     as in PyTorch's ``model.train()`` with an optimiser over part of the parameters."""
+    if (targets is None) == (targets_fn is None):
+        raise ParameterError("give sgd_train either targets or targets_fn")
     variables = list(model.trainable_variables) if variables is None else list(variables)
     if not variables:
         raise ParameterError(f"model {model.name} has no trainable variables")
@@ -400,7 +432,8 @@ def sgd_train(
                     lr_var.assign(recipe.learning_rate_at(done, total, epoch))
                 idx = order[s : s + recipe.batch_size]
                 xb = x[idx] if augment is None else augment(x[idx], rng)
-                loss = step(tf.constant(xb), tf.constant(targets[idx]))
+                tb = targets[idx] if targets_fn is None else targets_fn(xb)
+                loss = step(tf.constant(xb), tf.constant(tb))
                 if after_step is not None:
                     after_step()
                 done += 1
