@@ -387,3 +387,52 @@ def test_the_committed_sac_zoo_counts_no_copy_under_its_floor():
     assert all(r["test_accuracy"] < m["accuracy_floor"]["floor"] for r in m["rejected"])
     irrelevant = [r for r in m["models"] if r["family"] == "irrelevant"]
     assert len(irrelevant) >= 10 and len({r["architecture"] for r in irrelevant}) == 3
+
+
+@needs_fmnist
+def test_members_made_otherwise_than_the_plan_are_stale_and_rebuilt_only_when_asked(sac_zoo, tmp_path):
+    """A recipe changed since a zoo was built (here: fine-tuning epochs, extraction epochs, the attacker's
+    augmentation) makes its members stale: a build stops with a one-line error unless asked to rebuild them, and then
+    rebuilds exactly those (and what was made from them), leaving the others' files as they were."""
+    import shutil
+    from dataclasses import replace
+
+    from ipguard_tf.zoo.sac import SACZooBuilder
+    from ipguard_tf.zoo.store import ZooError, file_sha256, read_manifest
+
+    out, manifest, _ = sac_zoo
+    zoo = tmp_path / "zoo"
+    shutil.copytree(out, zoo)
+    same = SACZooBuilder("fashion_mnist", zoo, _tiny_profile(), verbose=0)
+    same._load_state()
+    assert same.stale() == {}
+    longer = replace(_tiny_profile(), extract_epochs=3)
+    b = SACZooBuilder("fashion_mnist", zoo, longer, verbose=0)
+    b._load_state()
+    stale = b.stale()
+    assert (
+        set(stale)
+        == {"extract_l_lenet5_s1", "extract_p_lenet5_s1", "extract_adv_lenet5_s1"}
+        | {
+            n
+            for n in stale
+            if n.startswith("cae_surrogate")  # CAE's surrogates copy the thief's Extract-L recipe
+        }
+        and len([n for n in stale if n.startswith("cae_surrogate")]) == 2
+    )
+    assert "made from extract_l_lenet5_s1" in stale["extract_adv_lenet5_s1"]  # its own params are unchanged
+    plain = SACZooBuilder("fashion_mnist", zoo, replace(_tiny_profile(), attacker_augment=None), verbose=0)
+    plain._load_state()
+    assert {"extract_l_lenet5_s1", "finetune_a", "prune_01of4", "cae_surrogate_lenet5_s1"} <= set(plain.stale())
+    assert "irrelevant_lenet5_s1" not in plain.stale() and "transfer_a" not in plain.stale()
+
+    before = {r["name"]: r["sha256"] for r in read_manifest(zoo)["models"]}
+    ft = replace(_tiny_profile(), finetune_epochs=2)
+    with pytest.raises(ZooError, match=r"2 members were made otherwise .* --rebuild-stale"):
+        SACZooBuilder("fashion_mnist", zoo, ft, verbose=0).build()
+    assert {r["name"]: r["sha256"] for r in read_manifest(zoo)["models"]} == before  # nothing touched
+    m = SACZooBuilder("fashion_mnist", zoo, ft, verbose=0, rebuild_stale=True).build()
+    recs = {r["name"]: r for r in m["models"]}
+    assert recs["finetune_a"]["params"]["recipe"]["epochs"] == recs["finetune_l"]["params"]["recipe"]["epochs"] == 2
+    assert all(file_sha256(zoo / recs[n]["file"]) == before[n] for n in before if n not in ("finetune_a", "finetune_l"))
+    assert [r["name"] for r in m["models"]].count("finetune_a") == 1 and m["complete"]

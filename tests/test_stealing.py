@@ -163,6 +163,67 @@ def test_extract_labels_learns_the_victim_through_its_labels(victim, attack_x):
     assert _same(again.get_weights(), student.get_weights())  # seeded: the same student again
 
 
+def test_crop_flip_stays_in_the_domain_and_pads_with_zeros_or_reflections():
+    from ipguard_tf.zoo.train import AUGMENTATIONS, augmentation, crop_flip
+
+    ones = np.ones((200,) + SHAPE, np.float32)
+    zero_padded = AUGMENTATIONS["crop4zero+flip"](ones, np.random.default_rng(0))
+    assert zero_padded.shape == ones.shape and set(np.unique(zero_padded)) <= {0.0, 1.0}
+    # a crop off the centre shows 1 to 4 rows or columns of padding: all but about 1/81 of the images
+    assert np.mean(zero_padded.min(axis=(1, 2, 3)) == 0.0) > 0.9
+    assert np.array_equal(crop_flip(ones, np.random.default_rng(0)), ones)  # reflection: no new values
+    x = np.random.default_rng(1).random((50,) + SHAPE, dtype=np.float32)
+    out = augmentation("crop4zero+flip")(x, np.random.default_rng(2))
+    assert 0.0 <= out.min() and out.max() <= 1.0 and not np.array_equal(out, x)
+    assert np.array_equal(out, augmentation("crop4zero+flip")(x, np.random.default_rng(2)))  # seeded
+    assert augmentation("none") is None and augmentation(None) is None
+    with pytest.raises(ParameterError, match="augmentation must be one of"):
+        augmentation("mixup")
+
+
+def test_sgd_train_takes_targets_or_a_targets_fn_of_the_augmented_batch(attack_x):
+    from ipguard_tf.zoo.train import AUGMENTATIONS, _ce_loss, sgd_train
+
+    model, recipe = make_tiny_keras3(3), S.SGDRecipe(0.01, epochs=2, batch_size=64)
+    y = np.zeros(len(attack_x), np.int64)
+    for targets, fn in ((y, lambda xb: y[: len(xb)]), (None, None)):
+        with pytest.raises(ParameterError, match="either targets or targets_fn"):
+            sgd_train(model, attack_x, targets, _ce_loss, recipe, seed=0, progress=False, targets_fn=fn)
+    asked = []
+
+    def labels_of(xb):
+        asked.append(xb.copy())
+        return np.zeros(len(xb), np.int64)
+
+    aug = AUGMENTATIONS["crop4zero+flip"]
+    sgd_train(model, attack_x, None, _ce_loss, recipe, seed=0, progress=False, augment=aug, targets_fn=labels_of)
+    assert sum(len(b) for b in asked) == 2 * len(attack_x)  # every example of every epoch
+    rows = {r.tobytes() for r in attack_x}
+    unseen = np.mean([r.tobytes() not in rows for b in asked for r in b])
+    assert unseen > 0.9  # asked about the augmented images, not the stored ones
+
+
+def test_an_augmenting_thief_asks_the_victim_about_every_batch_of_every_epoch(victim, attack_x):
+    recipe = S.SGDRecipe(0.05, epochs=3, batch_size=64, schedule="cosine")
+    o = Oracle(victim)
+    student, info = S.extract_labels(
+        o, attack_x, lambda: make_tiny_keras3(9), recipe=recipe, augment="crop4zero+flip", progress=False
+    )
+    assert info["queries"] == o.queries == 3 * len(attack_x) and info["augment"] == "crop4zero+flip"
+    p = Oracle(victim, output="probabilities")
+    _, info = S.extract_probabilities(
+        p, attack_x, lambda: make_tiny_keras3(9), recipe=recipe, augment="crop4zero+flip", progress=False
+    )
+    assert info["queries"] == 3 * len(attack_x)
+    adv = S.SGDRecipe(1e-2, epochs=2, momentum=0, weight_decay=0, batch_size=32)
+    _, info = S.extract_adversarial(
+        Oracle(victim), attack_x[:64], student, recipe=adv, steps=2, augment="crop4zero+flip", progress=False
+    )
+    assert info["queries"] == 2 * 64  # the victim labels each augmented batch; no labels reused
+    with pytest.raises(ParameterError, match="augmentation must be one of"):
+        S.extract_labels(Oracle(victim), attack_x, lambda: make_tiny_keras3(9), augment="cutout", progress=False)
+
+
 def test_extract_probabilities_needs_probabilities_and_distils(victim, attack_x):
     with pytest.raises(OracleError, match="labels only"):
         S.extract_probabilities(Oracle(victim), attack_x, lambda: make_tiny_keras3(9), progress=False)
