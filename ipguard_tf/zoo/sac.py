@@ -416,11 +416,17 @@ SAC_EPOCH_SECONDS: Dict[str, float] = {
 }
 
 
+#: an epoch of the victim's answers (a forward pass of the source over the attacker half) as a share of an epoch of
+#: training the source: what an augmenting thief adds to each extraction epoch in :func:`estimate_seconds`
+VICTIM_QUERY_EPOCH_SHARE = 1 / 3
+
+
 def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None) -> float:
     """About how long a serial build of ``profile``'s members (default all of :func:`plan`) takes on the
     project's 2-core CPU: each member's epochs over the attacker half times its architecture's time per epoch
     (:data:`SAC_EPOCH_SECONDS`), a PGD epoch (Extract-Adv, adversarial fine-tuning) 1 + PGD steps times an
-    ordinary one, fine-pruning its in-loop fine-tuning passes plus the snapshots' fine-tuning. A guide for sizing a
+    ordinary one, fine-pruning its in-loop fine-tuning passes plus the snapshots' fine-tuning, and an augmenting
+    thief's queries (:data:`VICTIM_QUERY_EPOCH_SHARE` of a source epoch per extraction epoch). A guide for sizing a
     cluster, not a measurement: against the quick zoo's recorded build times (2-core AMD EPYC) it gives 0.54 to
     1.4 times the time each member took; other CPUs differ more (a 2-core Intel Xeon rebuilt Extract-Adv students
     in a seventh of the estimate)."""
@@ -438,11 +444,14 @@ def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None
             out += (p.get("finetune_after") or {}).get("epochs", 0) * epoch
             continue
         epochs = p["recipe"]["epochs"]
+        share = 1.0 if p.get("max_examples") is None else min(1.0, p["max_examples"] / 30000)
         if fam in ("extract_adv", "adv_finetune"):
-            share = 1.0 if p.get("max_examples") is None else min(1.0, p["max_examples"] / 30000)
             out += epochs * epoch * (1 + p["steps"]) * share
         else:
             out += epochs * epoch
+        if p.get("augment") and fam in ("extract_l", "extract_p", "extract_adv", "cae_surrogate"):
+            source = SAC_EPOCH_SECONDS.get(profile.source, SAC_EPOCH_SECONDS["sac_vgg16"])
+            out += epochs * source * VICTIM_QUERY_EPOCH_SHARE * share
     return out
 
 
