@@ -114,6 +114,30 @@ def test_report_files_and_claims(suspects, tiny_data, tmp_path):
     assert any(c["holds"] is None for c in claims), "claims needing CW-L2 are marked not evaluated"
 
 
+def test_a_cached_fingerprint_counts_only_for_the_target_and_data_it_was_made_from(suspects, tiny_data, tmp_path):
+    """A zoo rebuilt under the same names (a new source, new CAE surrogates) must not reuse fingerprints made from
+    the old models: the cache records what each fingerprint was made from (Sweep.inputs_sha256)."""
+    from ipguard_tf.io.fingerprint_file import load_fingerprint
+
+    target, sus = suspects
+    kw = dict(n=6, progress=False)
+    path = tmp_path / "fp" / "random_RR_none_seed0.npz"
+    Sweep(tmp_path, target, tiny_data, sus, **kw).run("random", "RR", None, 0)
+    made = load_fingerprint(path)
+    assert made.metadata["inputs_sha256"] == Sweep(tmp_path, target, tiny_data, sus, **kw).inputs_sha256("random")
+    Sweep(tmp_path, target, tiny_data, sus, **kw).run("random", "RR", None, 0)
+    assert load_fingerprint(path).sha256 == made.sha256  # the same inputs: reused
+    other = as_classifier(make_tiny_keras3(77))
+    sw = Sweep(tmp_path, other, tiny_data, sus, **kw)
+    assert sw.inputs_sha256("random") != made.metadata["inputs_sha256"]
+    sw.run("random", "RR", None, 0)
+    remade = load_fingerprint(path)
+    assert remade.metadata["inputs_sha256"] == sw.inputs_sha256("random")
+    assert np.array_equal(remade.y, other.predict_labels(remade.x))  # labelled by the new target
+    shifted = Sweep(tmp_path, other, tiny_data[::-1].copy(), sus, **kw)
+    assert shifted.inputs_sha256("random") != remade.metadata["inputs_sha256"]  # other data: made again too
+
+
 def test_sweep_reports_converged_points_only_too(suspects, tiny_data, tmp_path):
     """Issue 16: each run's statistics on all points and on the converged points only, cached like the rest."""
     from ipguard_tf.evaluation.sweep import statistics

@@ -383,12 +383,14 @@ def test_finetune_last_only_updates_the_batch_norm_statistics_as_torch_train_mod
     x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(keras.layers.ReLU()(x)))  # the head: after the pooling
     m = keras.Model(inp, keras.layers.Dense(CLASSES, name="head")(x))
     y = np.random.default_rng(0).integers(0, CLASSES, len(attack_x))
-    tuned = S.finetune(
-        m, attack_x, y, last_only=True, recipe=S.SGDRecipe(0.05, epochs=1, batch_size=64), progress=False
-    )
-    old, new = m.get_layer("bn"), tuned.get_layer("bn")
-    assert _same(m.get_layer("conv").get_weights(), tuned.get_layer("conv").get_weights())
-    assert np.array_equal(np.asarray(old.gamma), np.asarray(new.gamma))
-    assert np.array_equal(np.asarray(old.beta), np.asarray(new.beta))
-    assert not np.array_equal(np.asarray(old.moving_mean), np.asarray(new.moving_mean))
+    r = S.SGDRecipe(0.05, epochs=1, batch_size=64)
+    tuned = S.finetune(m, attack_x, y, last_only=True, recipe=r, progress=False)
+    moved = S.transfer(m, attack_x, y % 2, 2, last_only=True, recipe=r, progress=False)  # Transfer-L alike
+    for copy in (tuned, moved):
+        old, new = m.get_layer("bn"), copy.get_layer("bn")
+        assert _same(m.get_layer("conv").get_weights(), copy.get_layer("conv").get_weights())
+        assert np.array_equal(np.asarray(old.gamma), np.asarray(new.gamma))
+        assert np.array_equal(np.asarray(old.beta), np.asarray(new.beta))
+        assert not np.array_equal(np.asarray(old.moving_mean), np.asarray(new.moving_mean))
+        assert all(layer.trainable for layer in copy.layers)  # nothing left frozen in the returned model
     assert not _same(m.get_layer("head").get_weights(), tuned.get_layer("head").get_weights())

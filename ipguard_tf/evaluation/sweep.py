@@ -13,6 +13,7 @@ suspect is verified again (README, "Reproducibility": IPGuard rates then differ 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from ipguard_tf.core.fingerprint import Fingerprint
 from ipguard_tf.core.statistics import Statistic, statistic_of
 from ipguard_tf.io.files import atomic_write_bytes
 from ipguard_tf.io.fingerprint_file import load_fingerprint, save_fingerprint
-from ipguard_tf.models.classifier import Classifier, as_classifier
+from ipguard_tf.models.classifier import Classifier, as_classifier, content_sha256
 from ipguard_tf.verification.suspects import verify
 from ipguard_tf.zoo.members import load_member, method_inputs
 from ipguard_tf.zoo.store import ZooError, members, read_manifest
@@ -141,12 +142,22 @@ def summarize(
 
 def points_sha256(fp: Fingerprint) -> str:
     """SHA-256 of a fingerprint's points and labels (what a matching rate depends on; not the metadata)."""
-    import hashlib
-
     h = hashlib.sha256()
     for a in (fp.x, fp.y) + ((fp.outputs,) if fp.outputs is not None else ()):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def _model_sha256(model: Any) -> str:
+    """What a model computes with, for :meth:`Sweep.inputs_sha256`: a classifier's recorded weights SHA-256, else
+    the content SHA-256 of the model (or of the Keras model a classifier wraps)."""
+    sha = getattr(model, "weights_sha256", None)
+    if isinstance(sha, str):
+        return sha
+    inner = getattr(model, "keras_model", None)
+    sha = content_sha256(inner if inner is not None else model)
+    # a model with nothing to hash (a label function) is known by its source only
+    return sha or f"source:{getattr(model, 'source', '') or getattr(model, 'name', '')}"
 
 
 def has_strategies(method: str) -> bool:
@@ -207,17 +218,40 @@ class Sweep:
         return (self.folder / "fp" / f"{run_key(method, strategy, setting, seed)}.npz").exists()
 
     def fingerprint(self, method: str, strategy: str, setting: Optional[float], seed: int) -> Fingerprint:
+        """One sweep point's fingerprint, cached in ``fp/`` with :meth:`inputs_sha256`: a cached one made from
+        another target, other data or another CAE ensemble (a zoo rebuilt since; a cache older than the check) is
+        made again."""
         key = run_key(method, strategy, setting, seed)
         path = self.folder / "fp" / f"{key}.npz"
-        if path.exists():
-            return load_fingerprint(path)
         m = self.method(method, strategy, setting, seed, progress=self.progress)
+        inputs = self.inputs_sha256(method)
+        if path.exists():
+            cached = load_fingerprint(path)
+            if cached.metadata.get("inputs_sha256") == inputs:
+                return cached
+            log.warning("%s: the cached fingerprint was made from another target, data or ensemble: made again", key)
         ckpt = path.with_name(path.name + ".checkpoint.npz")  # a killed sweep resumes inside this run too
         x, y = self.data_for(method)
         fp = m.generate(self.target, self.n, x, train_y=y, dataset=self.dataset, checkpoint=ckpt)
+        fp.metadata["inputs_sha256"] = inputs
         save_fingerprint(fp, path)
         ckpt.unlink(missing_ok=True)
         return fp
+
+    def inputs_sha256(self, method: str) -> str:
+        """SHA-256 of what ``method``'s fingerprints are made from besides its parameters (which the run key names):
+        the target's weights, the inputs and labels it draws from (:meth:`data_for`) and its zoo inputs (CAE's
+        surrogates and references, by name and content)."""
+        h = hashlib.sha256(_model_sha256(self.target).encode())
+        for a in self.data_for(method):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+        for name, value in sorted(self._inputs.get(method, {}).items()):
+            models = value if isinstance(value, dict) else {"": value}
+            for member, model in sorted(models.items()):
+                sha = model if isinstance(model, (str, type(None))) else _model_sha256(model)
+                h.update(f"{name}/{member}={sha};".encode())
+        return h.hexdigest()
 
     def data_for(self, method: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """The (inputs, labels) ``method`` draws from: its own (:attr:`method_data`), else the owner's training data."""

@@ -394,9 +394,6 @@ def transfer(
         num_classes, name=f"{last.name}_transfer", kernel_initializer=K.initializers.GlorotUniform(seed=seed)
     )(last.input)
     new = K.Model(base.inputs, out, name=f"{model.name}_transfer")
-    if last_only:
-        for layer in new.layers:
-            layer.trainable = layer is new.layers[-1]
     sgd_train(
         new,
         x,
@@ -406,9 +403,10 @@ def transfer(
         seed=seed,
         desc="Transfer-L" if last_only else "Transfer-A",
         progress=progress,
+        # as Finetune-L (_train_copy): the new head's variables only, the model in training mode (its batch norms'
+        # statistics follow the new data, as an optimiser over the head of a torch model in train() mode)
+        variables=list(new.layers[-1].trainable_variables) if last_only else None,
     )
-    for layer in new.layers:
-        layer.trainable = True
     return new
 
 
