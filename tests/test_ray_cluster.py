@@ -214,6 +214,7 @@ def test_a_driver_without_the_token_is_refused_in_one_line(cluster, data_dir, tm
     r = finish(start_cli_zoo_build(cluster, tmp_path / "zoo", data_dir, quiet=True, env=env))
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and last.startswith("ipguard: error: Failed to connect to Ray cluster at "), r.stderr
+    assert "RAY_AUTH_MODE=token" in last  # says what a token-authenticated cluster needs
     assert not list(tmp_path.glob("zoo/*.keras"))
 
 

@@ -212,7 +212,13 @@ def connect(ray: Any, options: RayOptions) -> bool:
     if options.address:
         if options.num_cpus is not None:
             raise ZooError("--ray-cpus is for a local Ray; a cluster at an address has the CPUs it has")
-        ray.init(address=options.address, **common)
+        try:
+            ray.init(address=options.address, **common)
+        except ConnectionError as exc:  # Ray's own message names the address only
+            raise ZooError(
+                f"{exc}; a cluster started with token authentication also needs RAY_AUTH_MODE=token and its token "
+                "(~/.ray/auth_token on this machine, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) in this environment"
+            ) from None
     else:
         ray.init(address="local", num_cpus=options.num_cpus, **common)
     return True
