@@ -436,3 +436,37 @@ def test_members_made_otherwise_than_the_plan_are_stale_and_rebuilt_only_when_as
     assert recs["finetune_a"]["params"]["recipe"]["epochs"] == recs["finetune_l"]["params"]["recipe"]["epochs"] == 2
     assert all(file_sha256(zoo / recs[n]["file"]) == before[n] for n in before if n not in ("finetune_a", "finetune_l"))
     assert [r["name"] for r in m["models"]].count("finetune_a") == 1 and m["complete"]
+
+
+@needs_fmnist
+def test_a_member_made_from_a_rejected_copy_is_made_from_it_and_judged_itself(sac_zoo, tmp_path):
+    """An Extract-L student under the floor is not stored, yet SAC trains its Extract-Adv student on from it: the
+    builder keeps the rejected model for that (or makes it again in a new process) and judges the result."""
+    import shutil
+    from dataclasses import replace
+
+    from ipguard_tf.zoo.sac import SACZooBuilder
+    from ipguard_tf.zoo.store import read_manifest
+
+    out, _, _ = sac_zoo
+    zoo = tmp_path / "zoo"
+    shutil.copytree(out, zoo)
+    m = read_manifest(zoo)
+    gone = ("extract_l_lenet5_s1", "extract_adv_lenet5_s1")
+    m["models"] = [r for r in m["models"] if r["name"] not in gone]
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    for name in gone:
+        (zoo / f"{name}.keras").unlink()
+    strict = replace(_tiny_profile(), max_accuracy_drop=-1.0)  # a floor above the source: every copy is rejected
+    b = SACZooBuilder("fashion_mnist", zoo, strict, verbose=0)
+    b.start()
+    assert b.build_member("extract_l_lenet5_s1") is False and "extract_l_lenet5_s1" in b._rejected_models
+    assert b.build_member("extract_adv_lenet5_s1") is False  # made, then judged under the floor itself
+    assert {r["name"] for r in read_manifest(zoo)["rejected"]} >= set(gone)
+    m = read_manifest(zoo)
+    m["rejected"] = [r for r in m["rejected"] if r["name"] != "extract_adv_lenet5_s1"]
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    again = SACZooBuilder("fashion_mnist", zoo, strict, verbose=0)  # a new process: the student made again
+    again.start()
+    assert again.build_member("extract_adv_lenet5_s1") is False and "extract_l_lenet5_s1" in again._rejected_models
+    assert not any((zoo / f"{n}.keras").exists() for n in gone)

@@ -49,7 +49,7 @@ from ipguard_tf.models.classifier import as_classifier
 from ipguard_tf.models.oracle import Oracle
 from ipguard_tf.zoo import stealing as S
 from ipguard_tf.zoo.architectures import build_architecture
-from ipguard_tf.zoo.builder import MAKERS, PlannedMember, ZooBuilder, quantized_records
+from ipguard_tf.zoo.builder import MAKERS, PlannedMember, ZooBuilder, maker_of, quantized_records
 from ipguard_tf.zoo.stealing import PGD_STEPS, conv_layers
 from ipguard_tf.zoo.store import ZooError, members
 from ipguard_tf.zoo.train import SGDRecipe, _ce_loss, augmentation, deterministic, sgd_train
@@ -706,6 +706,8 @@ class SACZooBuilder(ZooBuilder):
     _split: Optional[SACData] = field(default=None, repr=False)
     _runs: Dict[Any, Any] = field(default_factory=dict, repr=False)
     _source_test_labels: Optional[np.ndarray] = field(default=None, repr=False)
+    #: models rejected under the floor in this process, kept for what is made from them (:meth:`_get`)
+    _rejected_models: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         from pathlib import Path
@@ -756,6 +758,21 @@ class SACZooBuilder(ZooBuilder):
         target = self.record("target")
         return None if target is None else round(target["test_accuracy"] - self.profile.max_accuracy_drop, 4)
 
+    def _get(self, name: str) -> Any:
+        """As :meth:`ZooBuilder._get`; a member rejected under the floor is not stored, but what is made from it
+        still is (an Extract-Adv student is trained on from its Extract-L student, usable or not, as SAC's
+        ``model_extract_adv.py`` does; the floor judges the result): the model kept since it was rejected, else
+        made again from its plan (deterministic)."""
+        if self.record(name) is not None or self._rejected(name) is None:
+            return super()._get(name)
+        if name not in self._rejected_models:
+            member = next((m for m in self.planned() if m.name == name), None)
+            if member is None:
+                raise ZooError(f"{self.out}: no member {name!r} in the plan of this zoo")
+            log.info("zoo %s: making rejected %s again for what is made from it", self.out, name)
+            self._rejected_models[name] = maker_of(member.info, self.makers)(self, member.info)[0]
+        return self._rejected_models[name]
+
     def build_member(self, member: Any) -> bool:
         """As :meth:`ZooBuilder.build_member`; False for a stolen model rejected (now or earlier) under the
         accuracy floor (:meth:`accuracy_floor`)."""
@@ -789,6 +806,8 @@ class SACZooBuilder(ZooBuilder):
             )
             self._write_manifest()
             log.info("zoo: %s rejected (accuracy %.4f < floor %.4f)", name, info["test_accuracy"], floor)
+            if any(name in m.needs for m in self.planned()):
+                self._rejected_models[name] = model
             return None
         if name == "target":
             self._source_test_labels = pred
