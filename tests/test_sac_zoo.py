@@ -431,8 +431,12 @@ def test_members_made_otherwise_than_the_plan_are_stale_and_rebuilt_only_when_as
     with pytest.raises(ZooError, match=r"2 members were made otherwise .* --rebuild-stale"):
         SACZooBuilder("fashion_mnist", zoo, ft, verbose=0).build()
     assert {r["name"]: r["sha256"] for r in read_manifest(zoo)["models"]} == before  # nothing touched
+    m = read_manifest(zoo)
+    m["models"] = [dict(r, in_repo=False) if r["name"] == "finetune_a" else r for r in m["models"]]
+    (zoo / "manifest.json").write_text(json.dumps(m))  # as a member pretrained/ leaves out
     m = SACZooBuilder("fashion_mnist", zoo, ft, verbose=0, rebuild_stale=True).build()
     recs = {r["name"]: r for r in m["models"]}
+    assert recs["finetune_a"]["in_repo"] is False and recs["finetune_l"]["in_repo"] is True  # stays out when rebuilt
     assert recs["finetune_a"]["params"]["recipe"]["epochs"] == recs["finetune_l"]["params"]["recipe"]["epochs"] == 2
     assert all(file_sha256(zoo / recs[n]["file"]) == before[n] for n in before if n not in ("finetune_a", "finetune_l"))
     assert [r["name"] for r in m["models"]].count("finetune_a") == 1 and m["complete"]

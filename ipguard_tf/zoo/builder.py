@@ -247,6 +247,8 @@ class ZooBuilder:
     #: rebuild members recorded with other parameters than the plan's (:meth:`stale`); else such a zoo is an error
     rebuild_stale: bool = False
     _plan: Optional[List[PlannedMember]] = field(default=None, repr=False)
+    #: records dropped as stale (:meth:`start`): a rebuilt member keeps what its earlier record said of the repository
+    _dropped: Dict[str, Dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -317,6 +319,7 @@ class ZooBuilder:
         for name, why in stale.items():
             log.warning("zoo %s: rebuilding %s (%s)", self.out, name, why)
             for rec in [r for r in self.manifest["models"] if r["name"] == name]:
+                self._dropped[name] = rec
                 if rec.get("file"):
                     (self.out / rec["file"]).unlink(missing_ok=True)
             self.manifest["models"] = [r for r in self.manifest["models"] if r["name"] != name]
@@ -379,8 +382,10 @@ class ZooBuilder:
             "created": utc_now(),
         }
         earlier = self.record(name)
-        # a member once left out of the repository (pretrained/ is kept under its size limit) stays out when rebuilt
-        rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6 and (earlier or {}).get("in_repo", True)
+        # a member once left out of the repository (pretrained/ is kept under its size limit) stays out when rebuilt,
+        # with this recipe or another (a stale one)
+        kept = (earlier or self._dropped.get(name) or {}).get("in_repo", True)
+        rec["in_repo"] = rec["size_bytes"] <= self.repo_limit_mb * 1e6 and kept
         for key in ("rebuild_seconds", "rebuild_machine"):  # measured when it was rebuilt (time_rebuilds.py)
             if earlier is not None and key in earlier:
                 rec[key] = earlier[key]
