@@ -87,8 +87,8 @@ def sac_cost_line(builder: Any) -> str:
     hours = estimate_seconds(builder.profile, [(m.name, m.info, m.suffix) for m in todo]) / 3600
     return (
         f"SAC zoo, profile {builder.profile.name}: {len(builder.planned())} members, {len(todo)} to build; about "
-        f"{hours:.1f} CPU-hours on the project's 2-core CPU (estimate from per-epoch timings, within a factor of 2 "
-        "there; a GPU or a Ray cluster divides it)"
+        f"{hours:.1f} CPU-hours on the project's 2-core CPU (estimate from per-epoch timings; measured builds took "
+        "0.15 to 1.4 times it; a GPU or a Ray cluster divides it)"
     )
 
 

@@ -427,9 +427,9 @@ def estimate_seconds(profile: SACProfile, members_: Optional[List[tuple]] = None
     (:data:`SAC_EPOCH_SECONDS`), a PGD epoch (Extract-Adv, adversarial fine-tuning) 1 + PGD steps times an
     ordinary one, fine-pruning its in-loop fine-tuning passes plus the snapshots' fine-tuning, and an augmenting
     thief's queries (:data:`VICTIM_QUERY_EPOCH_SHARE` of a source epoch per extraction epoch). A guide for sizing a
-    cluster, not a measurement: against the quick zoo's recorded build times (2-core AMD EPYC) it gives 0.54 to
-    1.4 times the time each member took; other CPUs differ more (a 2-core Intel Xeon rebuilt Extract-Adv students
-    in a seventh of the estimate)."""
+    cluster, not a measurement: the quick zoo's members took 0.54 to 1.4 times their estimate on the 2-core AMD
+    EPYC that first built it, and those rebuilt with the augmenting thief (issue 31) 0.15 to 0.88 times it on a
+    2-core Intel Xeon (Extract-Adv, fine-tuning and CAE's surrogates the least)."""
     out = 0.0
     for _, rec, _ in plan(profile) if members_ is None else members_:
         epoch = SAC_EPOCH_SECONDS.get(rec["architecture"], SAC_EPOCH_SECONDS["sac_vgg16"])
