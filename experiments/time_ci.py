@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         "suite_seconds": float(m.group("seconds")) if m else None,
         "wall_seconds": round(wall, 1),
         "slowest": [{"seconds": float(s), "phase": p, "test": t} for s, p, t in slowest],
+        # pytest's short summary ("FAILED tests/x.py::test - why"): which tests, without rerunning the suite
+        "failed_tests": sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", log, re.M))),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
             f"`python experiments/time_ci.py` at `{head[:12]}`: `bash .ci/run` (lint, format and type check, then the "
             "tests on two workers) in a fresh clone, its `.venv` created first.\n\n"
             f"* exit status {run.returncode}; {res['summary']}\n"
-            f"* the suite: {suite:.0f} s ({suite / 60:.1f} min); the whole run "
+            + "".join(f"* failed: {t}\n" for t in res["failed_tests"])
+            + f"* the suite: {suite:.0f} s ({suite / 60:.1f} min); the whole run "
             f"with the install and the lint: {wall:.0f} s ({wall / 60:.1f} min)\n"
             "* slowest: " + "; ".join(f"{r['test']} {r['seconds']:.0f} s" for r in res["slowest"][:5]) + "\n\n"
             "Machine and versions: `run.json`.\n"
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
     print(f"{res['summary']}; suite {res['suite_seconds']} s, whole run {wall:.0f} s -> {out}")
     if run.returncode != 0:
         sys.stderr.write(log[-4000:])
+        sys.stderr.write("".join(f"failed: {t}\n" for t in res["failed_tests"]))
     return run.returncode
 
 
