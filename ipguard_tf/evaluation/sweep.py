@@ -213,6 +213,8 @@ class Sweep:
         self.reproducible: Dict[str, Optional[bool]] = {}
         #: per method, what it needs from a zoo (CAE's ensemble), loaded once
         self._inputs: Dict[str, Dict[str, Any]] = {}
+        #: per method, :meth:`inputs_sha256` (the target, data and ensemble do not change during a sweep)
+        self._inputs_sha256: Dict[str, str] = {}
 
     def is_cached(self, method: str, strategy: str, setting: Optional[float], seed: int) -> bool:
         return (self.folder / "fp" / f"{run_key(method, strategy, setting, seed)}.npz").exists()
@@ -241,7 +243,10 @@ class Sweep:
     def inputs_sha256(self, method: str) -> str:
         """SHA-256 of what ``method``'s fingerprints are made from besides its parameters (which the run key names):
         the target's weights, the inputs and labels it draws from (:meth:`data_for`) and its zoo inputs (CAE's
-        surrogates and references, by name and content)."""
+        surrogates and references, by name and content); computed once per method."""
+        known = self._inputs_sha256.get(method)
+        if known is not None:
+            return known
         h = hashlib.sha256(_model_sha256(self.target).encode())
         for a in self.data_for(method):
             if a is not None:
@@ -251,7 +256,8 @@ class Sweep:
             for member, model in sorted(models.items()):
                 sha = model if isinstance(model, (str, type(None))) else _model_sha256(model)
                 h.update(f"{name}/{member}={sha};".encode())
-        return h.hexdigest()
+        self._inputs_sha256[method] = h.hexdigest()
+        return self._inputs_sha256[method]
 
     def data_for(self, method: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """The (inputs, labels) ``method`` draws from: its own (:attr:`method_data`), else the owner's training data."""

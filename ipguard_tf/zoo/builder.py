@@ -318,7 +318,8 @@ class ZooBuilder:
             )
         for name, why in stale.items():
             log.warning("zoo %s: rebuilding %s (%s)", self.out, name, why)
-            for rec in [r for r in self.manifest["models"] if r["name"] == name]:
+            rec = self.record(name)
+            if rec is not None:
                 self._dropped[name] = rec
                 if rec.get("file"):
                     (self.out / rec["file"]).unlink(missing_ok=True)

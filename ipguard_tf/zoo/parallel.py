@@ -315,6 +315,7 @@ class RayBuild:
     def _ready(self, waiting: List[_Task], running: Dict[Any, Tuple[_Task, float]]) -> List[_Task]:
         """Waiting tasks whose needs are recorded (or rejected: a SAC member made from a copy under the floor makes
         it again), in plan order; of a chain, the first one, when none runs."""
+        b = self.builder
         busy = {t.chain for t, _ in running.values() if t.chain is not None}
         out = []
         for task in waiting:
@@ -322,7 +323,6 @@ class RayBuild:
                 if task.chain in busy:
                     continue
                 busy.add(task.chain)  # later levels of this chain wait for this one
-            b = self.builder
             if all(b.record(n) is not None or b._rejected(n) is not None for n in task.needs):
                 out.append(task)
         return out

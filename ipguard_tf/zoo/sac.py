@@ -279,8 +279,8 @@ def make_extract_adv(b, rec: Dict[str, Any]):
 
     p = rec["params"]
     x = b.split().attacker.x
-    labels = None if p.get("augment") else _oracle(b).labels(x)
     oracle = _oracle(b)
+    labels = None if p.get("augment") else oracle.labels(x)
     model, info = S.extract_adversarial(
         oracle,
         x,

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import keras
@@ -39,21 +40,13 @@ def crop_flip(x: np.ndarray, rng: np.random.Generator, *, padding: int = 4, mode
     return out
 
 
-def _augment_crop_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return crop_flip(x, rng)
-
-
-def _augment_crop_flip_zero(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return crop_flip(x, rng, mode="constant")
-
-
 #: batch augmentations by name: "crop4+flip" pads by reflection (the CIFAR recipes here); "crop4zero+flip" with
 #: zeros, as torchvision's ``RandomCrop(size, padding=4)`` + ``RandomHorizontalFlip()`` in SAC's attacker loaders
 #: (guanjiyang/SAC ``dataset.py``)
 AUGMENTATIONS: Dict[str, Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
     "none": None,
-    "crop4+flip": _augment_crop_flip,
-    "crop4zero+flip": _augment_crop_flip_zero,
+    "crop4+flip": crop_flip,
+    "crop4zero+flip": partial(crop_flip, mode="constant"),
 }
 
 
@@ -335,7 +328,7 @@ def train_model(dataset, recipe: Recipe, seed: int, *, verbose: int = 1, epochs:
             rng = np.random.default_rng(seed)
             for e in range(n_epochs):
                 model.fit(
-                    _augment_crop_flip(dataset.x_train, rng),
+                    crop_flip(dataset.x_train, rng),
                     dataset.y_train,
                     batch_size=recipe.batch_size,
                     epochs=e + 1,
